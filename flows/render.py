@@ -1,0 +1,89 @@
+"""Renderer dispatch: one loaded renderer per worker process, and the per-segment request."""
+
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from flows.segments import SegmentSpec
+from generator.render_types import (
+    CaptionWord,
+    PromptPhase,
+    Renderer,
+    RenderRequest,
+    StructuredPrompt,
+)
+from planners.schema import Plan, Word
+
+RENDERERS = ("animatic", "actavatar")
+_lock = threading.Lock()
+
+
+def renderer_overlap(name: str, continuity_frames: int = 1) -> int:
+    """Frames a renderer repeats from the previous segment's tail (0 = no continuity needed)."""
+    return 0 if name == "animatic" else continuity_frames
+
+
+@lru_cache(maxsize=2)
+def get_renderer(name: str, checkpoint: str | None = None, device: str | None = None) -> Renderer:
+    """Load a renderer once per process (the ActAvatar pipeline is expensive to load)."""
+    with _lock:
+        if name == "animatic":
+            from generator.animatic import AnimaticRenderer
+
+            return AnimaticRenderer()
+        if name == "actavatar":
+            if not checkpoint:
+                raise ValueError("the actavatar renderer needs --checkpoint DIR "
+                                 "(or AVATAR_FLOW_CHECKPOINT)")
+            from generator.renderer_actavatar import load_actavatar_renderer
+
+            return load_actavatar_renderer(checkpoint, device=device)
+        raise ValueError(f"unknown renderer '{name}' (one of: {', '.join(RENDERERS)})")
+
+
+def slice_audio(audio: np.ndarray, rate: int, start: float, seconds: float) -> np.ndarray:
+    """Samples for [start, start + seconds), zero-padded outside the recording."""
+    n = int(round(seconds * rate))
+    i0 = int(round(start * rate))
+    out = np.zeros(n, dtype=np.float32)
+    lo, hi = max(i0, 0), min(i0 + n, len(audio))
+    if hi > lo:
+        out[lo - i0 : hi - i0] = audio[lo:hi]
+    return out
+
+
+def build_request(spec: SegmentSpec, *, words: list[Word], plan: Plan, audio16k: np.ndarray,
+                  avatar: Image.Image, width: int, height: int, seed: int, total_duration: float,
+                  cuts: list[float], title: str, context: list[Image.Image]) -> RenderRequest:
+    t0 = spec.render_start
+    seconds = spec.render_frames / spec.fps
+    captions = [CaptionWord(w.word, round(w.start - t0, 4), round(w.end - t0, 4))
+                for w in words if w.end > t0 and w.start < t0 + seconds]
+    prompt = StructuredPrompt(
+        base=spec.base,
+        phases=tuple(PromptPhase(p.action, p.start, p.end) for p in spec.phases),
+        duration=seconds,
+    )
+    return RenderRequest(
+        index=spec.index, num_frames=spec.render_frames, fps=spec.fps, width=width, height=height,
+        audio=slice_audio(audio16k, 16000, t0, seconds), prompt=prompt,
+        image=context[-1] if context else avatar, sample_rate=16000, seed=seed + spec.index,
+        reference_image=avatar, overlap_frames=spec.overlap, context_frames=list(context),
+        captions=captions, segment_start=t0, total_duration=total_duration,
+        timeline_phases=[PromptPhase(p.action, p.start, p.end) for p in plan.phases],
+        timeline_cuts=cuts, title=title,
+    )
+
+
+def save_tail(frames: np.ndarray, count: int, folder: Path) -> list[Path]:
+    """Keep the last `count` frames as PNGs: the next segment's continuity input."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, frame in enumerate(frames[len(frames) - count :] if count else []):
+        p = folder / f"tail_{i}.png"
+        Image.fromarray(frame).save(p)
+        paths.append(p)
+    return paths

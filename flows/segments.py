@@ -1,0 +1,146 @@
+"""Cut the timeline into segments of at most `max_seconds`, in pauses, never inside a word.
+
+Frame bookkeeping: segment k shows video frames [first_frame, first_frame + num_frames) of
+the whole video. A renderer that continues from the previous segment's tail repeats
+`overlap` frames at its start (dropped by the stitch), and renders `render_frames`
+= the smallest 4k+1 >= overlap + num_frames (the VAE's temporal stride is 4).
+"""
+
+from dataclasses import asdict, dataclass, field
+
+from planners.schema import Phase, Plan, Word
+
+# How close to the limit we look for the longest pause (seconds).
+PAUSE_SEARCH_WINDOW = 1.5
+
+
+def four_k_plus_one(n: int) -> int:
+    """Smallest 4k+1 >= n."""
+    return n if n % 4 == 1 else n + (1 - n) % 4
+
+
+def max_content_frames(max_seconds: float, fps: int, overlap: int) -> int:
+    """Most new frames a segment may show so that its render stays within `max_seconds`."""
+    limit = int(max_seconds * fps + 1e-9)
+    limit = limit if limit % 4 == 1 else limit - (limit - 1) % 4  # largest 4k+1 <= limit
+    return limit - overlap
+
+
+@dataclass(frozen=True)
+class SegmentPhase:
+    """A phase on the segment's own clock (seconds and normalised to the render)."""
+
+    action: str
+    start: float
+    end: float
+    start_norm: float
+    end_norm: float
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    index: int
+    start: float  # seconds on the video clock (frame-aligned)
+    end: float
+    first_frame: int
+    num_frames: int  # new frames this segment contributes to the video
+    overlap: int  # leading frames repeated from the previous segment
+    render_frames: int  # 4k+1 frames the renderer produces
+    fps: int
+    first_word: int | None
+    last_word: int | None
+    base: str
+    phases: tuple[SegmentPhase, ...] = field(default_factory=tuple)
+
+    @property
+    def render_start(self) -> float:
+        """Where the rendered clip (including its overlap) starts on the video clock."""
+        return (self.first_frame - self.overlap) / self.fps
+
+    @property
+    def render_seconds(self) -> float:
+        return self.render_frames / self.fps
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["phases"] = [asdict(p) for p in self.phases]
+        return d
+
+
+def choose_cuts(words: list[Word], duration: float, fps: int, max_frames: int) -> list[int]:
+    """Frame indices where segments end (the last is the video's frame count).
+
+    Each cut sits in a gap between words (the longest pause within PAUSE_SEARCH_WINDOW
+    of the limit, else the latest gap), at the frame nearest the middle of the pause.
+    """
+    total = max(1, round(duration * fps))
+    cuts: list[int] = []
+    start = 0
+    while total - start > max_frames:
+        limit = start + max_frames
+        gaps = []  # (pause seconds, cut frame)
+        for i in range(len(words) - 1):
+            g0, g1 = words[i].end, words[i + 1].start
+            lo, hi = int(-(-g0 * fps // 1)), int(g1 * fps // 1)  # frames inside [g0, g1]
+            lo, hi = max(lo, start + 1), min(hi, limit)
+            if lo > hi:
+                continue
+            mid = min(max(round((g0 + g1) / 2 * fps), lo), hi)
+            gaps.append((g1 - g0, mid))
+        if not gaps:
+            raise ValueError(f"no pause between words within {max_frames / fps:.2f} s after "
+                             f"{start / fps:.2f} s: a single word is longer than a segment")
+        near = [g for g in gaps if g[1] >= limit - PAUSE_SEARCH_WINDOW * fps]
+        if near:
+            cut = max(near, key=lambda g: (round(g[0], 3), g[1]))[1]
+        else:
+            cut = max(g[1] for g in gaps)
+        cuts.append(cut)
+        start = cut
+    cuts.append(total)
+    return cuts
+
+
+def _words_in(words: list[Word], t0: float, t1: float) -> tuple[int | None, int | None]:
+    idx = [i for i, w in enumerate(words) if w.start >= t0 - 1e-6 and w.end <= t1 + 1e-6]
+    return (idx[0], idx[-1]) if idx else (None, None)
+
+
+def retime_phases(phases: list[Phase], render_start: float, render_seconds: float,
+                  seg_start: float, seg_end: float) -> tuple[SegmentPhase, ...]:
+    """Phases overlapping [seg_start, seg_end), clipped and put on the render's own clock."""
+    out = []
+    for p in phases:
+        s, e = max(p.start, seg_start), min(p.end, seg_end)
+        if e - s <= 1e-6:
+            continue
+        ls, le = s - render_start, e - render_start
+        out.append(SegmentPhase(p.action, round(ls, 4), round(le, 4),
+                                round(ls / render_seconds, 4), round(le / render_seconds, 4)))
+    return tuple(out)
+
+
+def plan_segments(words: list[Word], duration: float, plan: Plan, *, fps: int,
+                  max_seconds: float = 5.0, overlap: int = 0) -> list[SegmentSpec]:
+    """Segments covering the whole audio, each carrying its base block and re-timed phases."""
+    max_frames = max_content_frames(max_seconds, fps, overlap)
+    if max_frames < fps:
+        raise ValueError(f"segments of {max_seconds} s at {fps} fps leave no room for {overlap} overlap frames")
+    cuts = choose_cuts(words, duration, fps, max_frames)
+    base = plan.base.render()
+    specs: list[SegmentSpec] = []
+    first = 0
+    for k, end_frame in enumerate(cuts):
+        ov = overlap if k > 0 else 0
+        n = end_frame - first
+        render_frames = four_k_plus_one(n + ov)
+        start_s, end_s = first / fps, end_frame / fps
+        render_start = (first - ov) / fps
+        fw, lw = _words_in(words, start_s, end_s)
+        specs.append(SegmentSpec(
+            index=k, start=start_s, end=end_s, first_frame=first, num_frames=n, overlap=ov,
+            render_frames=render_frames, fps=fps, first_word=fw, last_word=lw, base=base,
+            phases=retime_phases(plan.phases, render_start, render_frames / fps, start_s, end_s),
+        ))
+        first = end_frame
+    return specs

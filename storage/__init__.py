@@ -1,0 +1,43 @@
+"""Records and files: SQLModel tables, the engine factory and the content-addressed store."""
+
+from storage.assets import (
+    AssetStore,
+    atomic_copy,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    sha256_bytes,
+    sha256_file,
+)
+from storage.db import get_engine, session_scope, sqlite_url
+from storage.models import (
+    Asset,
+    Checkpoint,
+    Job,
+    JobStatus,
+    PlannerTurnRecord,
+    PlanRecord,
+    Segment,
+    utcnow,
+)
+
+__all__ = [
+    "Asset",
+    "AssetStore",
+    "Checkpoint",
+    "Job",
+    "JobStatus",
+    "PlanRecord",
+    "PlannerTurnRecord",
+    "Segment",
+    "atomic_copy",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "get_engine",
+    "session_scope",
+    "sha256_bytes",
+    "sha256_file",
+    "sqlite_url",
+    "utcnow",
+]

@@ -1,0 +1,115 @@
+"""SQLModel tables: every job, segment, plan, asset and checkpoint avatar-flow produces.
+
+No `from __future__ import annotations` here: it breaks SQLModel relationship mapping.
+JSON columns are reassigned, never mutated in place (SQLAlchemy does not see in-place edits).
+"""
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    speech = "speech"
+    aligned = "aligned"
+    planned = "planned"
+    rendering = "rendering"
+    stitched = "stitched"
+    done = "done"
+    failed = "failed"
+
+
+class Job(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(default=JobStatus.queued, index=True)
+    title: str = ""
+    script_path: str = ""
+    # Content hash of everything that determines the output (script, audio, avatar, settings).
+    input_key: str = Field(default="", index=True)
+    out_dir: str = ""
+    renderer: str = "animatic"
+    planner: str = "rule"
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    duration: float | None = None
+    segments_total: int = 0
+    segments_rendered: int = 0
+    render_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    error: str | None = None
+    flow_run_id: str | None = None
+
+
+class Segment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("job_id", "index"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True, ondelete="CASCADE")
+    index: int
+    start: float
+    end: float
+    num_frames: int
+    render_frames: int
+    cache_key: str = ""
+    status: str = "pending"  # pending | rendered | cached | failed
+    video_sha256: str | None = None
+    video_path: str | None = None
+    render_seconds: float | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PlanRecord(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str | None = Field(default=None, foreign_key="job.id", index=True, ondelete="CASCADE")
+    planner: str
+    cache_key: str = Field(default="", index=True)
+    sha256: str
+    plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    fallback_reason: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PlannerTurnRecord(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: int = Field(foreign_key="planrecord.id", index=True, ondelete="CASCADE")
+    turn: int
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class Asset(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("job_id", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str | None = Field(default=None, foreign_key="job.id", index=True, ondelete="CASCADE")
+    kind: str = Field(index=True)  # video | audio | words | plan | captions_srt | ...
+    path: str
+    sha256: str = Field(index=True)
+    bytes: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Checkpoint(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    stage: str  # stage1 | stage2 | imported
+    step: int = 0
+    config_hash: str = ""
+    data_hash: str = ""
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    path: str
+    sha256: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
