@@ -74,13 +74,15 @@ def choose_cuts(words: list[Word], duration: float, fps: int, max_frames: int) -
     of the limit, else the latest gap), at the frame nearest the middle of the pause.
     """
     total = max(1, round(duration * fps))
+    # Silences: before the first word, between words, after the last word.
+    bounds = [0.0] + [t for w in words for t in (w.start, w.end)] + [duration]
+    silences = [(bounds[i], bounds[i + 1]) for i in range(0, len(bounds) - 1, 2)]
     cuts: list[int] = []
     start = 0
     while total - start > max_frames:
         limit = start + max_frames
         gaps = []  # (pause seconds, cut frame)
-        for i in range(len(words) - 1):
-            g0, g1 = words[i].end, words[i + 1].start
+        for g0, g1 in silences:
             lo, hi = int(-(-g0 * fps // 1)), int(g1 * fps // 1)  # frames inside [g0, g1]
             lo, hi = max(lo, start + 1), min(hi, limit)
             if lo > hi:

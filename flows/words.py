@@ -160,25 +160,46 @@ def match_known_words(script_words: list[str], timed: list[TimedWord], duration:
             t = timed[block.b + k]
             if np.isfinite(t.start) and np.isfinite(t.end):
                 times[block.a + k] = (t.start, t.end, t.score)
-    # Differently split spellings ("avatar-flow" vs "Avatar" "Flow."): map by character position
-    # when the two runs spell nearly the same letters; "3" vs "three" stays untimed.
+    # Differently split spellings ("avatar-flow" vs "Avatar" "Flow."): inside each replaced run,
+    # join consecutive words on either side until the letters agree; "3" vs "three" stays untimed.
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag != "replace":
-            continue
-        sa, sb = "".join(a[i1:i2]), "".join(b[j1:j2])
-        if not sa or not sb or difflib.SequenceMatcher(a=sa, b=sb).ratio() < 0.75:
-            continue
-        ends_b = np.cumsum([len(x) for x in b[j1:j2]])
-        pos = 0
-        for k in range(i1, i2):
-            lo, hi = pos * len(sb) / len(sa), (pos + len(a[k])) * len(sb) / len(sa)
-            pos += len(a[k])
-            first = j1 + int(np.searchsorted(ends_b, lo, side="right"))
-            last = j1 + int(np.searchsorted(ends_b, max(hi - 1e-9, lo), side="left"))
-            first, last = min(first, j2 - 1), min(max(last, first), j2 - 1)
-            if np.isfinite(timed[first].start) and np.isfinite(timed[last].end):
-                times[k] = (timed[first].start, timed[last].end, timed[first].score)
+        if tag == "replace":
+            _match_split_words(a, b, timed, times, (i1, i2), (j1, j2))
     return _fill_gaps(script_words, times, duration)
+
+
+def _similar(x: str, y: str) -> bool:
+    return x == y or (min(len(x), len(y)) >= 4 and difflib.SequenceMatcher(a=x, b=y).ratio() >= 0.85)
+
+
+def _match_split_words(a: list[str], b: list[str], timed: list[TimedWord], times: list,
+                       span_a: tuple[int, int], span_b: tuple[int, int]) -> None:
+    k, j = span_a[0], span_b[0]
+    while k < span_a[1] and j < span_b[1]:
+        # One script word spoken as several recognised words.
+        acc, found = "", False
+        for m in range(j, min(span_b[1], j + 4)):
+            acc += b[m]
+            if a[k] and _similar(acc, a[k]):
+                times[k] = (timed[j].start, timed[m].end, timed[j].score)
+                k, j, found = k + 1, m + 1, True
+                break
+        if found:
+            continue
+        # Several script words recognised as one word: split its window by letters.
+        acc = ""
+        for m in range(k, min(span_a[1], k + 4)):
+            acc += a[m]
+            if m > k and b[j] and _similar(acc, b[j]):
+                t, total = timed[j].start, max(len(acc), 1)
+                for q in range(k, m + 1):
+                    step = (timed[j].end - timed[j].start) * len(a[q]) / total
+                    times[q] = (t, t + step, timed[j].score)
+                    t += step
+                k, j, found = m + 1, j + 1, True
+                break
+        if not found:
+            k += 1  # leave this script word untimed; it will be interpolated
 
 
 def _fill_gaps(words: list[str], times: list[tuple[float, float, float | None] | None],

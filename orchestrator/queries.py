@@ -1,0 +1,37 @@
+"""Job queries for the CLI and the SDK: plain dicts and detached rows, no open sessions."""
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from flows.settings import get_settings
+from storage import Asset, Job, PlanRecord, Segment, get_engine
+
+
+def _session() -> Session:
+    return Session(get_engine(get_settings().db_url), expire_on_commit=False)
+
+
+def list_jobs(limit: int = 20, status: str | None = None) -> list[Job]:
+    with _session() as s:
+        q = select(Job).order_by(col(Job.updated_at).desc()).limit(limit)
+        if status:
+            q = q.where(Job.status == status)
+        return list(s.exec(q).all())
+
+
+def job_details(job_id: str) -> dict[str, Any] | None:
+    with _session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            return None
+        segs = s.exec(select(Segment).where(Segment.job_id == job_id).order_by(Segment.index)).all()
+        assets = s.exec(select(Asset).where(Asset.job_id == job_id).order_by(Asset.kind)).all()
+        plan = s.exec(select(PlanRecord).where(PlanRecord.job_id == job_id)
+                      .order_by(col(PlanRecord.id).desc())).first()
+        return {
+            "job": job.model_dump(),
+            "segments": [x.model_dump() for x in segs],
+            "assets": [x.model_dump() for x in assets],
+            "plan": plan.model_dump() if plan else None,
+        }
