@@ -41,7 +41,9 @@ class Word(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> "Word":
         if self.end < self.start:
-            raise ValueError(f"word {self.word!r} ends ({self.end}) before it starts ({self.start})")
+            raise ValueError(
+                f"word {self.word!r} ends ({self.end}) before it starts ({self.start})"
+            )
         return self
 
 
@@ -133,6 +135,31 @@ class PlanRequest(BaseModel):
     title: str = ""
     avatar_image: str | None = Field(None, description="path of the avatar image, if any")
     constraints: PlanConstraints = Field(default_factory=PlanConstraints)
+    # Optional sentence spans from the script: (first_word, last_word inclusive, text with
+    # punctuation). Aligners often drop punctuation from words; planners use these spans to
+    # find questions and exclamations. When empty, punctuation attached to words is used.
+    sentences: list[tuple[int, int, str]] = Field(default_factory=list)
+
+
+class PlannerTurn(BaseModel):
+    """One exchange with a planner model, kept for the job record (never in plan.json).
+
+    Holds summaries only: no API key, no image bytes, no full prompt (its sha256 instead).
+    """
+
+    index: int = 0
+    # "plan", "repair", "tool", "degrade" (server refused a request option), "error".
+    kind: str = "plan"
+    messages: list[str] = Field(default_factory=list, description="role: first characters")
+    prompt_sha256: str = ""
+    response_format: str = ""
+    answer: str = ""
+    tool_calls: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    model: str = ""
 
 
 class Plan(BaseModel):
@@ -144,3 +171,7 @@ class Plan(BaseModel):
     phases: list[Phase] = Field(default_factory=list)
     # Set when a planner fell back to another one (e.g. the MLLM planner to the rule planner).
     fallback_reason: str | None = None
+    # Notes about the request a planner could not fully honour (e.g. an unsafe cue dropped).
+    warnings: list[str] = Field(default_factory=list)
+    # Model turns that produced this plan; stored by the flows, excluded from plan.json.
+    trace: list[PlannerTurn] = Field(default_factory=list, exclude=True)
