@@ -225,6 +225,18 @@ def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     out.print(table)
 
 
+def _register_extensions() -> None:
+    """Scale-out commands (serve, deploy, batch, db) live in their own module."""
+    try:
+        from orchestrator import cli_scale
+    except ImportError:  # not built yet
+        return
+    cli_scale.register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
 

@@ -1,0 +1,63 @@
+"""Bad input stops before any heavy work with a one-line error naming the file and field."""
+
+import pytest
+from conftest import EXAMPLES, write_script
+from PIL import Image
+
+from flows.avatar import check_avatar, default_avatar
+from flows.errors import InputError
+from flows.inputs import JobOptions, prepare_inputs
+from flows.settings import get_settings
+
+
+def _script_with_avatar(tmp_path, avatar_name: str):
+    return write_script(tmp_path, "Hello there, friends.", avatar=avatar_name)
+
+
+def test_avatar_checks(tmp_path):
+    ok = tmp_path / "ok.png"
+    default_avatar(300, 260).save(ok)
+    assert check_avatar(ok) == (300, 260)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (300, 200)).save(small)
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    huge = tmp_path / "huge.png"
+    Image.new("1", (8000, 6000)).save(huge)  # 48 MP, tiny on disk
+    cases = [(tmp_path / "missing.png", "not found"), (small, "at least 256 px"),
+             (text, "not an image"), (huge, "limit is 40 MP"), (tmp_path, "not a file")]
+    for path, fragment in cases:
+        with pytest.raises(InputError, match=fragment) as e:
+            check_avatar(path, file="s.md")
+        assert e.value.field == "avatar"
+        assert str(e.value).startswith("s.md: field 'avatar': ")
+
+
+def test_prepare_inputs_rejects_each_bad_option(tmp_path, fresh_home, monkeypatch):
+    settings = get_settings()
+    good = EXAMPLES / "hello.md"
+    base = prepare_inputs(good, JobOptions(), settings)
+    assert base.avatar_sha != "default" and base.voice == "piper"
+    # The key depends on options and content, not on when it was computed.
+    assert prepare_inputs(good, JobOptions(), settings).input_key == base.input_key
+    assert prepare_inputs(good, JobOptions(planner="rule", segment_seconds=4), settings).input_key != base.input_key
+    bad = [
+        (JobOptions(renderer="magic"), "renderer", "unknown renderer"),
+        (JobOptions(planner="oracle"), "planner", "unknown planner"),
+        (JobOptions(renderer="actavatar", checkpoint=str(tmp_path)), "checkpoint", "model_index.json"),
+        (JobOptions(planner="mllm"), "planner", "AVATAR_FLOW_LLM_BASE_URL"),
+        (JobOptions(voice="openai:nova"), "voice", "OPENAI_API_KEY"),
+        (JobOptions(voice="klingon"), "voice", "unknown voice"),
+    ]
+    for options, field, fragment in bad:
+        with pytest.raises(InputError, match=fragment) as e:
+            prepare_inputs(good, options, settings)
+        assert e.value.field == field
+
+
+def test_script_avatar_problems_name_the_script(tmp_path, fresh_home):
+    Image.new("RGB", (100, 100)).save(tmp_path / "tiny.png")
+    p = _script_with_avatar(tmp_path, "tiny.png")
+    with pytest.raises(InputError) as e:
+        prepare_inputs(p, JobOptions(), get_settings())
+    assert str(e.value).startswith(f"{p}: field 'avatar': tiny.png is 100x100")
