@@ -1,0 +1,88 @@
+"""Planners: turn timed words into an ActAvatar structured prompt (base + phase blocks).
+
+Imports nothing else of avatar-flow and knows nothing of models: the MLLM planner talks to
+any OpenAI-compatible server, the rule planner runs offline and is the fallback.
+"""
+
+from typing import Any
+
+from planners.annotation import Annotation, make_annotation, normalised_anchors
+from planners.base import Planner
+from planners.cache import PLANNER_VERSION, plan_cache_key
+from planners.mllm import MLLMPlanner
+from planners.mllm_settings import MLLMSettings
+from planners.rules import RulePlanner, base_block
+from planners.schema import (
+    DEFAULT_ACTION_VOCABULARY,
+    PLAN_SCHEMA_VERSION,
+    BaseBlock,
+    Cue,
+    Phase,
+    Plan,
+    PlanConstraints,
+    PlannerTurn,
+    PlanRequest,
+    Scene,
+    Transcript,
+    Word,
+)
+from planners.snapping import (
+    nearest_boundary,
+    phase_from_words,
+    snap_window,
+    span_seconds,
+    word_boundaries,
+)
+from planners.validation import usable_cues, validate_plan
+
+PLANNERS = {"rules": RulePlanner, "rule": RulePlanner, "mllm": MLLMPlanner, "llm": MLLMPlanner}
+
+
+def get_planner(name: str, **kw: Any) -> Planner:
+    """A planner by name: 'rules' (kwargs to RulePlanner) or 'mllm' (kwargs to MLLMSettings,
+    or settings=/fallback=/client= passed through)."""
+    key = name.strip().lower()
+    if key not in PLANNERS:
+        raise ValueError(f"unknown planner {name!r}; choose one of {sorted(set(PLANNERS))}")
+    if PLANNERS[key] is RulePlanner:
+        return RulePlanner(**kw)
+    passthrough = {k: kw.pop(k) for k in ("settings", "fallback", "client") if k in kw}
+    if "settings" not in passthrough:
+        passthrough["settings"] = MLLMSettings(**kw)
+    elif kw:
+        passthrough["settings"] = passthrough["settings"].model_copy(update=kw)
+    return MLLMPlanner(**passthrough)
+
+
+__all__ = [
+    "DEFAULT_ACTION_VOCABULARY",
+    "PLANNER_VERSION",
+    "PLAN_SCHEMA_VERSION",
+    "Annotation",
+    "BaseBlock",
+    "Cue",
+    "MLLMPlanner",
+    "MLLMSettings",
+    "Phase",
+    "Plan",
+    "PlanConstraints",
+    "PlanRequest",
+    "Planner",
+    "PlannerTurn",
+    "RulePlanner",
+    "Scene",
+    "Transcript",
+    "Word",
+    "base_block",
+    "get_planner",
+    "make_annotation",
+    "nearest_boundary",
+    "normalised_anchors",
+    "phase_from_words",
+    "plan_cache_key",
+    "snap_window",
+    "span_seconds",
+    "usable_cues",
+    "validate_plan",
+    "word_boundaries",
+]

@@ -30,11 +30,65 @@ _UNSAFE = re.compile(
 
 # Words that say nothing about what the body does.
 _VAGUE = frozenset(
-    "a an the and or of to with in on at some any something anything thing things "
-    "gesture gestures gesturing gesticulates move moves moving movement movements motion "
-    "action actions act acts natural naturally normal normally idle idly generic general "
-    "appropriate appropriately suitable relevant various random randomly does do doing "
-    "performs perform makes make making while slightly somehow".split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "of",
+        "to",
+        "with",
+        "in",
+        "on",
+        "at",
+        "some",
+        "any",
+        "something",
+        "anything",
+        "thing",
+        "things",
+        "gesture",
+        "gestures",
+        "gesturing",
+        "gesticulates",
+        "move",
+        "moves",
+        "moving",
+        "movement",
+        "movements",
+        "motion",
+        "action",
+        "actions",
+        "act",
+        "acts",
+        "natural",
+        "naturally",
+        "normal",
+        "normally",
+        "idle",
+        "idly",
+        "generic",
+        "general",
+        "appropriate",
+        "appropriately",
+        "suitable",
+        "relevant",
+        "various",
+        "random",
+        "randomly",
+        "does",
+        "do",
+        "doing",
+        "performs",
+        "perform",
+        "makes",
+        "make",
+        "making",
+        "while",
+        "slightly",
+        "somehow",
+    ]
 )
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")

@@ -46,17 +46,46 @@ GREETING_PAIRS = frozenset({("good", "morning"), ("good", "afternoon"), ("good",
 CLOSINGS = frozenset({"thanks", "goodbye", "bye", "farewell"})
 CLOSING_PAIRS = frozenset({("thank", "you"), ("see", "you"), ("take", "care"), ("so", "long")})
 ORDINALS = frozenset(
-    "first firstly second secondly third thirdly fourth fifth sixth seventh eighth ninth tenth".split()
+    [
+        "first",
+        "firstly",
+        "second",
+        "secondly",
+        "third",
+        "thirdly",
+        "fourth",
+        "fifth",
+        "sixth",
+        "seventh",
+        "eighth",
+        "ninth",
+        "tenth",
+    ]
 )
 COUNT_PAIRS = frozenset({("a", "few"), ("a", "couple")})
-NUMBERS = frozenset("two three four five six seven eight nine ten".split()) | {
+NUMBERS = frozenset(["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]) | {
     str(i) for i in range(2, 11)
 }
 POINTING = frozenset({"this", "these", "here", "look", "see"})
 EMPHASIS = frozenset(
-    "really very most never always important key crucial essential absolutely critical must".split()
+    [
+        "really",
+        "very",
+        "most",
+        "never",
+        "always",
+        "important",
+        "key",
+        "crucial",
+        "essential",
+        "absolutely",
+        "critical",
+        "must",
+    ]
 )
-_NOT_PLURAL = frozenset("is was has does this thus yes us its his plus less".split())
+_NOT_PLURAL = frozenset(
+    ["is", "was", "has", "does", "this", "thus", "yes", "us", "its", "his", "plus", "less"]
+)
 
 _TOKEN_STRIP = re.compile(r"^[^\w']+|[^\w']+$")
 

@@ -1,0 +1,52 @@
+"""`plan_cache_key`: when two plan requests must give the same plan.
+
+The key covers what changes the plan — transcript, cues, scenes, style, constraints, the
+avatar image's *content* (not its path), the model id, the loop settings and the planner
+version — and nothing that does not: no run ids, no paths, no base URL, never the API key.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from planners.mllm_settings import MLLMSettings
+from planners.schema import PlanRequest
+
+# Bump when prompts, lexicon or rules change what a planner returns for the same request.
+PLANNER_VERSION = "1"
+
+
+def file_sha256(path: str | Path | None) -> str | None:
+    """sha256 of a file's bytes; 'missing' when it cannot be read, None when no path."""
+    if not path:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def plan_cache_key(request: PlanRequest, settings: MLLMSettings | None = None) -> str:
+    """Hex sha256 identifying the plan for `request` (rule planner when settings is None)."""
+    if settings is None:
+        planner: dict[str, object] = {"planner": "rules"}
+        image = None
+    else:
+        planner = {
+            "planner": "mllm",
+            "model": settings.model,
+            "send_image": settings.send_image,
+            "use_tools": settings.use_tools,
+            "structured_outputs": settings.structured_outputs,
+            "max_repair_turns": settings.max_repair_turns,
+            "temperature": settings.temperature,
+            "seed": settings.seed,
+        }
+        image = file_sha256(request.avatar_image) if settings.send_image else None
+    payload = {
+        "version": PLANNER_VERSION,
+        "request": request.model_dump(mode="json", exclude={"avatar_image"}),
+        "image_sha256": image,
+        "planner": planner,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,66 @@
+"""MLLMSettings: where the planner model lives and how hard to try, read from the environment.
+
+The environment matters because a run started from the Prefect UI never passes through the
+CLI. Explicit keyword arguments win over environment variables. The API key is a SecretStr:
+it is never logged, stored, hashed into cache keys, or put in prompts or traces.
+"""
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+StructuredMode = Literal["auto", "json_schema", "json_object", "text"]
+
+# field -> environment variables, first set one wins
+ENV_VARS: dict[str, tuple[str, ...]] = {
+    "base_url": ("AVATAR_FLOW_LLM_BASE_URL", "OPENAI_BASE_URL"),
+    "model": ("AVATAR_FLOW_LLM_MODEL",),
+    "api_key": ("OPENAI_API_KEY",),
+    "timeout": ("AVATAR_FLOW_LLM_TIMEOUT",),
+    "max_retries": ("AVATAR_FLOW_LLM_MAX_RETRIES",),
+    "max_repair_turns": ("AVATAR_FLOW_LLM_MAX_REPAIR_TURNS",),
+    "send_image": ("AVATAR_FLOW_LLM_SEND_IMAGE",),
+    "use_tools": ("AVATAR_FLOW_LLM_USE_TOOLS",),
+    "structured_outputs": ("AVATAR_FLOW_LLM_STRUCTURED_OUTPUTS",),
+}
+
+
+class MLLMSettings(BaseModel):
+    """Connection and loop settings of the MLLM planner (see ENV_VARS for the variables)."""
+
+    base_url: str | None = Field(None, description="OpenAI-compatible /v1 URL; None = OpenAI")
+    model: str = "gpt-4o-mini"
+    api_key: SecretStr = Field(SecretStr("EMPTY"), repr=False)
+    timeout: float = Field(60.0, gt=0, description="seconds per request")
+    max_retries: int = Field(1, ge=0, description="client retries on 429/5xx/connection errors")
+    max_repair_turns: int = Field(3, ge=0, description="re-asks with validation errors")
+    max_tool_steps: int = Field(4, ge=0, description="tool-call rounds before a final answer")
+    send_image: bool = True
+    use_tools: bool = False
+    # auto: json_schema, degrading to json_object then plain text when the server says 400.
+    structured_outputs: StructuredMode = "auto"
+    temperature: float = Field(0.2, ge=0, le=2)
+    seed: int | None = 0
+    max_frames: int = Field(8, ge=0, description="frames sent per clip in annotate mode")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_env(cls, data: Any) -> Any:
+        """Fill fields not given explicitly from the environment."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for field, names in ENV_VARS.items():
+            if field in data:
+                continue
+            for name in names:
+                value = os.environ.get(name)
+                if value:
+                    data[field] = value
+                    break
+        return data
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to log or store: everything but the key."""
+        return self.model_dump(exclude={"api_key"})
