@@ -1,0 +1,734 @@
+# Copyright 2025 The avatar-flow authors. Built on diffusers' Wan transformer
+# (Copyright 2025 The Wan Team and The HuggingFace Team), Apache License 2.0.
+"""ActAvatar transformer: Wan2.2 + frame-wise audio adapter + progressive scaling + PACA.
+
+Composition on diffusers' `WanTransformer3DModel` (VACE-style): Wan's module names are kept
+so public Wan2.2 checkpoints load 1:1; the new keys are
+
+    phase_embedding.weight                      PACA phase table (zero-init)
+    audio_proj.*                                audio projection (Wav2Vec2 -> tokens/latent frame)
+    blocks.{i}.norm_audio.*                     LayerNorm before the audio cross-attention
+    blocks.{i}.audio_attn.*                     frame-wise audio cross-attention (to_out zero-init)
+
+With `audio_embeds=None` and `phase_ids=None` (or zero-initialised new modules) the forward
+is exactly `WanTransformer3DModel.forward` with the same weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from diffusers.configuration_utils import register_to_config
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+from diffusers.models._modeling_parallel import ContextParallelInput
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.normalization import FP32LayerNorm
+from diffusers.models.transformers.transformer_wan import (
+    WanAttention,
+    WanTransformer3DModel,
+    WanTransformerBlock,
+    _get_qkv_projections,
+)
+from diffusers.utils import apply_lora_scale, logging
+from diffusers.utils.torch_utils import maybe_allow_in_graph
+
+logger = logging.get_logger(__name__)
+
+ADAPTER_PREFIXES = ("audio_proj.",)
+ADAPTER_BLOCK_MODULES = ("audio_attn", "norm_audio")
+PHASE_PREFIXES = ("phase_embedding.",)
+
+
+def is_audio_adapter_key(key: str) -> bool:
+    """True for state-dict keys of the audio adapter (projection + per-block attention)."""
+    if key.startswith(ADAPTER_PREFIXES):
+        return True
+    parts = key.split(".")
+    return len(parts) > 2 and parts[0] == "blocks" and parts[2] in ADAPTER_BLOCK_MODULES
+
+
+def is_actavatar_key(key: str) -> bool:
+    """True for every key that a plain Wan checkpoint does not have."""
+    return is_audio_adapter_key(key) or key.startswith(PHASE_PREFIXES)
+
+
+def progressive_audio_scales(
+    num_layers: int, gamma: float = 1.5, progressive: bool = True, scale: float = 1.0
+) -> list[float]:
+    """Per-block audio scales: `scale * (l / L) ** gamma` for l = 1..L, or `scale` everywhere."""
+    if not progressive:
+        return [float(scale)] * num_layers
+    return [float(scale) * ((i + 1) / num_layers) ** gamma for i in range(num_layers)]
+
+
+class ActAvatarFrameAudioAttnProcessor:
+    """Frame-local cross-attention: video tokens of latent frame f attend only to audio tokens of f.
+
+    Frames are folded into the batch, (B, F*HW, D) -> (B*F, HW, D), so the cost is linear in
+    the number of frames and no mask is needed. Always local (`parallel_config=None`): under
+    context parallelism each rank holds whole frames and their audio tokens.
+    """
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __call__(
+        self,
+        attn: ActAvatarAudioAttention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        tokens_per_frame: int | None = None,
+    ) -> torch.Tensor:
+        # hidden_states: (B, F*HW, D); encoder_hidden_states (audio tokens): (B, F, n_a, C)
+        batch_size, seq_len, dim = hidden_states.shape
+        num_frames = encoder_hidden_states.shape[1]
+        if tokens_per_frame is None:
+            tokens_per_frame = seq_len // num_frames
+        if seq_len != num_frames * tokens_per_frame:
+            raise ValueError(
+                f"{seq_len} video tokens do not split into {num_frames} frames of {tokens_per_frame}"
+            )
+        hidden_states = hidden_states.reshape(batch_size * num_frames, tokens_per_frame, dim)
+        encoder_hidden_states = encoder_hidden_states.flatten(0, 1)  # (B*F, n_a, C)
+
+        query, key, value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query = attn.norm_q(query)
+        key = attn.norm_k(key)
+
+        query = query.unflatten(2, (attn.heads, -1))
+        key = key.unflatten(2, (attn.heads, -1))
+        value = value.unflatten(2, (attn.heads, -1))
+
+        hidden_states = dispatch_attention_fn(
+            query,
+            key,
+            value,
+            attn_mask=None,
+            dropout_p=0.0,
+            is_causal=False,
+            backend=self._attention_backend,
+            parallel_config=None,
+        )
+        hidden_states = hidden_states.flatten(2, 3).type_as(query)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        return hidden_states.reshape(batch_size, seq_len, dim)
+
+
+class ActAvatarAudioAttention(WanAttention):
+    """`WanAttention` whose keys/values come from `audio_dim`-wide audio tokens."""
+
+    _default_processor_cls = ActAvatarFrameAudioAttnProcessor
+    _available_processors = [ActAvatarFrameAudioAttnProcessor]
+
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, audio_dim: int, eps: float = 1e-6, processor=None
+    ):
+        super().__init__(
+            dim=dim,
+            heads=heads,
+            dim_head=dim_head,
+            eps=eps,
+            cross_attention_dim_head=dim_head,
+            processor=processor or ActAvatarFrameAudioAttnProcessor(),
+            is_cross_attention=True,
+        )
+        self.audio_dim = audio_dim
+        self.to_k = nn.Linear(audio_dim, self.kv_inner_dim, bias=True)
+        self.to_v = nn.Linear(audio_dim, self.kv_inner_dim, bias=True)
+        nn.init.zeros_(self.to_out[0].weight)
+        nn.init.zeros_(self.to_out[0].bias)
+
+
+class ActAvatarAudioProjection(nn.Module):
+    """Per-video-frame Wav2Vec2 features -> `num_tokens` audio tokens per *latent* frame.
+
+    Latent frame 0 covers video frame 0, latent k >= 1 covers video frames 4k-3..4k (the
+    Wan VAE's 1 + 4k layout). Each latent frame reads its video frames plus `window`
+    neighbours on each side (edge-replicated): 1 + 2w frames for frame 0, 4 + 2w for the
+    others (the MultiTalk windowing), through separate first layers, then a shared MLP.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_layers: int,
+        window: int = 2,
+        temporal_stride: int = 4,
+        hidden_dim: int = 512,
+        num_tokens: int = 32,
+        token_dim: int = 768,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.window = window
+        self.temporal_stride = temporal_stride
+        self.num_tokens = num_tokens
+        self.token_dim = token_dim
+        feat = num_layers * in_dim
+        self.proj_first = nn.Linear((1 + 2 * window) * feat, hidden_dim)
+        self.proj_rest = nn.Linear((temporal_stride + 2 * window) * feat, hidden_dim)
+        self.proj_mid = nn.Linear(hidden_dim, hidden_dim)
+        self.proj_tokens = nn.Linear(hidden_dim, num_tokens * token_dim)
+        self.norm_tokens = nn.LayerNorm(token_dim, eps=eps)
+        self.act = nn.ReLU()
+
+    def num_latent_frames(self, num_video_frames: int) -> int:
+        if (num_video_frames - 1) % self.temporal_stride:
+            raise ValueError(f"audio frames must be 1 + {self.temporal_stride}k, got {num_video_frames}")
+        return (num_video_frames - 1) // self.temporal_stride + 1
+
+    def forward(self, audio_embeds: torch.Tensor) -> torch.Tensor:
+        # audio_embeds: (B, F_video, L, C) -> (B, F_latent, num_tokens, token_dim)
+        batch_size, num_video_frames = audio_embeds.shape[:2]
+        num_latent = self.num_latent_frames(num_video_frames)
+        x = audio_embeds.flatten(2).to(self.proj_first.weight.dtype)  # (B, F_video, L*C)
+        device, w, s = x.device, self.window, self.temporal_stride
+
+        idx_first = torch.arange(-w, w + 1, device=device).clamp(0, num_video_frames - 1)
+        first = self.act(self.proj_first(x[:, idx_first].flatten(1))).unsqueeze(1)  # (B, 1, H)
+        if num_latent > 1:
+            starts = torch.arange(num_latent - 1, device=device) * s + 1 - w
+            idx_rest = (starts[:, None] + torch.arange(s + 2 * w, device=device)[None]).clamp(
+                0, num_video_frames - 1
+            )  # (F_latent - 1, s + 2w)
+            rest = self.act(self.proj_rest(x[:, idx_rest].flatten(2)))  # (B, F_latent - 1, H)
+            hidden = torch.cat([first, rest], dim=1)
+        else:
+            hidden = first
+        hidden = self.act(self.proj_mid(hidden))
+        tokens = self.proj_tokens(hidden).unflatten(-1, (self.num_tokens, self.token_dim))
+        return self.norm_tokens(tokens)
+
+
+@maybe_allow_in_graph
+class ActAvatarTransformerBlock(WanTransformerBlock):
+    """Wan block + frame-wise audio cross-attention (after text cross-attn, before the FFN).
+
+    The audio residual is multiplied by `audio_scale` (progressive alignment, `(l/L)**gamma`)
+    and an optional per-sample `audio_gate` (B, 1, 1) used to drop audio for some samples of
+    a batch (batched guidance, training-time audio dropout).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        ffn_dim: int,
+        num_heads: int,
+        qk_norm: str = "rms_norm_across_heads",
+        cross_attn_norm: bool = False,
+        eps: float = 1e-6,
+        added_kv_proj_dim: int | None = None,
+        audio_token_dim: int = 768,
+        audio_scale: float = 1.0,
+    ):
+        super().__init__(dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, added_kv_proj_dim)
+        self.norm_audio = FP32LayerNorm(dim, eps, elementwise_affine=True)
+        self.audio_attn = ActAvatarAudioAttention(
+            dim=dim, heads=num_heads, dim_head=dim // num_heads, audio_dim=audio_token_dim, eps=eps
+        )
+        self.audio_scale = audio_scale
+
+    # Adapted from diffusers.models.transformers.transformer_wan.WanTransformerBlock.forward
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        rotary_emb: torch.Tensor,
+        audio_hidden_states: torch.Tensor | None = None,
+        tokens_per_frame: int | None = None,
+        audio_gate: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if temb.ndim == 4:
+            # temb: batch_size, seq_len, 6, inner_dim (wan2.2 ti2v)
+            shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = (
+                self.scale_shift_table.unsqueeze(0) + temb.float()
+            ).chunk(6, dim=2)
+            shift_msa = shift_msa.squeeze(2)
+            scale_msa = scale_msa.squeeze(2)
+            gate_msa = gate_msa.squeeze(2)
+            c_shift_msa = c_shift_msa.squeeze(2)
+            c_scale_msa = c_scale_msa.squeeze(2)
+            c_gate_msa = c_gate_msa.squeeze(2)
+        else:
+            # temb: batch_size, 6, inner_dim
+            shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = (
+                self.scale_shift_table + temb.float()
+            ).chunk(6, dim=1)
+
+        # 1. Self-attention
+        norm_hidden_states = (self.norm1(hidden_states.float()) * (1 + scale_msa) + shift_msa).type_as(
+            hidden_states
+        )
+        attn_output = self.attn1(norm_hidden_states, None, None, rotary_emb)
+        hidden_states = (hidden_states.float() + attn_output * gate_msa).type_as(hidden_states)
+
+        # 2. Text cross-attention (standard; PACA acts on the text tokens before the projection)
+        norm_hidden_states = self.norm2(hidden_states.float()).type_as(hidden_states)
+        attn_output = self.attn2(norm_hidden_states, encoder_hidden_states, None, None)
+        hidden_states = hidden_states + attn_output
+
+        # 3. Frame-wise audio cross-attention, scaled by f(l) (ActAvatar)
+        if audio_hidden_states is not None:
+            norm_hidden_states = self.norm_audio(hidden_states.float()).type_as(hidden_states)
+            audio_output = self.audio_attn(
+                norm_hidden_states, audio_hidden_states, None, None, tokens_per_frame=tokens_per_frame
+            )
+            if audio_gate is not None:
+                audio_output = audio_output * audio_gate
+            hidden_states = hidden_states + self.audio_scale * audio_output
+
+        # 4. Feed-forward
+        norm_hidden_states = (self.norm3(hidden_states.float()) * (1 + c_scale_msa) + c_shift_msa).type_as(
+            hidden_states
+        )
+        ff_output = self.ffn(norm_hidden_states)
+        hidden_states = (hidden_states.float() + ff_output.float() * c_gate_msa).type_as(hidden_states)
+        return hidden_states
+
+
+# Cache hooks (FirstBlockCache, MagCache, TaylorSeer, SeaCache) look blocks up by exact class.
+TransformerBlockRegistry.register(
+    model_class=ActAvatarTransformerBlock,
+    metadata=TransformerBlockMetadata(return_hidden_states_index=0, return_encoder_hidden_states_index=None),
+)
+
+
+class ActAvatarTransformer3DModel(WanTransformer3DModel):
+    r"""
+    Wan2.2 transformer with ActAvatar's audio adapter and Phase-Aware Cross-Attention.
+
+    Accepts every [`WanTransformer3DModel`] argument, plus:
+
+    Args:
+        audio_in_dim (`int`, defaults to 768): width of the Wav2Vec2 hidden states.
+        audio_layers (`int`, defaults to 12): number of Wav2Vec2 layers stacked per frame.
+        audio_window (`int`, defaults to 2): neighbouring video frames read on each side.
+        audio_temporal_stride (`int`, defaults to 4): video frames per latent frame (VAE).
+        audio_hidden_dim (`int`, defaults to 512): width of the projection MLP.
+        audio_tokens_per_frame (`int`, defaults to 32): audio tokens per latent frame.
+        audio_token_dim (`int`, defaults to 768): width of the audio tokens (K/V input).
+        audio_gamma (`float`, defaults to 1.5): exponent of the progressive scale `(l/L)**gamma`.
+        audio_progressive (`bool`, defaults to `True`): `False` uses `audio_scale` in every block
+            (the ablation without progressive alignment).
+        audio_scale (`float`, defaults to 1.0): global multiplier of the audio residual.
+        max_phases (`int`, defaults to 8): phase blocks supported by the PACA table (index 0 is
+            the base block, `max_phases + 1` is the padding index).
+    """
+
+    _no_split_modules = ["ActAvatarTransformerBlock"]
+    _repeated_blocks = ["ActAvatarTransformerBlock"]
+    _keep_in_fp32_modules = WanTransformer3DModel._keep_in_fp32_modules + ["norm_audio"]
+    _skip_layerwise_casting_patterns = WanTransformer3DModel._skip_layerwise_casting_patterns + [
+        "phase_embedding",
+        "audio_proj",
+    ]
+    _cp_plan = {
+        **WanTransformer3DModel._cp_plan,
+        # split audio tokens by latent frame, like the video tokens (whole frames per rank)
+        "audio_proj": {0: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True)},
+    }
+
+    @register_to_config
+    def __init__(
+        self,
+        patch_size: tuple[int, ...] = (1, 2, 2),
+        num_attention_heads: int = 40,
+        attention_head_dim: int = 128,
+        in_channels: int = 16,
+        out_channels: int = 16,
+        text_dim: int = 4096,
+        freq_dim: int = 256,
+        ffn_dim: int = 13824,
+        num_layers: int = 40,
+        cross_attn_norm: bool = True,
+        qk_norm: str | None = "rms_norm_across_heads",
+        eps: float = 1e-6,
+        image_dim: int | None = None,
+        added_kv_proj_dim: int | None = None,
+        rope_max_seq_len: int = 1024,
+        pos_embed_seq_len: int | None = None,
+        audio_in_dim: int = 768,
+        audio_layers: int = 12,
+        audio_window: int = 2,
+        audio_temporal_stride: int = 4,
+        audio_hidden_dim: int = 512,
+        audio_tokens_per_frame: int = 32,
+        audio_token_dim: int = 768,
+        audio_gamma: float = 1.5,
+        audio_progressive: bool = True,
+        audio_scale: float = 1.0,
+        max_phases: int = 8,
+    ) -> None:
+        # Build Wan without blocks (ours replace them), then restore the registered layer count.
+        super().__init__(
+            patch_size=patch_size,
+            num_attention_heads=num_attention_heads,
+            attention_head_dim=attention_head_dim,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            text_dim=text_dim,
+            freq_dim=freq_dim,
+            ffn_dim=ffn_dim,
+            num_layers=0,
+            cross_attn_norm=cross_attn_norm,
+            qk_norm=qk_norm,
+            eps=eps,
+            image_dim=image_dim,
+            added_kv_proj_dim=added_kv_proj_dim,
+            rope_max_seq_len=rope_max_seq_len,
+            pos_embed_seq_len=pos_embed_seq_len,
+        )
+        self.register_to_config(num_layers=num_layers)
+        if patch_size[0] != 1:
+            raise ValueError("frame-wise audio attention needs a temporal patch size of 1")
+
+        inner_dim = num_attention_heads * attention_head_dim
+        scales = progressive_audio_scales(num_layers, audio_gamma, audio_progressive, audio_scale)
+        self.blocks = nn.ModuleList(
+            [
+                ActAvatarTransformerBlock(
+                    inner_dim,
+                    ffn_dim,
+                    num_attention_heads,
+                    qk_norm,
+                    cross_attn_norm,
+                    eps,
+                    added_kv_proj_dim,
+                    audio_token_dim=audio_token_dim,
+                    audio_scale=scales[i],
+                )
+                for i in range(num_layers)
+            ]
+        )
+        self.audio_proj = ActAvatarAudioProjection(
+            in_dim=audio_in_dim,
+            num_layers=audio_layers,
+            window=audio_window,
+            temporal_stride=audio_temporal_stride,
+            hidden_dim=audio_hidden_dim,
+            num_tokens=audio_tokens_per_frame,
+            token_dim=audio_token_dim,
+            eps=eps,
+        )
+        # PACA: e_k added to umT5 tokens of block k (0 = base); the padding row stays zero.
+        self.phase_embedding = nn.Embedding(max_phases + 2, text_dim, padding_idx=max_phases + 1)
+        nn.init.zeros_(self.phase_embedding.weight)
+
+    # ----------------------------------------------------------------------------------------
+    # Scales, initialisation, adapter I/O
+    # ----------------------------------------------------------------------------------------
+    @property
+    def phase_pad_id(self) -> int:
+        return self.config.max_phases + 1
+
+    @property
+    def audio_block_scales(self) -> list[float]:
+        return [block.audio_scale for block in self.blocks]
+
+    def set_audio_scales(
+        self, gamma: float | None = None, progressive: bool | None = None, scale: float | None = None
+    ) -> list[float]:
+        """Recompute the per-block audio scales (and record the new values in the config)."""
+        cfg = self.config
+        gamma = cfg.audio_gamma if gamma is None else gamma
+        progressive = cfg.audio_progressive if progressive is None else progressive
+        scale = cfg.audio_scale if scale is None else scale
+        self.register_to_config(audio_gamma=gamma, audio_progressive=progressive, audio_scale=scale)
+        scales = progressive_audio_scales(len(self.blocks), gamma, progressive, scale)
+        for block, s in zip(self.blocks, scales):
+            block.audio_scale = s
+        return scales
+
+    def actavatar_modules(self) -> dict[str, nn.Module]:
+        """The modules a plain Wan checkpoint lacks, by name."""
+        mods: dict[str, nn.Module] = {"audio_proj": self.audio_proj, "phase_embedding": self.phase_embedding}
+        for i, block in enumerate(self.blocks):
+            mods[f"blocks.{i}.norm_audio"] = block.norm_audio
+            mods[f"blocks.{i}.audio_attn"] = block.audio_attn
+        return mods
+
+    @torch.no_grad()
+    def init_actavatar_weights(self, names: list[str] | None = None) -> None:
+        """(Re-)initialise the new modules: identity at start (zero audio output, zero phases).
+
+        Needed after `from_pretrained` of a plain Wan checkpoint: missing parameters are left
+        uninitialised (meta, or under `no_init_weights`) by the loader.
+        """
+        for name, module in self.actavatar_modules().items():
+            if names is not None and name not in names:
+                continue
+            if isinstance(module, ActAvatarAudioAttention):
+                for lin in (module.to_q, module.to_k, module.to_v):
+                    lin.reset_parameters()
+                nn.init.ones_(module.norm_q.weight)
+                nn.init.ones_(module.norm_k.weight)
+                nn.init.zeros_(module.to_out[0].weight)
+                nn.init.zeros_(module.to_out[0].bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.zeros_(module.weight)
+            else:
+                for sub in module.modules():
+                    if hasattr(sub, "reset_parameters") and sub is not module:
+                        sub.reset_parameters()
+
+    def _materialize_missing(self, missing_keys: list[str], device: torch.device | str = "cpu") -> list[str]:
+        """Allocate meta parameters of new modules and initialise them; returns module names."""
+        owners = set()
+        for key in missing_keys:
+            for name in self.actavatar_modules():
+                if key.startswith(name + "."):
+                    owners.add(name)
+        mods = self.actavatar_modules()
+        for name in owners:
+            module = mods[name]
+            if any(p.is_meta for p in module.parameters()):
+                module.to_empty(device=device)
+        self.init_actavatar_weights(sorted(owners))
+        return sorted(owners)
+
+    @classmethod
+    def from_wan_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        subfolder: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+        **actavatar_config: Any,
+    ) -> ActAvatarTransformer3DModel:
+        """Load a plain Wan2.2 (or ActAvatar) checkpoint; new modules start as identity.
+
+        Only the ActAvatar keys may be missing; they are materialised on CPU and initialised.
+        Move the model to its device afterwards (no `device_map` while keys are missing).
+        """
+        kwargs = {"subfolder": subfolder} if subfolder else {}
+        model, info = cls.from_pretrained(
+            pretrained_model_name_or_path,
+            torch_dtype=torch_dtype,
+            output_loading_info=True,
+            use_safetensors=True,
+            **kwargs,
+            **actavatar_config,
+        )
+        missing = list(info.get("missing_keys", []))
+        bad = [k for k in missing if not is_actavatar_key(k)]
+        if bad:
+            raise ValueError(f"checkpoint lacks backbone weights: {bad[:8]} ...")
+        unexpected = [k for k in info.get("unexpected_keys", []) if "norm_added_q" not in k]
+        if unexpected:
+            raise ValueError(f"checkpoint has keys the model does not know: {unexpected[:8]} ...")
+        if missing:
+            model._materialize_missing(missing)
+            if torch_dtype is not None:
+                for module in model.actavatar_modules().values():
+                    module.to(torch_dtype)
+                for block in model.blocks:  # keep the fp32 contract of `_keep_in_fp32_modules`
+                    block.norm_audio.float()
+        return model
+
+    def freeze_backbone(self, train_phase_embedding: bool = False) -> list[str]:
+        """Stage 1: only the audio adapter (optionally also the phase table) is trainable."""
+        trainable = []
+        for name, param in self.named_parameters():
+            train = is_audio_adapter_key(name) or (train_phase_embedding and name.startswith(PHASE_PREFIXES))
+            param.requires_grad_(train)
+            if train:
+                trainable.append(name)
+        return trainable
+
+    def audio_adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """Stage-1 extraction: `audio_proj.*`, `blocks.*.audio_attn.*`, `blocks.*.norm_audio.*`."""
+        return {k: v for k, v in self.state_dict().items() if is_audio_adapter_key(k)}
+
+    def phase_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if k.startswith(PHASE_PREFIXES)}
+
+    def save_audio_adapter(self, path: str | Path) -> None:
+        """Write the audio adapter as safetensors (with the adapter config in the metadata)."""
+        import json
+
+        from safetensors.torch import save_file
+
+        keys = [k for k in self.config if k.startswith("audio_")]
+        meta = {"format": "pt", "actavatar_audio_config": json.dumps({k: self.config[k] for k in keys})}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.audio_adapter_state_dict().items()}
+        save_file(tensors, str(path), metadata=meta)
+
+    def load_audio_adapter(self, path: str | Path, strict: bool = True) -> None:
+        """Inject an extracted adapter (stage 2 starts from the stage-1 adapter)."""
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        expected = set(self.audio_adapter_state_dict())
+        extra = set(tensors) - expected
+        if extra:
+            raise ValueError(f"not audio-adapter keys: {sorted(extra)[:8]}")
+        if strict and expected - set(tensors):
+            raise ValueError(f"adapter file lacks: {sorted(expected - set(tensors))[:8]}")
+        mods = self.actavatar_modules()
+        for name, module in mods.items():
+            if name != "phase_embedding" and any(p.is_meta for p in module.parameters()):
+                module.to_empty(device="cpu")
+        self.load_state_dict(tensors, strict=False)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters of the Wan backbone, the audio adapter and the PACA table."""
+        counts = {"backbone": 0, "audio_adapter": 0, "phase_embedding": 0}
+        for name, p in self.named_parameters():
+            if is_audio_adapter_key(name):
+                counts["audio_adapter"] += p.numel()
+            elif name.startswith(PHASE_PREFIXES):
+                counts["phase_embedding"] += p.numel()
+            else:
+                counts["backbone"] += p.numel()
+        counts["total"] = sum(counts.values())
+        return counts
+
+    # ----------------------------------------------------------------------------------------
+    # Forward
+    # ----------------------------------------------------------------------------------------
+    # Adapted from diffusers.models.transformers.transformer_wan.WanTransformer3DModel.forward
+    @apply_lora_scale("attention_kwargs")
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.LongTensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_hidden_states_image: torch.Tensor | None = None,
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        phase_ids: torch.LongTensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor | Transformer2DModelOutput:
+        """
+        Args:
+            hidden_states: (B, C, F, H, W) latents.
+            timestep: (B,) or per-token (B, F*H'*W') timesteps (Wan2.2 TI2V layout).
+            encoder_hidden_states: (B, S_text, text_dim) umT5 states (zero tail).
+            audio_embeds: optional (B, F_video, audio_layers, audio_in_dim) per-video-frame
+                Wav2Vec2 features, F_video = 4 (F - 1) + 1. `None` skips the adapter.
+            phase_ids: optional (B, S_text) block index of every text token (PACA).
+            audio_mask: optional (B,) 1/0 per sample; 0 drops the audio for that sample.
+        """
+        batch_size, num_channels, num_frames, height, width = hidden_states.shape
+        p_t, p_h, p_w = self.config.patch_size
+        post_patch_num_frames = num_frames // p_t
+        post_patch_height = height // p_h
+        post_patch_width = width // p_w
+        tokens_per_frame = post_patch_height * post_patch_width
+
+        rotary_emb = self.rope(hidden_states)
+
+        hidden_states = self.patch_embedding(hidden_states)
+        hidden_states = hidden_states.flatten(2).transpose(1, 2).contiguous()
+
+        # PACA: add the phase embedding to the text tokens before Wan's text projection.
+        if phase_ids is not None:
+            phase = self.phase_embedding(phase_ids.to(encoder_hidden_states.device))
+            encoder_hidden_states = encoder_hidden_states + phase.to(encoder_hidden_states.dtype)
+
+        if timestep.ndim == 2:
+            ts_seq_len = timestep.shape[1]
+            timestep = timestep.flatten()  # batch_size * seq_len
+        else:
+            ts_seq_len = None
+
+        temb, timestep_proj, encoder_hidden_states, encoder_hidden_states_image = self.condition_embedder(
+            timestep, encoder_hidden_states, encoder_hidden_states_image, timestep_seq_len=ts_seq_len
+        )
+        if ts_seq_len is not None:
+            timestep_proj = timestep_proj.unflatten(2, (6, -1))  # (B, seq_len, 6, D)
+        else:
+            timestep_proj = timestep_proj.unflatten(1, (6, -1))  # (B, 6, D)
+
+        if encoder_hidden_states_image is not None:
+            encoder_hidden_states = torch.concat([encoder_hidden_states_image, encoder_hidden_states], dim=1)
+
+        # Audio tokens, once per forward: (B, F_latent, n_a, audio_token_dim)
+        audio_hidden_states = audio_gate = None
+        if audio_embeds is not None:
+            audio_hidden_states = self.audio_proj(audio_embeds.to(hidden_states.device))
+            if audio_hidden_states.shape[1] != post_patch_num_frames:
+                raise ValueError(
+                    f"audio covers {audio_hidden_states.shape[1]} latent frames, video has "
+                    f"{post_patch_num_frames}"
+                )
+            audio_hidden_states = audio_hidden_states.to(hidden_states.dtype)
+            if audio_mask is not None:
+                audio_gate = audio_mask.to(hidden_states.device, hidden_states.dtype).reshape(-1, 1, 1)
+
+        # 4. Transformer blocks
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            for block in self.blocks:
+                hidden_states = self._gradient_checkpointing_func(
+                    block,
+                    hidden_states,
+                    encoder_hidden_states,
+                    timestep_proj,
+                    rotary_emb,
+                    audio_hidden_states,
+                    tokens_per_frame,
+                    audio_gate,
+                )
+        else:
+            for block in self.blocks:
+                hidden_states = block(
+                    hidden_states,
+                    encoder_hidden_states,
+                    timestep_proj,
+                    rotary_emb,
+                    audio_hidden_states,
+                    tokens_per_frame,
+                    audio_gate,
+                )
+
+        # 5. Output norm, projection & unpatchify
+        if temb.ndim == 3:
+            shift, scale = (self.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(2, dim=2)
+            shift = shift.squeeze(2)
+            scale = scale.squeeze(2)
+        else:
+            shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+        shift = shift.to(hidden_states.device)
+        scale = scale.to(hidden_states.device)
+
+        hidden_states = (self.norm_out(hidden_states.float()) * (1 + scale) + shift).type_as(hidden_states)
+        hidden_states = self.proj_out(hidden_states)
+
+        hidden_states = hidden_states.reshape(
+            batch_size, post_patch_num_frames, post_patch_height, post_patch_width, p_t, p_h, p_w, -1
+        )
+        hidden_states = hidden_states.permute(0, 7, 1, 4, 2, 5, 3, 6)
+        output = hidden_states.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+        if not return_dict:
+            return (output,)
+        return Transformer2DModelOutput(sample=output)
+
+
+def wan_config_from_actavatar(config: dict[str, Any]) -> dict[str, Any]:
+    """The `WanTransformer3DModel` kwargs inside an ActAvatar config (for comparisons)."""
+    import inspect
+
+    wan_args = set(inspect.signature(WanTransformer3DModel.__init__).parameters) - {"self"}
+    return {k: v for k, v in dict(config).items() if k in wan_args}
+
+
+__all__ = [
+    "ActAvatarAudioAttention",
+    "ActAvatarAudioProjection",
+    "ActAvatarFrameAudioAttnProcessor",
+    "ActAvatarTransformer3DModel",
+    "ActAvatarTransformerBlock",
+    "is_actavatar_key",
+    "is_audio_adapter_key",
+    "progressive_audio_scales",
+    "wan_config_from_actavatar",
+]
