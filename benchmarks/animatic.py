@@ -18,7 +18,24 @@ from flows.media import encode_frames
 from generator.animatic import AnimaticRenderer
 from generator.render_types import CaptionWord, PromptPhase, RenderRequest, StructuredPrompt
 
-WORDS = ["so", "here", "is", "the", "plan", "for", "today", "we", "will", "look", "at", "three", "things", "that", "matter", "most"]
+WORDS = [
+    "so",
+    "here",
+    "is",
+    "the",
+    "plan",
+    "for",
+    "today",
+    "we",
+    "will",
+    "look",
+    "at",
+    "three",
+    "things",
+    "that",
+    "matter",
+    "most",
+]
 
 
 def make_request(width: int, height: int, num_frames: int = 125, fps: int = 25) -> RenderRequest:

@@ -73,7 +73,13 @@ def draw_timeline(
     capacity = max(1.0, span * inch_per_s * WORD_LABELS_PER_INCH)
     every = max(1, math.ceil(len(words) / capacity))
     for i, w in enumerate(words):
-        ax.broken_barh([(w.start, max(w.end - w.start, 0.01))], (0.1, 0.25), color="#555555")
+        ax.broken_barh(
+            [(w.start, max(w.end - w.start, 0.01))],
+            (0.1, 0.25),
+            color="#555555",
+            edgecolor="white",
+            linewidth=0.6,
+        )
         if i % every == 0:
             y = 0.5 + 0.33 * ((i // every) % 3)
             ax.text(w.start, y, w.word, fontsize=7, rotation=30, ha="left", va="bottom",

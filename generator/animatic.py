@@ -99,22 +99,34 @@ def _darken(region: np.ndarray, alpha: float) -> None:
 
 
 def caption_lines(captions: list[CaptionWord], max_words: int = WORDS_PER_LINE) -> list[list[int]]:
-    """Group caption words (indices) into karaoke lines: sentence ends, pauses, length."""
-    lines: list[list[int]] = []
+    """Group caption words (indices) into karaoke lines.
+
+    Sentences and pauses end a line; a longer sentence is cut into the fewest lines of at
+    most `max_words`, balanced (9 words -> 5 + 4, not 7 + 2).
+    """
+    phrases: list[list[int]] = []
     current: list[int] = []
     for i, w in enumerate(captions):
         if current:
             prev = captions[current[-1]]
             if (
-                len(current) >= max_words
-                or prev.word.rstrip("\"')”’").endswith(SENTENCE_END)
+                prev.word.rstrip("\"')”’").endswith(SENTENCE_END)
                 or w.start - prev.end > LINE_GAP_SECONDS
             ):
-                lines.append(current)
+                phrases.append(current)
                 current = []
         current.append(i)
     if current:
-        lines.append(current)
+        phrases.append(current)
+    lines: list[list[int]] = []
+    for phrase in phrases:
+        parts = -(-len(phrase) // max_words)
+        base, extra = divmod(len(phrase), parts)
+        k = 0
+        for j in range(parts):
+            size = base + (1 if j < extra else 0)
+            lines.append(phrase[k : k + size])
+            k += size
     return lines
 
 

@@ -73,7 +73,7 @@ def test_caption_lines_break_at_sentences_and_length():
     words = [CaptionWord(w, i * 0.3, i * 0.3 + 0.2) for i, w in enumerate(
         ["one", "two", "three.", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"])]  # fmt: skip
     lines = caption_lines(words, max_words=7)
-    assert lines == [[0, 1, 2], [3, 4, 5, 6, 7, 8, 9], [10]]
+    assert lines == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9, 10]]
 
 
 def test_mouth_indicator_follows_audio_energy():
