@@ -152,7 +152,10 @@ class RulePlanner:
         after = [p for p in phases if p.first_word > cand.last]
         lo = before[-1].last_word + 1 if before else 0
         hi = after[0].first_word - 1 if after else len(words) - 1
-        first, last = _grow(words, cand.first, cand.last, lo, hi, c, target, cand.grow, ends)
+        first, last = cand.first, cand.last
+        if span_seconds(words, first, last) > c.max_phase_seconds + TIME_EPS:
+            last = first  # a two-word trigger ("a few") longer than the maximum
+        first, last = _grow(words, first, last, lo, hi, c, target, cand.grow, ends)
         d = span_seconds(words, first, last)
         alone = not phases and lo == 0 and hi == len(words) - 1
         if d < c.min_phase_seconds - TIME_EPS and not (
@@ -200,27 +203,28 @@ def _grow(
 ) -> tuple[int, int]:
     """Extend [first, last] one word at a time inside [lo, hi] toward `target` seconds.
 
-    Grows in the preferred direction first, never beyond max_phase_seconds; forward growth
-    stops at a sentence end once the minimum is reached, so a gesture does not run into the
-    next sentence without need.
+    Grows in the preferred direction first, never beyond max_phase_seconds. Once the
+    minimum is reached it does not cross a sentence boundary (forward past a sentence end,
+    backward before a sentence start), so a gesture stays with its sentence when it can.
     """
     while span_seconds(words, first, last) < target - TIME_EPS:
-        if last in ends and span_seconds(words, first, last) >= c.min_phase_seconds - TIME_EPS:
-            break
+        settled = span_seconds(words, first, last) >= c.min_phase_seconds - TIME_EPS
         fwd_ok = (
             last + 1 <= hi
             and span_seconds(words, first, last + 1) <= c.max_phase_seconds + TIME_EPS
+            and not (settled and last in ends)
         )
         back_ok = (
             backward
             and first - 1 >= lo
             and span_seconds(words, first - 1, last) <= c.max_phase_seconds + TIME_EPS
+            and not (settled and first - 1 in ends)
         )
         if prefer == "backward" and back_ok:
             first -= 1
         elif fwd_ok:
             last += 1
-        elif back_ok:
+        elif back_ok and (prefer == "backward" or not (settled and last in ends)):
             first -= 1
         else:
             break

@@ -65,12 +65,14 @@ class FakeOpenAIServer:
         self.reject_tools = reject_tools
         self.model = model
         self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
+        self.headers: list[dict[str, str]] = []  # lower-case header names
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -184,8 +186,11 @@ class FakeOpenAIServer:
                     self._send(400, _error_body("body is not JSON"))
                     return
                 with server._lock:
-                    server.headers.append(dict(self.headers.items()))
-                status, payload, delay = server._answer(body)
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                try:
+                    status, payload, delay = server._answer(body)
+                except Exception as exc:  # a scripted callable failed: tell the client
+                    status, payload, delay = 500, _error_body(f"fake server: {exc!r}"), 0.0
                 if delay and server._stop.wait(delay):
                     return
                 self._send(status, payload)
