@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (pipeline loader resolves base classes here)
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.models._modeling_parallel import ContextParallelInput
 from diffusers.models.attention_dispatch import dispatch_attention_fn
@@ -476,7 +477,7 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
                 nn.init.zeros_(module.weight)
             else:
                 for sub in module.modules():
-                    if hasattr(sub, "reset_parameters") and sub is not module:
+                    if hasattr(sub, "reset_parameters"):
                         sub.reset_parameters()
 
     def _materialize_missing(self, missing_keys: list[str], device: torch.device | str = "cpu") -> list[str]:

@@ -1,0 +1,120 @@
+"""The `actavatar` renderer: one saved `ActAvatarPipeline`, loaded once, renders segments.
+
+Implements the `Renderer` protocol of `generator.render_types`. Continuity: the segment's
+first `overlap_frames` frames repeat the previous segment's tail (`context_frames`, oldest
+first); the first 1 + 4k of them are encoded and held clean at timestep 0 (one frame is the
+TI2V image rule, more is the InfiniteTalk-style motion context), the rest are generated and
+dropped by the stitcher. The first segment is conditioned on the avatar image.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from generator.render_types import ProgressFn, RenderRequest
+
+__all__ = ["ActAvatarRenderer", "load_actavatar_renderer"]
+
+
+def _resample(audio: np.ndarray, rate: int, target: int = 16000) -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if rate == target or len(audio) == 0:
+        return audio
+    n = int(round(len(audio) * target / rate))
+    x_old = np.arange(len(audio)) / rate
+    x_new = np.arange(n) / target
+    return np.interp(x_new, x_old, audio).astype(np.float32)
+
+
+def _clean_context_count(overlap: int, available: int) -> int:
+    """Largest 1 + 4k <= min(overlap, available) (0 when there is nothing to hold)."""
+    n = min(overlap, available)
+    return 0 if n <= 0 else (n - 1) // 4 * 4 + 1
+
+
+class ActAvatarRenderer:
+    """Renders a `RenderRequest` with an `ActAvatarPipeline` (CUDA when available)."""
+
+    name = "actavatar"
+
+    def __init__(
+        self,
+        pipeline: Any,
+        num_inference_steps: int = 40,
+        guidance_scale: float = 5.0,
+        audio_guidance_scale: float = 5.0,
+        negative_prompt: str | None = None,
+        color_match_strength: float = 0.0,
+        batched_guidance: bool = True,
+    ):
+        self.pipeline = pipeline
+        self.num_inference_steps = num_inference_steps
+        self.guidance_scale = guidance_scale
+        self.audio_guidance_scale = audio_guidance_scale
+        self.negative_prompt = negative_prompt
+        self.color_match_strength = color_match_strength
+        self.batched_guidance = batched_guidance
+        self._lock = threading.Lock()  # one GPU job at a time per loaded pipeline
+
+    def render(self, request: RenderRequest, progress: ProgressFn | None = None) -> np.ndarray:
+        from generator.conditioning import color_match
+
+        audio = _resample(request.audio, request.sample_rate, 16000)
+        n_ctx = _clean_context_count(request.overlap_frames, len(request.context_frames))
+        context = list(request.context_frames[:n_ctx]) if n_ctx else None
+        with self._lock:
+            out = self.pipeline(
+                image=request.image,
+                audio=audio,
+                prompt=request.prompt,
+                negative_prompt=self.negative_prompt,
+                num_frames=request.num_frames,
+                height=request.height,
+                width=request.width,
+                num_inference_steps=self.num_inference_steps,
+                guidance_scale=self.guidance_scale,
+                audio_guidance_scale=self.audio_guidance_scale,
+                seed=request.seed,
+                context_frames=context,
+                fps=request.fps,
+                sample_rate=16000,
+                batched_guidance=self.batched_guidance,
+                progress=progress,
+                output_type="np",
+            ).frames[0]
+        frames = np.clip(np.round(np.asarray(out) * 255.0), 0, 255).astype(np.uint8)
+        if self.color_match_strength > 0 and request.reference_image is not None:
+            from generator.pipeline_actavatar import resize_center_crop
+
+            ref = np.asarray(resize_center_crop(request.reference_image, request.height, request.width))
+            frames = color_match(frames, ref, self.color_match_strength, start=request.overlap_frames)
+        return frames
+
+
+def load_actavatar_renderer(
+    checkpoint_dir: str | Path, device: str | None = None, **renderer_kwargs: Any
+) -> ActAvatarRenderer:
+    """Load a pipeline saved by `ActAvatarPipeline.save_pretrained` once, on `device`.
+
+    Default device: CUDA when available (transformer and text encoder in bf16, VAE and
+    audio encoder in fp32), else CPU in fp32.
+    """
+    import torch
+
+    from generator.pipeline_actavatar import ActAvatarPipeline
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = str(device).startswith("cuda")
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    pipe = ActAvatarPipeline.from_pretrained(
+        str(checkpoint_dir),
+        torch_dtype={"default": dtype, "vae": torch.float32, "audio_encoder": torch.float32},
+        use_safetensors=True,
+    )
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return ActAvatarRenderer(pipe, **renderer_kwargs)
