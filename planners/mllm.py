@@ -98,6 +98,7 @@ class MLLMPlanner:
         mode = self.settings.structured_outputs
         self._mode = "json_schema" if mode == "auto" else mode
         self._tools_ok = self.settings.use_tools
+        self._omit: set[str] = set()  # sampling parameters the server refused
 
     @property
     def client(self) -> openai.OpenAI:
@@ -318,8 +319,10 @@ class MLLMPlanner:
     ) -> dict[str, Any]:
         """Keyword arguments of chat.completions.create for the current answer format."""
         s = self.settings
-        kw: dict[str, Any] = {"model": s.model, "messages": messages, "temperature": s.temperature}
-        if s.seed is not None:
+        kw: dict[str, Any] = {"model": s.model, "messages": messages}
+        if "temperature" not in self._omit:
+            kw["temperature"] = s.temperature
+        if s.seed is not None and "seed" not in self._omit:
             kw["seed"] = s.seed
         if self._mode == "json_schema":
             kw["response_format"] = {
@@ -337,8 +340,13 @@ class MLLMPlanner:
         return kw
 
     def _degrade(self, err: openai.BadRequestError, tools_sent: bool) -> bool:
-        """After a 400: drop tools or step down the answer format; False if nothing is left."""
+        """After a 400: drop a refused sampling parameter (reasoning models refuse
+        temperature), drop tools, or step down the answer format; False if nothing is left."""
         text = _message(err).lower()
+        for param in ("temperature", "seed"):
+            if param in text and param not in self._omit:
+                self._omit.add(param)
+                return True
         can_step = self.settings.structured_outputs != "json_schema" and self._mode in _NEXT_MODE
         if tools_sent and ("tool" in text or "function" in text or not can_step):
             self._tools_ok = False

@@ -163,6 +163,20 @@ def test_server_without_any_response_format_gets_plain_text_and_prose_is_parsed(
     assert "response_format" not in srv.requests[-1]
 
 
+def test_refused_sampling_parameter_is_dropped():
+    def answer(body, index):
+        if "temperature" in body:
+            return error(400, "Unsupported value: 'temperature' does not support 0.2")
+        return GOOD
+
+    with FakeOpenAIServer(answer) as srv:
+        plan = MLLMPlanner(settings(srv)).plan(REQ)
+    assert plan.planner == "mllm"
+    assert [t.kind for t in plan.trace] == ["degrade", "plan"]
+    assert srv.requests[1]["response_format"]["type"] == "json_schema"
+    assert "temperature" not in srv.requests[1] and srv.requests[1]["seed"] == 0
+
+
 def test_forced_json_schema_does_not_degrade():
     with FakeOpenAIServer([GOOD], reject_json_schema=True) as srv:
         plan = MLLMPlanner(settings(srv, structured_outputs="json_schema")).plan(REQ)
