@@ -92,18 +92,17 @@ def words_step(key: str, analysis: str, known_words: list[str] | None, language:
     return transcript.model_dump(mode="json")
 
 
-def make_planner(name: str, settings: Settings):
+def make_planner(name: str):
+    """The rule planner, or the MLLM planner configured from the environment."""
     import planners
 
-    if name == "mllm":
-        return planners.get_planner("mllm", settings=planners.MLLMSettings.from_env())
     return planners.get_planner(name)
 
 
 @task(name="plan", **CACHED, retries=1)
 def plan_step(key: str, request: dict, planner: str) -> dict:
     progress.emit("plan", 0, 1, planner)
-    plan = make_planner(planner, get_settings()).plan(PlanRequest.model_validate(request))
+    plan = make_planner(planner).plan(PlanRequest.model_validate(request))
     progress.emit("plan", 1, 1)
     data = plan.model_dump(mode="json")
     trace = getattr(plan, "trace", None) or []
@@ -221,12 +220,18 @@ def prepare_plan(inputs: JobInputs, settings: Settings, *, force: bool = False,
         raise InputError("no speech was recognised in the audio", file=script_file, field="audio")
     # 3. Plan.
     request = _plan_request(inputs, transcript)
-    plan_key = content_key("plan", request.model_dump(mode="json"), planner,
-                           settings.llm_base_url, settings.llm_model)
+    plan_key = content_key("plan", planner, _planner_cache_key(planner, request))
     plan_data = plan_step.with_options(**refresh)(key=plan_key, request=request.model_dump(mode="json"),
                                                   planner=planner)
     trace = plan_data.pop("_trace", [])
     return speech, transcript, Plan.model_validate(plan_data), trace, plan_key
+
+
+def _planner_cache_key(planner: str, request: PlanRequest) -> str:
+    """Content hash of transcript, image, constraints and model: never run ids or secrets."""
+    from planners import MLLMSettings, plan_cache_key
+
+    return plan_cache_key(request, MLLMSettings() if planner == "mllm" else None)
 
 
 @flow(name="plan-script", log_prints=False)

@@ -134,9 +134,8 @@ def plan(
 
         result = plan_script(script=str(script), planner=planner, voice=voice)
         if out_dir:
-            from flows.timeline import draw_timeline
-
             from flows.segments import plan_segments
+            from flows.timeline import draw_timeline
             from planners.schema import Plan, Transcript
             from storage import atomic_write_text
 
@@ -157,16 +156,22 @@ def plan(
 
 @jobs_app.callback()
 def jobs_list(ctx: typer.Context,
-              limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20) -> None:
+              limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20,
+              status: Annotated[str | None, typer.Option(help="Only jobs with this status.")] = None,
+              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Recent jobs (newest first)."""
     if ctx.invoked_subcommand:
         return
     from orchestrator.queries import list_jobs
 
+    jobs = list_jobs(limit=limit, status=status)
+    if as_json:
+        out.print_json(json.dumps([j.model_dump(mode="json") for j in jobs]))
+        return
     table = Table(title="Jobs")
     for col in ("id", "status", "title", "segments", "duration", "updated", "out"):
-        table.add_column(col)
-    for j in list_jobs(limit=limit):
+        table.add_column(col, no_wrap=col in ("id", "status", "updated"))
+    for j in jobs:
         table.add_row(j.id, j.status, j.title, f"{j.segments_rendered}/{j.segments_total}",
                       f"{j.duration:.1f} s" if j.duration else "-",
                       j.updated_at.strftime("%Y-%m-%d %H:%M:%S"), j.out_dir)

@@ -119,8 +119,11 @@ def test_second_run_renders_nothing(first_run):
 
 def test_jobs_and_doctor_commands(first_run):
     home, _out, report = first_run
+    proc = _run_cli(home, "jobs", "--json")
+    jobs = json.loads(proc.stdout)
+    assert [(j["id"], j["status"]) for j in jobs] == [(report["job_id"], "done")]
     proc = _run_cli(home, "jobs")
-    assert proc.returncode == 0 and report["job_id"] in proc.stdout and "done" in proc.stdout
+    assert proc.returncode == 0 and report["job_id"] in proc.stdout
     proc = _run_cli(home, "jobs", "show", report["job_id"], "--json")
     details = json.loads(proc.stdout)
     assert details["job"]["status"] == "done" and len(details["assets"]) == 7
