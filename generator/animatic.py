@@ -16,7 +16,7 @@ import bisect
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from generator.render_types import CaptionWord, ProgressFn, PromptPhase, RenderRequest
 
@@ -91,6 +91,25 @@ def fit_cover(image: Image.Image, width: int, height: int) -> np.ndarray:
     resized = image.resize((sw, sh), Image.Resampling.LANCZOS)
     x0, y0 = (sw - width) // 2, (sh - height) // 2
     return np.asarray(resized.crop((x0, y0, x0 + width, y0 + height)), dtype=np.uint8).copy()
+
+
+def fit_preview(image: Image.Image, width: int, height: int) -> np.ndarray:
+    """The whole avatar, letterboxed over a blurred, darkened cover of itself.
+
+    Cropping a portrait or square avatar to a wide frame cuts off the head; a preview should
+    show the person whole (the diffusion renderer does its own crop).
+    """
+    cover = Image.fromarray(fit_cover(image, width, height))
+    w, h = image.size
+    scale = min(width / w, height / h)
+    fw, fh = max(1, round(w * scale)), max(1, round(h * scale))
+    if (fw, fh) == (width, height):
+        return np.asarray(cover, dtype=np.uint8).copy()
+    backdrop = cover.filter(ImageFilter.GaussianBlur(radius=max(width, height) / 40))
+    backdrop = Image.fromarray((np.asarray(backdrop, dtype=np.float32) * 0.55).astype(np.uint8))
+    front = Image.fromarray(fit_cover(image, fw, fh))
+    backdrop.paste(front, ((width - fw) // 2, (height - fh) // 2))
+    return np.asarray(backdrop, dtype=np.uint8).copy()
 
 
 def _darken(region: np.ndarray, alpha: float) -> None:
@@ -225,7 +244,7 @@ class _Scene:
     def _background(self) -> np.ndarray:
         lay, r = self.lay, self.req
         source = r.reference_image if r.reference_image is not None else r.image
-        bg = fit_cover(source, lay.width, lay.height)
+        bg = fit_preview(source, lay.width, lay.height)
         _darken(bg[lay.band_y0 : lay.bar_y0], 0.55)
         bg[lay.bar_y0 :] = self.bar_future
         x0, y0, x1, y1 = lay.mouth_box
