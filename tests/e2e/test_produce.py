@@ -27,9 +27,9 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=REPO, env=_env(home), capture_output=True, text=True,
-                          timeout=600)
+def _run_cli(home: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=REPO, env={**_env(home), **(extra_env or {})},
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
