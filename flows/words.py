@@ -137,11 +137,16 @@ def whisperx_align(audio: np.ndarray, text: str, model_dir: Path, nltk_dir: Path
     duration = len(audio) / 16000
     result = whisperx.align([{"text": text, "start": 0.0, "end": duration}], model, metadata,
                             audio, "cpu", return_char_alignments=False)
+    vocab = metadata["dictionary"]
     out = []
     for w in result.get("word_segments", []):
         start, end = w.get("start"), w.get("end")
-        out.append(TimedWord(w["word"], float("nan") if start is None else float(start),
-                             float("nan") if end is None else float(end), w.get("score")))
+        # Characters outside the CTC alphabet (digits, symbols) cannot be aligned; WhisperX
+        # fills such words from neighbours, we interpolate and flag them ourselves.
+        alignable = all(c in vocab for c in w["word"].lower() if c.isalnum())
+        if start is None or end is None or not alignable:
+            start = end = float("nan")
+        out.append(TimedWord(w["word"], float(start), float(end), w.get("score")))
     return out
 
 
