@@ -16,6 +16,8 @@ from storage import sha256_file
 PLANNERS = ("rule", "mllm")
 # Bump when a change to the pipeline must invalidate cached steps.
 PIPELINE_VERSION = "1"
+# Faster than any TTS voice speaks: a cheap upper bound on speech length before synthesis.
+FAST_WORDS_PER_SECOND = 4.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,11 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
         if voice.engine == "openai" and settings.openai_api_key is None:
             raise InputError("voice openai:* needs OPENAI_API_KEY in the environment",
                              file=spath, field="voice")
+    if script.audio is None and len(script.words) / FAST_WORDS_PER_SECOND > settings.max_audio_seconds:
+        raise InputError(f"{len(script.words)} words would take at least "
+                         f"{len(script.words) / FAST_WORDS_PER_SECOND:.0f} s to speak, over the limit of "
+                         f"{settings.max_audio_seconds:.0f} s (AVATAR_FLOW_MAX_AUDIO_SECONDS)",
+                         file=spath, field="text")
     avatar_sha = "default"
     if script.avatar is not None:
         check_avatar(script.avatar, file=spath)

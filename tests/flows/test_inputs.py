@@ -61,3 +61,12 @@ def test_script_avatar_problems_name_the_script(tmp_path, fresh_home):
     with pytest.raises(InputError) as e:
         prepare_inputs(p, JobOptions(), get_settings())
     assert str(e.value).startswith(f"{p}: field 'avatar': tiny.png is 100x100")
+
+
+def test_overlong_text_is_refused_before_synthesis(tmp_path, fresh_home, monkeypatch):
+    monkeypatch.setenv("AVATAR_FLOW_MAX_AUDIO_SECONDS", "10")
+    settings = get_settings(refresh=True)
+    p = write_script(tmp_path, " ".join(["word"] * 60))
+    with pytest.raises(InputError, match="60 words would take at least 15 s") as e:
+        prepare_inputs(p, JobOptions(), settings)
+    assert e.value.field == "text"
