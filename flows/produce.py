@@ -310,10 +310,8 @@ def produce_video(script: str, out: str | None = None, renderer: str = "animatic
         rendered, clips, context, prev_sha = 0, [], [], None
         progress.emit("render", 0, len(specs))
         for sp in specs:
-            key = content_key("render", renderer_id, sp.to_dict(), {k: v for k, v in job.items()
-                              if k not in ("analysis", "transcript", "plan", "avatar")},
-                              speech["analysis_sha"], inputs.avatar_sha,
-                              _caption_words(transcript, sp), prev_sha if sp.overlap else None)
+            key = _render_key(renderer_id, sp, job, transcript, plan, speech["analysis_sha"],
+                              inputs.avatar_sha, prev_sha)
             state = render_step.with_options(**refresh)(key=key, spec=sp.to_dict(), job=job,
                                                         context=context, return_state=True)
             result = state.result()
@@ -349,9 +347,24 @@ def produce_video(script: str, out: str | None = None, renderer: str = "animatic
     return report
 
 
-def _caption_words(transcript: Transcript, sp: SegmentSpec) -> list:
-    t0, t1 = sp.render_start, sp.render_start + sp.render_frames / sp.fps
-    return [(w.word, w.start, w.end) for w in transcript.words if w.end > t0 and w.start < t1]
+def _render_key(renderer_id: str, sp: SegmentSpec, job: dict, transcript: Transcript, plan: Plan,
+                audio_sha: str, avatar_sha: str, prev_sha: str | None) -> str:
+    """Everything that changes this segment's pixels, and nothing else.
+
+    A diffusion render depends on its own audio window, prompt and continuity input; the
+    animatic also draws captions and the whole-video timeline, so those count for it only.
+    """
+    parts: dict[str, Any] = {
+        "spec": sp.to_dict(), "size": [job["width"], job["height"]], "seed": job["seed"],
+        "audio": audio_sha, "avatar": avatar_sha, "previous": prev_sha if sp.overlap else None,
+    }
+    if job["renderer"] == "animatic":
+        t0, t1 = sp.render_start, sp.render_start + sp.render_frames / sp.fps
+        parts["captions"] = [(w.word, w.start, w.end) for w in transcript.words
+                             if w.end > t0 and w.start < t1]
+        parts["timeline"] = [(p.action, p.start, p.end) for p in plan.phases]
+        parts["cuts"], parts["duration"], parts["title"] = job["cuts"], job["duration"], job["title"]
+    return content_key("render", renderer_id, parts)
 
 
 def _renderer_identity(renderer: str, checkpoint: str | None) -> str:

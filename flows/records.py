@@ -1,5 +1,6 @@
 """Database bookkeeping for a job: short transactions, ids and paths in, no ORM objects out."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,12 @@ def set_status(db: str, job_id: str, status: str, **fields: Any) -> None:
 
 def record_plan(db: str, job_id: str, plan: Plan, cache_key: str) -> int:
     data = plan.model_dump(mode="json")
-    import json
-
     sha = sha256_bytes(json.dumps(data, sort_keys=True).encode())
     with session_scope(db) as s:
+        same = s.exec(select(PlanRecord).where(PlanRecord.job_id == job_id,
+                                               PlanRecord.sha256 == sha)).first()
+        if same is not None:  # a re-run with the cached plan: nothing new to record
+            return same.id
         rec = PlanRecord(job_id=job_id, planner=plan.planner, cache_key=cache_key, sha256=sha,
                          plan=data, fallback_reason=plan.fallback_reason)
         s.add(rec)
