@@ -18,7 +18,9 @@ import torch.nn.functional as F
 __all__ = ["fit_waveform", "frame_features_from_hidden_states", "wav2vec2_frame_features"]
 
 
-def fit_waveform(waveform: np.ndarray, num_frames: int, fps: float, sample_rate: int = 16000) -> np.ndarray:
+def fit_waveform(
+    waveform: np.ndarray, num_frames: int, fps: float, sample_rate: int = 16000
+) -> np.ndarray:
     """Trim or zero-pad a mono waveform to exactly the clip's `num_frames / fps` seconds."""
     wav = np.asarray(waveform, dtype=np.float32).reshape(-1)
     n = int(round(num_frames / fps * sample_rate))
@@ -64,7 +66,9 @@ def wav2vec2_frame_features(
     layers = out.hidden_states[1:]
     if num_layers is not None:
         if num_layers > len(layers):
-            raise ValueError(f"audio encoder has {len(layers)} layers, the adapter wants {num_layers}")
+            raise ValueError(
+                f"audio encoder has {len(layers)} layers, the adapter wants {num_layers}"
+            )
         layers = layers[-num_layers:]
     stacked = torch.stack(layers, dim=1)  # (1, L, T_audio, C)
     return frame_features_from_hidden_states(stacked, num_frames)

@@ -138,7 +138,12 @@ class ActAvatarPipeline(DiffusionPipeline):
         The transformer is `ActAvatarTransformer3DModel.from_wan_pretrained` (new modules start
         as identity); the audio adapter's input size follows the Wav2Vec2 config unless given.
         """
-        from transformers import AutoTokenizer, UMT5EncoderModel, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+        from transformers import (
+            AutoTokenizer,
+            UMT5EncoderModel,
+            Wav2Vec2FeatureExtractor,
+            Wav2Vec2Model,
+        )
 
         wan_dir, wav2vec_dir = Path(wan_dir), Path(wav2vec_dir)
         audio_encoder = Wav2Vec2Model.from_pretrained(wav2vec_dir, use_safetensors=True)
@@ -147,7 +152,9 @@ class ActAvatarPipeline(DiffusionPipeline):
         transformer = ActAvatarTransformer3DModel.from_wan_pretrained(
             wan_dir, subfolder="transformer", torch_dtype=torch_dtype, **transformer_config
         )
-        vae = AutoencoderKLWan.from_pretrained(wan_dir, subfolder="vae", torch_dtype=vae_dtype, use_safetensors=True)
+        vae = AutoencoderKLWan.from_pretrained(
+            wan_dir, subfolder="vae", dtype=vae_dtype, use_safetensors=True
+        )
         text_encoder = UMT5EncoderModel.from_pretrained(
             wan_dir / "text_encoder", dtype=text_encoder_dtype or torch_dtype, use_safetensors=True
         )
@@ -156,7 +163,10 @@ class ActAvatarPipeline(DiffusionPipeline):
             scheduler = UniPCMultistepScheduler.from_pretrained(wan_dir, subfolder="scheduler")
         else:
             scheduler = UniPCMultistepScheduler(
-                prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=flow_shift
+                prediction_type="flow_prediction",
+                use_flow_sigmas=True,
+                num_train_timesteps=1000,
+                flow_shift=flow_shift,
             )
         feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(wav2vec_dir)
         return cls(
@@ -197,7 +207,11 @@ class ActAvatarPipeline(DiffusionPipeline):
         return embeds[:1], phase_ids[:1], embeds[1:], phase_ids[1:]
 
     def encode_audio(
-        self, audio: np.ndarray | torch.Tensor, num_frames: int, fps: float, sample_rate: int = 16000
+        self,
+        audio: np.ndarray | torch.Tensor,
+        num_frames: int,
+        fps: float,
+        sample_rate: int = 16000,
     ) -> torch.Tensor:
         """Per-video-frame Wav2Vec2 features (1, num_frames, L, C) on the execution device."""
         if sample_rate != 16000:
@@ -213,7 +227,9 @@ class ActAvatarPipeline(DiffusionPipeline):
         )
         return feats.to(self._execution_device, self.transformer.dtype)
 
-    def _latents_stats(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def _latents_stats(
+        self, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.vae.config.z_dim
         mean = torch.tensor(self.vae.config.latents_mean).view(1, z, 1, 1, 1).to(device, dtype)
         std = torch.tensor(self.vae.config.latents_std).view(1, z, 1, 1, 1).to(device, dtype)
@@ -229,7 +245,10 @@ class ActAvatarPipeline(DiffusionPipeline):
         (segment continuity). Posterior mode, as the Wan pipelines do.
         """
         latent_frames_for_context(len(frames), self.vae_scale_factor_temporal)  # validates 1 + 4k
-        pixels = [self.video_processor.preprocess(resize_center_crop(f, height, width), height, width) for f in frames]
+        pixels = [
+            self.video_processor.preprocess(resize_center_crop(f, height, width), height, width)
+            for f in frames
+        ]
         video = torch.stack(pixels, dim=2)  # (1, 3, k, H, W) in [-1, 1]
         param = next(self.vae.parameters())
         video = video.to(device=param.device, dtype=self.vae.dtype)
@@ -240,7 +259,9 @@ class ActAvatarPipeline(DiffusionPipeline):
     def check_inputs(self, num_frames: int, height: int, width: int) -> None:
         multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
         if height % multiple or width % multiple:
-            raise ValueError(f"height and width must be multiples of {multiple}, got {height}x{width}")
+            raise ValueError(
+                f"height and width must be multiples of {multiple}, got {height}x{width}"
+            )
         if (num_frames - 1) % self.vae_scale_factor_temporal:
             raise ValueError(f"num_frames must be 4k+1, got {num_frames}")
 
@@ -264,7 +285,9 @@ class ActAvatarPipeline(DiffusionPipeline):
             return latents.to(device=device, dtype=torch.float32)
         # sample on the generator's device (CPU by default) so a seed gives the same video anywhere
         gen_device = generator.device if generator is not None else torch.device("cpu")
-        return randn_tensor(shape, generator=generator, device=gen_device, dtype=torch.float32).to(device)
+        return randn_tensor(shape, generator=generator, device=gen_device, dtype=torch.float32).to(
+            device
+        )
 
     # ------------------------------------------------------------------------------------------
     # Properties (diffusers conventions)
@@ -409,7 +432,9 @@ class ActAvatarPipeline(DiffusionPipeline):
         self.check_inputs(num_frames, height, width)
         if audio is None:
             raise ValueError("audio is required")
-        cond_frames = list(context_frames) if context_frames else ([image] if image is not None else [])
+        cond_frames = (
+            list(context_frames) if context_frames else ([image] if image is not None else [])
+        )
         if not cond_frames:
             raise ValueError("give an image or context_frames")
 
@@ -475,7 +500,9 @@ class ActAvatarPipeline(DiffusionPipeline):
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                     latents = callback_outputs.pop("latents", latents)
                     prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
-                    negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
+                    negative_prompt_embeds = callback_outputs.pop(
+                        "negative_prompt_embeds", negative_prompt_embeds
+                    )
                 progress_bar.update()
                 if progress is not None:
                     progress(i + 1, len(timesteps))

@@ -66,7 +66,10 @@ ACTAVATAR_5B_ADAPTER: dict[str, Any] = {
     "max_phases": 8,
 }
 
-WAN22_TI2V_5B_TRANSFORMER_CONFIG: dict[str, Any] = {**WAN22_TI2V_5B_WAN_CONFIG, **ACTAVATAR_5B_ADAPTER}
+WAN22_TI2V_5B_TRANSFORMER_CONFIG: dict[str, Any] = {
+    **WAN22_TI2V_5B_WAN_CONFIG,
+    **ACTAVATAR_5B_ADAPTER,
+}
 
 WAN22_TI2V_5B_SCHEDULER_CONFIG: dict[str, Any] = {
     "prediction_type": "flow_prediction",
@@ -143,17 +146,120 @@ def meta_transformer(name: str = "wan2.2-ti2v-5b", **overrides: Any):
 # ----------------------------------------------------------------------------------------------
 # Offline tiny components
 # ----------------------------------------------------------------------------------------------
-_WORDS = (
-    "a woman man person speaker presenter in business attire casual shirt speaking talking "
-    "professionally calmly warmly to the camera office studio kitchen garden background bright "
-    "soft light smiles nods gestures outward with open palm points downward upward at chart "
-    "emphasize detail raises both hands waves hello shrugs shoulders tilts head looks left right "
-    "counts on fingers crosses arms leans forward back thumbs up claps holds up one finger "
-    "explains shows slowly quickly gently then and while his her their eyes face lips mouth "
-    "happy serious excited thoughtful medium close shot wide static camera style realistic video "
-    "bright tones overexposed blurred details subtitles worst quality low jpeg ugly deformed "
-    "phase start end seconds"
-).split()
+_WORDS = [
+    "a",
+    "woman",
+    "man",
+    "person",
+    "speaker",
+    "presenter",
+    "in",
+    "business",
+    "attire",
+    "casual",
+    "shirt",
+    "speaking",
+    "talking",
+    "professionally",
+    "calmly",
+    "warmly",
+    "to",
+    "the",
+    "camera",
+    "office",
+    "studio",
+    "kitchen",
+    "garden",
+    "background",
+    "bright",
+    "soft",
+    "light",
+    "smiles",
+    "nods",
+    "gestures",
+    "outward",
+    "with",
+    "open",
+    "palm",
+    "points",
+    "downward",
+    "upward",
+    "at",
+    "chart",
+    "emphasize",
+    "detail",
+    "raises",
+    "both",
+    "hands",
+    "waves",
+    "hello",
+    "shrugs",
+    "shoulders",
+    "tilts",
+    "head",
+    "looks",
+    "left",
+    "right",
+    "counts",
+    "on",
+    "fingers",
+    "crosses",
+    "arms",
+    "leans",
+    "forward",
+    "back",
+    "thumbs",
+    "up",
+    "claps",
+    "holds",
+    "up",
+    "one",
+    "finger",
+    "explains",
+    "shows",
+    "slowly",
+    "quickly",
+    "gently",
+    "then",
+    "and",
+    "while",
+    "his",
+    "her",
+    "their",
+    "eyes",
+    "face",
+    "lips",
+    "mouth",
+    "happy",
+    "serious",
+    "excited",
+    "thoughtful",
+    "medium",
+    "close",
+    "shot",
+    "wide",
+    "static",
+    "camera",
+    "style",
+    "realistic",
+    "video",
+    "bright",
+    "tones",
+    "overexposed",
+    "blurred",
+    "details",
+    "subtitles",
+    "worst",
+    "quality",
+    "low",
+    "jpeg",
+    "ugly",
+    "deformed",
+    "phase",
+    "start",
+    "end",
+    "seconds",
+]
 
 
 def _tiny_corpus(n: int = 600, seed: int = 0) -> list[str]:
@@ -247,7 +353,11 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
     torch.manual_seed(seed + 3)
     audio_encoder = Wav2Vec2Model(_tiny_wav2vec2_config()).eval()
     feature_extractor = Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+        feature_size=1,
+        sampling_rate=16000,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=False,
     )
     scheduler = UniPCMultistepScheduler(**WAN22_TI2V_5B_SCHEDULER_CONFIG)
     return {
@@ -265,7 +375,9 @@ _CACHE_VERSION = "1"
 
 
 def _default_cache_dir() -> Path:
-    root = os.environ.get("AVATAR_FLOW_TINY_CACHE") or os.path.join(tempfile.gettempdir(), "avatar-flow-tiny")
+    root = os.environ.get("AVATAR_FLOW_TINY_CACHE") or os.path.join(
+        tempfile.gettempdir(), "avatar-flow-tiny"
+    )
     return Path(root) / f"v{_CACHE_VERSION}"
 
 
@@ -279,8 +391,14 @@ def build_tiny_pipeline(directory: str | Path | None = None, seed: int = 0):
 
     directory = Path(directory) if directory else _default_cache_dir() / f"pipeline-{seed}"
     if not (directory / "model_index.json").is_file():
-        tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=directory.parent if directory.parent.exists() else None))
-        ActAvatarPipeline(**build_tiny_components(seed)).save_pretrained(tmp, safe_serialization=True)
+        tmp = Path(
+            tempfile.mkdtemp(
+                prefix=".tiny-", dir=directory.parent if directory.parent.exists() else None
+            )
+        )
+        ActAvatarPipeline(**build_tiny_components(seed)).save_pretrained(
+            tmp, safe_serialization=True
+        )
         directory.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(tmp, directory)  # atomic publish; a concurrent builder may win

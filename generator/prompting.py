@@ -187,5 +187,7 @@ def encode_structured_prompt(
     embeds = embeds.to(dtype=dtype, device=device or enc_device)
     positions = torch.arange(embeds.shape[1], device=embeds.device)[None]
     keep = positions < seq_lens.to(embeds.device)[:, None]
-    prompt_embeds = torch.where(keep[..., None], embeds, torch.zeros_like(embeds))  # Wan's zero tail
+    prompt_embeds = torch.where(
+        keep[..., None], embeds, torch.zeros_like(embeds)
+    )  # Wan's zero tail
     return prompt_embeds, phase_ids.to(prompt_embeds.device)

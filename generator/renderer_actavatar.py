@@ -90,8 +90,12 @@ class ActAvatarRenderer:
         if self.color_match_strength > 0 and request.reference_image is not None:
             from generator.pipeline_actavatar import resize_center_crop
 
-            ref = np.asarray(resize_center_crop(request.reference_image, request.height, request.width))
-            frames = color_match(frames, ref, self.color_match_strength, start=request.overlap_frames)
+            ref = np.asarray(
+                resize_center_crop(request.reference_image, request.height, request.width)
+            )
+            frames = color_match(
+                frames, ref, self.color_match_strength, start=request.overlap_frames
+            )
         return frames
 
 
@@ -112,7 +116,7 @@ def load_actavatar_renderer(
     dtype = torch.bfloat16 if on_gpu else torch.float32
     pipe = ActAvatarPipeline.from_pretrained(
         str(checkpoint_dir),
-        torch_dtype={"default": dtype, "vae": torch.float32, "audio_encoder": torch.float32},
+        dtype={"default": dtype, "vae": torch.float32, "audio_encoder": torch.float32},
         use_safetensors=True,
     )
     pipe.to(device)

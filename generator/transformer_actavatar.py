@@ -22,11 +22,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import register_to_config
-from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (pipeline loader resolves base classes here)
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.models._modeling_parallel import ContextParallelInput
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (pipeline loader resolves base classes here)
 from diffusers.models.normalization import FP32LayerNorm
 from diffusers.models.transformers.transformer_wan import (
     WanAttention,
@@ -182,7 +182,9 @@ class ActAvatarAudioProjection(nn.Module):
 
     def num_latent_frames(self, num_video_frames: int) -> int:
         if (num_video_frames - 1) % self.temporal_stride:
-            raise ValueError(f"audio frames must be 1 + {self.temporal_stride}k, got {num_video_frames}")
+            raise ValueError(
+                f"audio frames must be 1 + {self.temporal_stride}k, got {num_video_frames}"
+            )
         return (num_video_frames - 1) // self.temporal_stride + 1
 
     def forward(self, audio_embeds: torch.Tensor) -> torch.Tensor:
@@ -265,9 +267,9 @@ class ActAvatarTransformerBlock(WanTransformerBlock):
             ).chunk(6, dim=1)
 
         # 1. Self-attention
-        norm_hidden_states = (self.norm1(hidden_states.float()) * (1 + scale_msa) + shift_msa).type_as(
-            hidden_states
-        )
+        norm_hidden_states = (
+            self.norm1(hidden_states.float()) * (1 + scale_msa) + shift_msa
+        ).type_as(hidden_states)
         attn_output = self.attn1(norm_hidden_states, None, None, rotary_emb)
         hidden_states = (hidden_states.float() + attn_output * gate_msa).type_as(hidden_states)
 
@@ -280,25 +282,33 @@ class ActAvatarTransformerBlock(WanTransformerBlock):
         if audio_hidden_states is not None:
             norm_hidden_states = self.norm_audio(hidden_states.float()).type_as(hidden_states)
             audio_output = self.audio_attn(
-                norm_hidden_states, audio_hidden_states, None, None, tokens_per_frame=tokens_per_frame
+                norm_hidden_states,
+                audio_hidden_states,
+                None,
+                None,
+                tokens_per_frame=tokens_per_frame,
             )
             if audio_gate is not None:
                 audio_output = audio_output * audio_gate
             hidden_states = hidden_states + self.audio_scale * audio_output
 
         # 4. Feed-forward
-        norm_hidden_states = (self.norm3(hidden_states.float()) * (1 + c_scale_msa) + c_shift_msa).type_as(
+        norm_hidden_states = (
+            self.norm3(hidden_states.float()) * (1 + c_scale_msa) + c_shift_msa
+        ).type_as(hidden_states)
+        ff_output = self.ffn(norm_hidden_states)
+        hidden_states = (hidden_states.float() + ff_output.float() * c_gate_msa).type_as(
             hidden_states
         )
-        ff_output = self.ffn(norm_hidden_states)
-        hidden_states = (hidden_states.float() + ff_output.float() * c_gate_msa).type_as(hidden_states)
         return hidden_states
 
 
 # Cache hooks (FirstBlockCache, MagCache, TaylorSeer, SeaCache) look blocks up by exact class.
 TransformerBlockRegistry.register(
     model_class=ActAvatarTransformerBlock,
-    metadata=TransformerBlockMetadata(return_hidden_states_index=0, return_encoder_hidden_states_index=None),
+    metadata=TransformerBlockMetadata(
+        return_hidden_states_index=0, return_encoder_hidden_states_index=None
+    ),
 )
 
 
@@ -435,7 +445,10 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         return [block.audio_scale for block in self.blocks]
 
     def set_audio_scales(
-        self, gamma: float | None = None, progressive: bool | None = None, scale: float | None = None
+        self,
+        gamma: float | None = None,
+        progressive: bool | None = None,
+        scale: float | None = None,
     ) -> list[float]:
         """Recompute the per-block audio scales (and record the new values in the config)."""
         cfg = self.config
@@ -450,7 +463,10 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
 
     def actavatar_modules(self) -> dict[str, nn.Module]:
         """The modules a plain Wan checkpoint lacks, by name."""
-        mods: dict[str, nn.Module] = {"audio_proj": self.audio_proj, "phase_embedding": self.phase_embedding}
+        mods: dict[str, nn.Module] = {
+            "audio_proj": self.audio_proj,
+            "phase_embedding": self.phase_embedding,
+        }
         for i, block in enumerate(self.blocks):
             mods[f"blocks.{i}.norm_audio"] = block.norm_audio
             mods[f"blocks.{i}.audio_attn"] = block.audio_attn
@@ -480,7 +496,9 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
                     if hasattr(sub, "reset_parameters"):
                         sub.reset_parameters()
 
-    def _materialize_missing(self, missing_keys: list[str], device: torch.device | str = "cpu") -> list[str]:
+    def _materialize_missing(
+        self, missing_keys: list[str], device: torch.device | str = "cpu"
+    ) -> list[str]:
         """Allocate meta parameters of new modules and initialise them; returns module names."""
         owners = set()
         for key in missing_keys:
@@ -511,7 +529,7 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         kwargs = {"subfolder": subfolder} if subfolder else {}
         model, info = cls.from_pretrained(
             pretrained_model_name_or_path,
-            torch_dtype=torch_dtype,
+            dtype=torch_dtype,
             output_loading_info=True,
             use_safetensors=True,
             **kwargs,
@@ -537,7 +555,9 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         """Stage 1: only the audio adapter (optionally also the phase table) is trainable."""
         trainable = []
         for name, param in self.named_parameters():
-            train = is_audio_adapter_key(name) or (train_phase_embedding and name.startswith(PHASE_PREFIXES))
+            train = is_audio_adapter_key(name) or (
+                train_phase_embedding and name.startswith(PHASE_PREFIXES)
+            )
             param.requires_grad_(train)
             if train:
                 trainable.append(name)
@@ -557,8 +577,13 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         from safetensors.torch import save_file
 
         keys = [k for k in self.config if k.startswith("audio_")]
-        meta = {"format": "pt", "actavatar_audio_config": json.dumps({k: self.config[k] for k in keys})}
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.audio_adapter_state_dict().items()}
+        meta = {
+            "format": "pt",
+            "actavatar_audio_config": json.dumps({k: self.config[k] for k in keys}),
+        }
+        tensors = {
+            k: v.detach().cpu().contiguous() for k, v in self.audio_adapter_state_dict().items()
+        }
         save_file(tensors, str(path), metadata=meta)
 
     def load_audio_adapter(self, path: str | Path, strict: bool = True) -> None:
@@ -641,8 +666,13 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         else:
             ts_seq_len = None
 
-        temb, timestep_proj, encoder_hidden_states, encoder_hidden_states_image = self.condition_embedder(
-            timestep, encoder_hidden_states, encoder_hidden_states_image, timestep_seq_len=ts_seq_len
+        temb, timestep_proj, encoder_hidden_states, encoder_hidden_states_image = (
+            self.condition_embedder(
+                timestep,
+                encoder_hidden_states,
+                encoder_hidden_states_image,
+                timestep_seq_len=ts_seq_len,
+            )
         )
         if ts_seq_len is not None:
             timestep_proj = timestep_proj.unflatten(2, (6, -1))  # (B, seq_len, 6, D)
@@ -650,7 +680,9 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
             timestep_proj = timestep_proj.unflatten(1, (6, -1))  # (B, 6, D)
 
         if encoder_hidden_states_image is not None:
-            encoder_hidden_states = torch.concat([encoder_hidden_states_image, encoder_hidden_states], dim=1)
+            encoder_hidden_states = torch.concat(
+                [encoder_hidden_states_image, encoder_hidden_states], dim=1
+            )
 
         # Audio tokens, once per forward: (B, F_latent, n_a, audio_token_dim)
         audio_hidden_states = audio_gate = None
@@ -663,7 +695,9 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
                 )
             audio_hidden_states = audio_hidden_states.to(hidden_states.dtype)
             if audio_mask is not None:
-                audio_gate = audio_mask.to(hidden_states.device, hidden_states.dtype).reshape(-1, 1, 1)
+                audio_gate = audio_mask.to(hidden_states.device, hidden_states.dtype).reshape(
+                    -1, 1, 1
+                )
 
         # 4. Transformer blocks
         if torch.is_grad_enabled() and self.gradient_checkpointing:
@@ -692,19 +726,32 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
 
         # 5. Output norm, projection & unpatchify
         if temb.ndim == 3:
-            shift, scale = (self.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(2, dim=2)
+            shift, scale = (
+                self.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)
+            ).chunk(2, dim=2)
             shift = shift.squeeze(2)
             scale = scale.squeeze(2)
         else:
-            shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+            shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(
+                2, dim=1
+            )
         shift = shift.to(hidden_states.device)
         scale = scale.to(hidden_states.device)
 
-        hidden_states = (self.norm_out(hidden_states.float()) * (1 + scale) + shift).type_as(hidden_states)
+        hidden_states = (self.norm_out(hidden_states.float()) * (1 + scale) + shift).type_as(
+            hidden_states
+        )
         hidden_states = self.proj_out(hidden_states)
 
         hidden_states = hidden_states.reshape(
-            batch_size, post_patch_num_frames, post_patch_height, post_patch_width, p_t, p_h, p_w, -1
+            batch_size,
+            post_patch_num_frames,
+            post_patch_height,
+            post_patch_width,
+            p_t,
+            p_h,
+            p_w,
+            -1,
         )
         hidden_states = hidden_states.permute(0, 7, 1, 4, 2, 5, 3, 6)
         output = hidden_states.flatten(6, 7).flatten(4, 5).flatten(2, 3)

@@ -35,4 +35,6 @@ def avatar() -> Image.Image:
 def speech() -> np.ndarray:
     t = np.arange(16000) / 16000
     rng = np.random.RandomState(1)
-    return (0.3 * np.sin(2 * np.pi * 220 * t) * (t < 0.5) + 0.05 * rng.randn(len(t))).astype(np.float32)
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * (t < 0.5) + 0.05 * rng.randn(len(t))).astype(
+        np.float32
+    )

@@ -34,10 +34,14 @@ def _inputs(batch: int = 2, frames: int = 3, clean: int = 1):
     x = torch.randn(batch, 48, frames, 8, 12, generator=g)
     tpf = (8 // 2) * (12 // 2)
     t = torch.tensor([500.0, 900.0][:batch])
-    ts = torch.cat([torch.zeros(batch, clean * tpf), t[:, None].expand(batch, (frames - clean) * tpf)], 1)
+    ts = torch.cat(
+        [torch.zeros(batch, clean * tpf), t[:, None].expand(batch, (frames - clean) * tpf)], 1
+    )
     text = torch.randn(batch, 16, cfg["text_dim"], generator=g)
     text[:, 10:] = 0  # Wan's zero tail
-    audio = torch.randn(batch, 4 * (frames - 1) + 1, cfg["audio_layers"], cfg["audio_in_dim"], generator=g)
+    audio = torch.randn(
+        batch, 4 * (frames - 1) + 1, cfg["audio_layers"], cfg["audio_in_dim"], generator=g
+    )
     phase = torch.tensor([[0] * 4 + [1] * 3 + [2] * 3 + [cfg["max_phases"] + 1] * 6] * batch)
     return x, ts, text, audio, phase
 
@@ -67,7 +71,10 @@ def test_accepts_every_wan_argument_and_registers_config():
     assert wan_args <= ours
     model = _tiny()
     assert model.config.num_layers == len(model.blocks) == TINY_TRANSFORMER_CONFIG["num_layers"]
-    assert model.config.audio_gamma == 1.5 and model.config.max_phases == TINY_TRANSFORMER_CONFIG["max_phases"]
+    assert (
+        model.config.audio_gamma == 1.5
+        and model.config.max_phases == TINY_TRANSFORMER_CONFIG["max_phases"]
+    )
     assert isinstance(model, WanTransformer3DModel)
 
 
@@ -110,7 +117,9 @@ def test_plain_wan_checkpoint_loads_with_only_new_keys_missing(tmp_path):
     wan = WanTransformer3DModel(**wan_config_from_actavatar(TINY_TRANSFORMER_CONFIG)).eval()
     wan.save_pretrained(tmp_path / "wan", safe_serialization=True)
 
-    adapter_cfg = {k: v for k, v in TINY_TRANSFORMER_CONFIG.items() if k.startswith(("audio_", "max_"))}
+    adapter_cfg = {
+        k: v for k, v in TINY_TRANSFORMER_CONFIG.items() if k.startswith(("audio_", "max_"))
+    }
     _, info = ActAvatarTransformer3DModel.from_pretrained(
         tmp_path / "wan", output_loading_info=True, **adapter_cfg
     )
@@ -138,7 +147,9 @@ def test_plain_wan_checkpoint_loads_with_only_new_keys_missing(tmp_path):
 
     # and a saved ActAvatar checkpoint round-trips with nothing missing
     model.save_pretrained(tmp_path / "aa", safe_serialization=True)
-    again, info = ActAvatarTransformer3DModel.from_pretrained(tmp_path / "aa", output_loading_info=True)
+    again, info = ActAvatarTransformer3DModel.from_pretrained(
+        tmp_path / "aa", output_loading_info=True
+    )
     assert not info["missing_keys"] and again.config.max_phases == model.config.max_phases
 
 
@@ -166,7 +177,9 @@ def test_audio_locality_frame_wise():
 def test_audio_projection_tokens_per_latent_frame():
     model = _tiny()
     cfg = TINY_TRANSFORMER_CONFIG
-    feats = torch.randn(2, 13, cfg["audio_layers"], cfg["audio_in_dim"])  # 13 video -> 4 latent frames
+    feats = torch.randn(
+        2, 13, cfg["audio_layers"], cfg["audio_in_dim"]
+    )  # 13 video -> 4 latent frames
     tokens = model.audio_proj(feats)
     assert tokens.shape == (2, 4, cfg["audio_tokens_per_frame"], cfg["audio_token_dim"])
     # latent frame 3 (video 9..12, +-2 window) does not see video frame 0..6
@@ -188,7 +201,9 @@ def test_progressive_audio_scales():
 
     const = _tiny(audio_progressive=False, audio_scale=0.7)
     assert const.audio_block_scales == pytest.approx([0.7] * n)
-    assert _tiny(audio_gamma=2.0).audio_block_scales == pytest.approx([((i + 1) / n) ** 2 for i in range(n)])
+    assert _tiny(audio_gamma=2.0).audio_block_scales == pytest.approx(
+        [((i + 1) / n) ** 2 for i in range(n)]
+    )
     assert model.set_audio_scales(progressive=False) == [1.0] * n
     assert model.config.audio_progressive is False
 
@@ -198,7 +213,9 @@ def test_progressive_audio_scales():
         for block in model.blocks:
             torch.nn.init.normal_(block.audio_attn.to_out[0].weight, std=0.1)
         model.set_audio_scales(scale=0.0)
-        torch.testing.assert_close(model(x, ts, text, audio_embeds=audio).sample, model(x, ts, text).sample)
+        torch.testing.assert_close(
+            model(x, ts, text, audio_embeds=audio).sample, model(x, ts, text).sample
+        )
 
 
 def test_adapter_save_load_and_freeze(tmp_path):
