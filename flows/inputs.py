@@ -30,6 +30,7 @@ class JobOptions:
     checkpoint: str | None = None
     segment_seconds: float | None = None
     continuity_frames: int = 1
+    steps: int | None = None  # denoising steps (actavatar); None = AVATAR_FLOW_RENDER_STEPS
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
         if not ckpt or not (Path(ckpt) / "model_index.json").is_file():
             raise InputError(f"the actavatar renderer needs a pipeline directory with model_index.json, "
                              f"got {ckpt!r}", field="checkpoint")
+        if script.width % 32 or script.height % 32:
+            raise InputError(f"{script.width}x{script.height}: the actavatar renderer needs multiples "
+                             "of 32 (VAE stride 16 x patch 2)", file=spath, field="resolution")
+    if options.steps is not None and not 1 <= options.steps <= 200:
+        raise InputError(f"steps must be between 1 and 200, got {options.steps}", field="steps")
     if options.planner == "mllm" and not (settings.llm_base_url or settings.openai_api_key):
         raise InputError("the mllm planner needs AVATAR_FLOW_LLM_BASE_URL or OPENAI_API_KEY",
                          field="planner")

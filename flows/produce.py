@@ -118,7 +118,7 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
 
     settings = get_settings()
     spec_obj = _spec_from_dict(spec)
-    renderer = get_renderer(job["renderer"], job.get("checkpoint"), settings.device)
+    renderer = get_renderer(job["renderer"], job.get("checkpoint"), settings.device, job["steps"])
     audio, _ = read_wav(Path(job["analysis"]))
     request = build_request(
         spec_obj, words=Transcript.model_validate(job["transcript"]).words,
@@ -257,7 +257,8 @@ def plan_script(script: str, planner: str = "rule", voice: str | None = None,
 @flow(name="produce-video", log_prints=False)
 def produce_video(script: str, out: str | None = None, renderer: str = "animatic",
                   planner: str = "rule", voice: str | None = None, checkpoint: str | None = None,
-                  segment_seconds: float | None = None, force: bool = False) -> dict:
+                  segment_seconds: float | None = None, steps: int | None = None,
+                  force: bool = False) -> dict:
     """Turn a script into a finished talking-avatar video.
 
     Args:
@@ -268,12 +269,13 @@ def produce_video(script: str, out: str | None = None, renderer: str = "animatic
         voice: Override the script's voice (`piper`, `openai:<name>`).
         checkpoint: ActAvatar pipeline directory for `--renderer actavatar`.
         segment_seconds: Longest segment in seconds (default 5).
+        steps: Denoising steps per segment for `actavatar` (default AVATAR_FLOW_RENDER_STEPS, 40).
         force: Recompute every step instead of reusing cached results.
     """
     settings = get_settings()
     options = JobOptions(renderer=renderer, planner=planner, voice=voice,
                          checkpoint=checkpoint or (str(settings.checkpoint) if settings.checkpoint else None),
-                         segment_seconds=segment_seconds)
+                         segment_seconds=segment_seconds, steps=steps)
     inputs = prepare_inputs(script, options, settings)
     s = inputs.script
     out_dir = Path(out).resolve() if out else (
@@ -305,8 +307,8 @@ def produce_video(script: str, out: str | None = None, renderer: str = "animatic
                "transcript": transcript.model_dump(mode="json"), "plan": plan.model_dump(mode="json"),
                "avatar": str(s.avatar) if s.avatar else None, "width": s.width, "height": s.height,
                "seed": s.seed, "duration": transcript.duration, "cuts": cuts, "title": s.title,
-               "continuity_frames": overlap}
-        renderer_id = _renderer_identity(renderer, options.checkpoint)
+               "continuity_frames": overlap, "steps": options.steps or settings.render_steps}
+        renderer_id = _renderer_identity(renderer, options.checkpoint, job["steps"])
         rendered, clips, context, prev_sha = 0, [], [], None
         progress.emit("render", 0, len(specs))
         for sp in specs:
@@ -367,10 +369,10 @@ def _render_key(renderer_id: str, sp: SegmentSpec, job: dict, transcript: Transc
     return content_key("render", renderer_id, parts)
 
 
-def _renderer_identity(renderer: str, checkpoint: str | None) -> str:
+def _renderer_identity(renderer: str, checkpoint: str | None, steps: int) -> str:
     if renderer == "actavatar" and checkpoint:
         index = Path(checkpoint) / "model_index.json"
-        return f"actavatar:{sha256_file(index)}:{Path(checkpoint).resolve()}"
+        return f"actavatar:{sha256_file(index)}:{Path(checkpoint).resolve()}:steps={steps}"
     return f"{renderer}:v1"
 
 

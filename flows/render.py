@@ -27,7 +27,8 @@ def renderer_overlap(name: str, continuity_frames: int = 1) -> int:
 
 
 @lru_cache(maxsize=2)
-def get_renderer(name: str, checkpoint: str | None = None, device: str | None = None) -> Renderer:
+def get_renderer(name: str, checkpoint: str | None = None, device: str | None = None,
+                 steps: int = 40) -> Renderer:
     """Load a renderer once per process (the ActAvatar pipeline is expensive to load)."""
     with _lock:
         if name == "animatic":
@@ -40,7 +41,7 @@ def get_renderer(name: str, checkpoint: str | None = None, device: str | None = 
                                  "(or AVATAR_FLOW_CHECKPOINT)")
             from generator.renderer_actavatar import load_actavatar_renderer
 
-            return load_actavatar_renderer(checkpoint, device=device)
+            return load_actavatar_renderer(checkpoint, device=device, num_inference_steps=steps)
         raise ValueError(f"unknown renderer '{name}' (one of: {', '.join(RENDERERS)})")
 
 

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     # ActAvatar renderer.
     checkpoint: Path | None = None
     device: str | None = None
+    render_steps: int = 40  # denoising steps per segment (the paper's 40)
 
     @property
     def db_url(self) -> str:

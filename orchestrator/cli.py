@@ -74,6 +74,7 @@ def run(
     voice: VoiceOpt = None,
     checkpoint: Annotated[Path | None, typer.Option(help="ActAvatar pipeline directory.")] = None,
     segment_seconds: Annotated[float | None, typer.Option(help="Longest segment, seconds.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps per segment (actavatar).")] = None,
     force: Annotated[bool, typer.Option(help="Recompute every step.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show Prefect logs.")] = False,
@@ -83,7 +84,7 @@ def run(
     ckpt = str(checkpoint) if checkpoint else None
     try:
         _check_inputs(script, renderer=renderer, planner=planner, voice=voice, checkpoint=ckpt,
-                      segment_seconds=segment_seconds)
+                      segment_seconds=segment_seconds, steps=steps)
         out_dir = out_dir or Path("out") / script.stem
         from flows import progress
         from flows.produce import produce_video
@@ -92,7 +93,7 @@ def run(
         with bar, progress.listening(on_event):
             report = produce_video(script=str(script), out=str(out_dir), renderer=renderer,
                                    planner=planner, voice=voice, checkpoint=ckpt,
-                                   segment_seconds=segment_seconds, force=force)
+                                   segment_seconds=segment_seconds, steps=steps, force=force)
     except (Exception, KeyboardInterrupt) as exc:
         _fail(exc)
     if as_json:
