@@ -8,7 +8,6 @@ job renders nothing and re-running an interrupted one renders only the missing s
 import contextlib
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
-from flows import progress
+from flows import gpu, progress, webhooks
 from flows.avatar import load_avatar
 from flows.errors import InputError
 from flows.inputs import PIPELINE_VERSION, JobInputs, JobOptions, prepare_inputs
@@ -118,19 +117,30 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
 
     settings = get_settings()
     spec_obj = _spec_from_dict(spec)
-    renderer = get_renderer(job["renderer"], job.get("checkpoint"), settings.device, job["steps"])
-    audio, _ = read_wav(Path(job["analysis"]))
-    request = build_request(
-        spec_obj, words=Transcript.model_validate(job["transcript"]).words,
-        plan=Plan.model_validate(job["plan"]), audio16k=audio,
-        avatar=load_avatar(Path(job["avatar"]) if job["avatar"] else None),
-        width=job["width"], height=job["height"], seed=job["seed"],
-        total_duration=job["duration"], cuts=job["cuts"], title=job["title"],
-        context=[load_avatar(Path(p)) for p in context],
-    )
-    t0 = time.perf_counter()
-    frames = renderer.render(request)
-    seconds = time.perf_counter() - t0
+    # A CUDA render holds its GPU(s) (one render per GPU across processes and machines);
+    # the CPU animatic takes no slot. AVATAR_FLOW_GPUS > 1: context-parallel under torchrun.
+    devices = gpu.render_devices(job["renderer"], settings.device)
+    with gpu.gpu_slots(devices) as clock:
+        if len(devices) > 1:
+            from flows.multigpu import render_parallel
+
+            frames = render_parallel(spec, job, context, devices)
+        else:
+            renderer = get_renderer(job["renderer"], job.get("checkpoint"), settings.device,
+                                    job["steps"])
+            audio, _ = read_wav(Path(job["analysis"]))
+            request = build_request(
+                spec_obj, words=Transcript.model_validate(job["transcript"]).words,
+                plan=Plan.model_validate(job["plan"]), audio16k=audio,
+                avatar=load_avatar(Path(job["avatar"]) if job["avatar"] else None),
+                width=job["width"], height=job["height"], seed=job["seed"],
+                total_duration=job["duration"], cuts=job["cuts"], title=job["title"],
+                context=[load_avatar(Path(p)) for p in context],
+            )
+            frames = gpu.render_with_offload_fallback(renderer, request,
+                                                      devices[0] if devices else None)
+    seconds = clock.wall
+    gpu.charge(clock.gpu_seconds)
     expected = (spec_obj.render_frames, job["height"], job["width"], 3)
     if tuple(frames.shape) != expected or frames.dtype != np.uint8:
         raise RuntimeError(f"renderer {job['renderer']} returned {frames.shape} {frames.dtype}, "
@@ -143,7 +153,7 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
     tail = save_tail(frames, job.get("continuity_frames", 0), work / "tail")
     clip.unlink(missing_ok=True)
     return {"index": spec_obj.index, "path": str(stored), "sha256": sha, "seconds": seconds,
-            "tail": [str(p) for p in tail]}
+            "tail": [str(p) for p in tail], "gpu_seconds": clock.gpu_seconds}
 
 
 def _spec_from_dict(d: dict) -> SegmentSpec:
@@ -254,11 +264,12 @@ def plan_script(script: str, planner: str = "rule", voice: str | None = None,
     return {"plan": plan.model_dump(mode="json"), "transcript": transcript.model_dump(mode="json")}
 
 
-@flow(name="produce-video", log_prints=False)
+@flow(name="produce-video", log_prints=False,
+      on_completion=[webhooks.on_job_completed], on_failure=[webhooks.on_job_failed])
 def produce_video(script: str, out: str | None = None, renderer: str = "animatic",
                   planner: str = "rule", voice: str | None = None, checkpoint: str | None = None,
                   segment_seconds: float | None = None, steps: int | None = None,
-                  force: bool = False) -> dict:
+                  force: bool = False, webhook: str | None = None) -> dict:
     """Turn a script into a finished talking-avatar video.
 
     Args:
@@ -271,6 +282,7 @@ def produce_video(script: str, out: str | None = None, renderer: str = "animatic
         segment_seconds: Longest segment in seconds (default 5).
         steps: Denoising steps per segment for `actavatar` (default AVATAR_FLOW_RENDER_STEPS, 40).
         force: Recompute every step instead of reusing cached results.
+        webhook: URL called with an HMAC-signed JSON body when the job finishes or fails.
     """
     settings = get_settings()
     options = JobOptions(renderer=renderer, planner=planner, voice=voice,
@@ -339,11 +351,14 @@ def produce_video(script: str, out: str | None = None, renderer: str = "animatic
     except BaseException as exc:
         set_status(db, job_id, JobStatus.failed, error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
+    gpu_seconds = gpu.record_gpu_seconds(db, job_id, gpu.settle())
     report = {"job_id": job_id, "out_dir": str(out_dir), "outputs": {k: str(v) for k, v in paths.items()},
               "sha256": hashes, "segments": len(specs), "segments_rendered": rendered,
               "segments_cached": len(specs) - rendered, "duration": transcript.duration,
               "aligner": transcript.aligner, "planner": plan.planner,
-              "fallback_reason": plan.fallback_reason, "phases": len(plan.phases)}
+              "fallback_reason": plan.fallback_reason, "phases": len(plan.phases),
+              "gpu_seconds": gpu_seconds,
+              "gpu_seconds_per_output_second": gpu.per_output_second(gpu_seconds, transcript.duration)}
     _publish_artifact(report, plan)
     progress.emit("done", 1, 1)
     return report

@@ -1,0 +1,197 @@
+"""Multi-GPU rendering: one segment on N GPUs with diffusers' context parallelism (Ulysses).
+
+`render_parallel` checks the degree, then launches `torchrun` with N processes running this
+module; each process joins a torch.distributed group (NCCL on GPUs, gloo on CPU), loads the
+ActAvatar pipeline on its own GPU and switches the transformer to
+`enable_parallelism(ContextParallelConfig(ulysses_degree=N))`; rank 0 writes the frames.
+Ulysses splits attention heads across ranks and the frame-local audio attention needs whole
+latent frames per rank, so N must divide the transformer's heads (24 for Wan2.2-5B) and the
+segment's latent frames ((frames - 1) / 4 + 1).
+
+The `selftest` payload (an all-reduce of the ranks) exercises the launch and rendezvous
+without a GPU; the render payload needs CUDA and an ActAvatar checkpoint.
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flows.errors import InputError
+
+VAE_TEMPORAL_STRIDE = 4
+
+
+def latent_frames(num_frames: int) -> int:
+    """Wan VAE: 4k + 1 pixel frames -> k + 1 latent frames."""
+    return (num_frames - 1) // VAE_TEMPORAL_STRIDE + 1
+
+
+def check_ulysses(degree: int, heads: int, num_frames: int) -> None:
+    """Raise InputError unless `degree` splits the heads and the latent frames evenly."""
+    if degree < 1:
+        raise InputError(f"--gpus must be at least 1, got {degree}", field="gpus")
+    if heads % degree:
+        raise InputError(f"--gpus {degree} does not divide the transformer's {heads} attention "
+                         f"heads (Ulysses splits heads across GPUs)", field="gpus")
+    frames = latent_frames(num_frames)
+    if frames % degree:
+        raise InputError(f"--gpus {degree} does not divide the segment's {frames} latent frames "
+                         f"({num_frames} frames); audio attention needs whole frames per GPU",
+                         field="gpus")
+
+
+def transformer_heads(checkpoint: str) -> int:
+    """Attention heads from a saved pipeline's transformer config."""
+    cfg = Path(checkpoint) / "transformer" / "config.json"
+    if not cfg.is_file():
+        raise InputError(f"no transformer/config.json in {checkpoint}", field="checkpoint")
+    return int(json.loads(cfg.read_text())["num_attention_heads"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_command(nproc: int, payload: Path, port: int) -> list[str]:
+    """`torchrun` on one node, rendezvous on 127.0.0.1 (static, no etcd)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
+            f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1", f"--master-port={port}",
+            "-m", "flows.multigpu", "--payload", str(payload)]
+
+
+def launch(nproc: int, payload: dict[str, Any], *, devices: list[str] | None = None,
+           timeout: float = 3600.0) -> list[dict[str, Any]]:
+    """Run `payload` on `nproc` ranks; returns each rank's JSON result (rank order)."""
+    from flows import gpu
+
+    with tempfile.TemporaryDirectory(prefix="avatar-flow-cp-") as tmp:
+        work = Path(tmp)
+        spec = work / "payload.json"
+        spec.write_text(json.dumps({**payload, "results": str(work)}))
+        env = dict(os.environ)
+        if devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(
+                str(gpu.physical_index(int(str(d).split(":")[-1]))) for d in devices)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        proc = subprocess.run(torchrun_command(nproc, spec, free_port()), env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"torchrun with {nproc} processes failed (exit {proc.returncode}): "
+                               f"{proc.stderr[-2000:]}")
+        results = [json.loads((work / f"rank-{r}.json").read_text()) for r in range(nproc)]
+        if payload.get("kind") == "render":
+            import numpy as np
+
+            results[0]["frames"] = np.load(work / "frames.npy")
+        return results
+
+
+def render_parallel(spec: dict, job: dict, context: list[str], devices: list[str]):
+    """Render one segment context-parallel on `devices` (uint8 frames, T x H x W x 3)."""
+    checkpoint = job.get("checkpoint")
+    if not checkpoint:
+        raise InputError("multi-GPU rendering needs the actavatar renderer and a checkpoint",
+                         field="checkpoint")
+    check_ulysses(len(devices), transformer_heads(checkpoint), spec["render_frames"])
+    results = launch(len(devices), {"kind": "render", "spec": spec, "job": job,
+                                    "context": context}, devices=devices)
+    return results[0]["frames"]
+
+
+# --- the worker (one per rank, started by torchrun) -----------------------------------------
+
+
+def _init_group() -> tuple[int, int, str]:
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size(), backend
+
+
+def _selftest(rank: int, world: int) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    t = torch.tensor([float(rank + 1)], device=device)
+    dist.all_reduce(t)
+    return {"sum": float(t.item())}
+
+
+def _segment_request(spec: dict, job: dict, context: list[str]):
+    """The same request `render_step` builds, from the same JSON inputs."""
+    from flows.avatar import load_avatar
+    from flows.produce import _spec_from_dict
+    from flows.render import build_request
+    from flows.speech import read_wav
+    from planners.schema import Plan, Transcript
+
+    spec_obj = _spec_from_dict(spec)
+    audio, _ = read_wav(Path(job["analysis"]))
+    return build_request(
+        spec_obj, words=Transcript.model_validate(job["transcript"]).words,
+        plan=Plan.model_validate(job["plan"]), audio16k=audio,
+        avatar=load_avatar(Path(job["avatar"]) if job["avatar"] else None),
+        width=job["width"], height=job["height"], seed=job["seed"],
+        total_duration=job["duration"], cuts=job["cuts"], title=job["title"],
+        context=[load_avatar(Path(p)) for p in context],
+    )
+
+
+def _render(rank: int, world: int, payload: dict[str, Any]):
+    import torch
+    from diffusers import ContextParallelConfig
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("context-parallel rendering needs CUDA")
+    from generator import ActAvatarPipeline  # noqa: F401  (fails early if the model is missing)
+    from generator.renderer_actavatar import load_actavatar_renderer
+
+    job = payload["job"]
+    renderer = load_actavatar_renderer(job["checkpoint"], device=f"cuda:{rank}")
+    if job.get("steps"):
+        renderer.num_inference_steps = int(job["steps"])
+    renderer.pipeline.transformer.enable_parallelism(
+        config=ContextParallelConfig(ulysses_degree=world))
+    return renderer.render(_segment_request(payload["spec"], job, payload["context"]))
+
+
+def worker_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="avatar-flow context-parallel worker")
+    parser.add_argument("--payload", required=True)
+    args = parser.parse_args(argv)
+    payload = json.loads(Path(args.payload).read_text())
+    out = Path(payload["results"])
+    rank, world, backend = _init_group()
+    import torch.distributed as dist
+
+    try:
+        result: dict[str, Any] = {"rank": rank, "world": world, "backend": backend}
+        if payload.get("kind") == "selftest":
+            result.update(_selftest(rank, world))
+        else:
+            frames = _render(rank, world, payload)
+            if rank == 0:
+                import numpy as np
+
+                np.save(out / "frames.npy", frames)
+        (out / f"rank-{rank}.json").write_text(json.dumps(result))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    worker_main()
