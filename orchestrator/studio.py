@@ -56,21 +56,40 @@ class Studio:
                          segments=report["segments"], segments_rendered=report["segments_rendered"],
                          duration=report["duration"], report=report)
 
-    def produce_batch(self, scripts: list[str | Path | dict], *, out_root: str | Path | None = None,
-                      **options: Any) -> list[JobResult]:
-        """Produce several videos; one failing script does not stop the others.
+    def produce_batch(self, rows: list[str | Path | dict], *, out_root: str | Path | None = None,
+                      concurrency: int = 1, template: str | Path | None = None,
+                      webhook: str | None = None, **options: Any) -> list[JobResult]:
+        """Produce several videos through the `produce-batch` flow; one failure does not stop
+        the others, and rows that are already done are skipped.
 
-        Items are script paths or dicts with `script` and optional `out` and per-item options.
+        Rows are script paths, or dicts with `script` (and optional `out`, `id`, per-row
+        options), or dicts of template variables for `template` (`{name}` placeholders).
+        Up to `concurrency` rows run at once. Returns one JobResult per row, in order
+        (`report["status"]` is done, skipped or failed).
         """
+        from flows.batch import produce_batch
+
+        items = [dict(r) if isinstance(r, dict) else {"script": str(r)} for r in rows]
+        for item in items:
+            if "script" in item:
+                item["script"] = str(Path(item["script"]).resolve())
+        report = produce_batch(rows=items, template=str(Path(template).resolve()) if template else None,
+                               out_root=str(out_root) if out_root else None,
+                               concurrency=concurrency, webhook=webhook, **options)
         results = []
-        for item in scripts:
-            spec = dict(item) if isinstance(item, dict) else {"script": item}
-            script = spec.pop("script")
-            out = spec.pop("out", None) or (Path(out_root) / Path(script).stem if out_root else None)
-            try:
-                results.append(self.produce(script, out, **{**options, **spec}))
-            except Exception as exc:
-                results.append(JobResult(script=str(script), ok=False, error=f"{type(exc).__name__}: {exc}"))
+        for r in report["rows"]:
+            ok = r["status"] in ("done", "skipped")
+            out_dir = Path(r["out_dir"]) if r.get("out_dir") else None
+            outputs = {}
+            if ok and out_dir is not None:
+                from flows.produce import OUTPUT_NAMES
+
+                outputs = {k: out_dir / v for k, v in OUTPUT_NAMES.items()}
+            results.append(JobResult(script=r.get("script") or r["id"], ok=ok, job_id=r.get("job_id"),
+                                     out_dir=out_dir, outputs=outputs,
+                                     segments=r.get("segments") or 0,
+                                     segments_rendered=r.get("segments_rendered") or 0,
+                                     duration=r.get("duration"), error=r.get("error"), report=r))
         return results
 
     def jobs(self, limit: int = 20) -> list:

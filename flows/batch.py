@@ -1,0 +1,498 @@
+"""Batch manifests and the `produce-batch` flow: one video per row, idempotent, fault-isolated.
+
+A manifest (CSV, JSONL, YAML, or a folder of scripts) has one row per video. A row either
+points to a script (`script`) or fills the `{placeholders}` of a template script with its other
+columns (name, product, language, ...). Reserved columns set the output folder, per-row options
+and a per-row webhook. Structural mistakes (an unknown column, a placeholder without a value, a
+bad number) stop the whole batch before anything runs (InputError, exit code 2); a row that
+fails while running is recorded with its error and the others go on. A row whose job is
+already done (same inputs, same output folder, video present) is skipped, so re-running a
+manifest does only what is missing or failed.
+"""
+
+import csv
+import json
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows import progress
+from flows.errors import InputError
+
+OPTION_COLUMNS = (
+    "renderer",
+    "planner",
+    "voice",
+    "checkpoint",
+    "segment_seconds",
+    "steps",
+    "force",
+    "webhook",
+)
+RESERVED = ("id", "script", "template", "out", *OPTION_COLUMNS)
+_NUMBERS = {"segment_seconds": float, "steps": int}
+_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+_PATH_KEYS = re.compile(r"^(avatar|audio)(\s*:\s*)(['\"]?)([^'\"#\n]+?)\3\s*$", re.MULTILINE)
+_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class BatchRow:
+    """One validated row: a script to produce, where, and with which options."""
+
+    row: int  # 1-based position in the manifest
+    id: str
+    script: str | None = None  # an existing script
+    template: str | None = None  # or a template filled with `variables`
+    variables: dict[str, str] = field(default_factory=dict)
+    out: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# --- reading manifests ----------------------------------------------------------------------
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+def read_manifest(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Raw rows and manifest-level settings (YAML `template`, `defaults`) of a manifest."""
+    path = Path(path)
+    if path.is_dir():
+        scripts = sorted(p for p in path.glob("*.md") if not p.name.startswith("."))
+        if not scripts:
+            raise InputError("the folder holds no *.md scripts", file=str(path))
+        return [{"script": str(p.resolve())} for p in scripts], {}
+    if not path.is_file():
+        raise InputError("no such manifest", file=str(path))
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if not reader.fieldnames:
+            raise InputError("the CSV has no header row", file=str(path))
+        blank = [i + 1 for i, name in enumerate(reader.fieldnames) if not (name or "").strip()]
+        if blank:
+            raise InputError(f"column {blank[0]} has no name", file=str(path), line=1)
+        rows = [{k.strip(): _cell(v) for k, v in r.items() if k is not None} for r in reader]
+        return rows, {}
+    if suffix in (".jsonl", ".ndjson"):
+        rows = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"not JSON: {exc.msg}", file=str(path), line=n) from None
+            if not isinstance(obj, dict):
+                raise InputError("each line must be a JSON object", file=str(path), line=n)
+            rows.append({k: _cell(v) for k, v in obj.items()})
+        return rows, {}
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"not YAML: {exc}".splitlines()[0], file=str(path)) from None
+        settings: dict[str, Any] = {}
+        if isinstance(data, dict):
+            unknown = set(data) - {"template", "defaults", "rows"}
+            if unknown:
+                raise InputError(
+                    f"unknown key '{sorted(unknown)[0]}' (template, defaults, rows)",
+                    file=str(path),
+                    field=sorted(unknown)[0],
+                )
+            settings = {k: data[k] for k in ("template", "defaults") if data.get(k) is not None}
+            data = data.get("rows")
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise InputError(
+                "expected a list of rows (mappings), or a mapping with `rows:`",
+                file=str(path),
+                field="rows",
+            )
+        return [{str(k): _cell(v) for k, v in r.items()} for r in data], settings
+    raise InputError(
+        f"unknown manifest type '{suffix}' (csv, jsonl, yaml or a folder)", file=str(path)
+    )
+
+
+def placeholders(template_text: str) -> list[str]:
+    """`{name}` fields of a template, in order of first use (`{{`/`}}` are literal braces)."""
+    return list(dict.fromkeys(_PLACEHOLDER.findall(template_text)))
+
+
+def fill_template(template: Path, variables: dict[str, str]) -> str:
+    """The template with its placeholders filled; relative avatar/audio paths made absolute."""
+    text = template.read_text(encoding="utf-8")
+    text = _PLACEHOLDER.sub(lambda m: str(variables[m.group(1)]), text)
+    text = text.replace("{{", "{").replace("}}", "}")
+
+    def absolute(m: re.Match) -> str:
+        value = m.group(4).strip()
+        if Path(value).is_absolute():
+            return m.group(0)
+        return f"{m.group(1)}{m.group(2)}{(template.parent / value).resolve()}"
+
+    if text.startswith("---"):
+        end = text.find("\n---", 3)
+        if end > 0:
+            text = _PATH_KEYS.sub(absolute, text[:end]) + text[end:]
+    return text
+
+
+def _option(value: Any, column: str, where: dict[str, Any]) -> Any:
+    if value is None:
+        return None
+    if column in _NUMBERS:
+        try:
+            return _NUMBERS[column](value)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"row {where['row']}: '{value}' is not a number", file=where["file"], field=column
+            ) from None
+    if column == "force":
+        return str(value).lower() in ("1", "true", "yes", "y")
+    return str(value)
+
+
+def prepare_rows(
+    raw: list[dict[str, Any]],
+    *,
+    source: str = "rows",
+    base_dir: Path | None = None,
+    template: str | None = None,
+    defaults: dict[str, Any] | None = None,
+    out_root: str | None = None,
+) -> list[BatchRow]:
+    """Validate every row before anything runs; raises InputError naming file, row and field."""
+    base = Path(base_dir) if base_dir else Path.cwd()
+    templates: dict[str, list[str]] = {}
+    rows: list[BatchRow] = []
+    seen: dict[str, int] = {}
+    for n, item in enumerate(raw, start=1):
+        where = {"row": n, "file": source}
+        values = {**(defaults or {}), **{k: v for k, v in item.items() if v is not None}}
+        script, tmpl = values.get("script"), values.get("template") or template
+        if script and values.get("template"):
+            raise InputError(
+                f"row {n}: give either `script` or `template`, not both",
+                file=source,
+                field="template",
+            )
+        if script:
+            tmpl = None
+        if not script and not tmpl:
+            raise InputError(
+                f"row {n}: needs a `script` column or a template (--template)",
+                file=source,
+                field="script",
+            )
+        names: list[str] = []
+        if tmpl:
+            tpath = Path(tmpl) if Path(tmpl).is_absolute() else base / tmpl
+            if str(tpath) not in templates:
+                if not tpath.is_file():
+                    raise InputError(
+                        f"row {n}: no such template {tpath}", file=source, field="template"
+                    )
+                templates[str(tpath)] = placeholders(tpath.read_text(encoding="utf-8"))
+            names, tmpl = templates[str(tpath)], str(tpath)
+        extra = [k for k in values if k not in RESERVED and k not in (defaults or {})]
+        for column in extra:
+            if column not in names:
+                hint = (
+                    f"the template's placeholders are: {', '.join(names) or 'none'}"
+                    if tmpl
+                    else "a row with `script` takes no template variables"
+                )
+                raise InputError(
+                    f"row {n}: unknown column '{column}' ({hint}; reserved: {', '.join(RESERVED)})",
+                    file=source,
+                    field=column,
+                )
+        missing = [p for p in names if values.get(p) in (None, "")]
+        if missing:
+            raise InputError(
+                f"row {n}: the template needs a value for '{{{missing[0]}}}'",
+                file=source,
+                field=missing[0],
+            )
+        if script:
+            script = str(Path(script) if Path(script).is_absolute() else base / script)
+        row_id = str(values.get("id") or (Path(script).stem if script else f"row-{n}"))
+        row_id = _ID.sub("-", row_id).strip("-") or f"row-{n}"
+        out = values.get("out")
+        if out:
+            out = str(Path(out) if Path(out).is_absolute() else base / out)
+        elif out_root:
+            out = str(Path(out_root) / row_id)
+        if out:
+            key = str(Path(out).resolve())
+            if key in seen:
+                raise InputError(
+                    f"row {n}: writes to the same folder as row {seen[key]} ({out}); "
+                    f"give the rows distinct `id`s",
+                    file=source,
+                    field="id",
+                )
+            seen[key] = n
+        options = {c: _option(values.get(c), c, where) for c in OPTION_COLUMNS}
+        rows.append(
+            BatchRow(
+                row=n,
+                id=row_id,
+                script=script,
+                template=tmpl,
+                variables={k: str(values[k]) for k in names},
+                out=out,
+                options={k: v for k, v in options.items() if v is not None},
+            )
+        )
+    return rows
+
+
+def load_manifest(
+    path: str | Path, *, template: str | None = None, out_root: str | None = None
+) -> list[BatchRow]:
+    """Read and validate a manifest file (or folder of scripts)."""
+    path = Path(path)
+    raw, settings = read_manifest(path)
+    base = path if path.is_dir() else path.parent
+    if template and not Path(template).is_absolute():
+        template = str(Path.cwd() / template)  # a CLI argument is relative to where it was typed
+    return prepare_rows(
+        raw,
+        source=str(path),
+        base_dir=base,
+        template=template or settings.get("template"),
+        defaults=settings.get("defaults"),
+        out_root=out_root,
+    )
+
+
+# --- running rows ---------------------------------------------------------------------------
+
+
+def _row_script(row: BatchRow, out_root: Path) -> Path:
+    """The script a row runs: its own, or its filled template (rewritten only on change)."""
+    if row.script:
+        return Path(row.script)
+    from storage import atomic_write_text
+
+    text = fill_template(Path(row.template), row.variables)
+    folder = Path(row.out) if row.out else out_root / row.id
+    dest = folder / "script.md"
+    if not dest.is_file() or dest.read_text(encoding="utf-8") != text:
+        atomic_write_text(dest, text)
+    return dest
+
+
+def _already_done(script: Path, out: str | None, options: dict[str, Any]) -> dict | None:
+    """The finished job for these inputs and this output folder, if its video is still there."""
+    from sqlmodel import col, select
+
+    from flows.inputs import JobOptions, prepare_inputs
+    from flows.settings import get_settings
+    from storage import Job, JobStatus, session_scope
+
+    settings = get_settings()
+    job_opts = {
+        k: v
+        for k, v in options.items()
+        if k in ("renderer", "planner", "voice", "checkpoint", "segment_seconds", "steps")
+    }
+    if "checkpoint" not in job_opts and settings.checkpoint:
+        job_opts["checkpoint"] = str(settings.checkpoint)
+    inputs = prepare_inputs(script, JobOptions(**job_opts), settings)  # InputError -> row fails
+    out_dir = (
+        str(Path(out).resolve())
+        if out
+        else str(settings.home / "outputs" / f"{script.stem}-{inputs.input_key[:8]}")
+    )
+    with session_scope(settings.db_url) as s:
+        job = s.exec(
+            select(Job)
+            .where(
+                Job.input_key == inputs.input_key,
+                Job.out_dir == out_dir,
+                Job.status == JobStatus.done,
+            )
+            .order_by(col(Job.updated_at).desc())
+        ).first()
+        if job is None or not (Path(out_dir) / "video.mp4").is_file():
+            return None
+        return {
+            "job_id": job.id,
+            "out_dir": out_dir,
+            "duration": job.duration,
+            "gpu_seconds": job.gpu_seconds,
+        }
+
+
+@task(name="batch-row", task_run_name="row-{row[id]}", retries=0)
+def run_row(row: dict, out_root: str, defaults: dict[str, Any]) -> dict:
+    """Produce one row's video as a `produce-video` subflow; never raises (errors are results)."""
+    from flows.produce import produce_video
+
+    r = BatchRow(**row)
+    options = {**defaults, **r.options}
+    result: dict[str, Any] = {
+        "row": r.row,
+        "id": r.id,
+        "status": "failed",
+        "job_id": None,
+        "out_dir": r.out,
+        "video": None,
+        "error": None,
+        "seconds": 0.0,
+    }
+    t0 = time.perf_counter()
+    try:
+        script = _row_script(r, Path(out_root))
+        result["script"] = str(script)
+        done = None if options.get("force") else _already_done(script, r.out, options)
+        if done:
+            result.update(done, status="skipped", video=str(Path(done["out_dir"]) / "video.mp4"))
+        else:
+            report = produce_video(script=str(script), out=r.out, **options)
+            result.update(
+                status="done",
+                job_id=report["job_id"],
+                out_dir=report["out_dir"],
+                video=report["outputs"]["video"],
+                duration=report["duration"],
+                segments=report["segments"],
+                segments_rendered=report["segments_rendered"],
+                gpu_seconds=report.get("gpu_seconds"),
+            )
+    except Exception as exc:  # one bad row must not stop the others
+        result["error"] = (
+            str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        )
+        result["error"] = result["error"][:2000]
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    return result
+
+
+def summarize(results: list[dict]) -> dict[str, int]:
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    counts["total"] = len(results)
+    return counts
+
+
+@flow(name="produce-batch", log_prints=False)
+def produce_batch(
+    manifest: str | None = None,
+    template: str | None = None,
+    out_root: str | None = None,
+    concurrency: int = 1,
+    renderer: str = "animatic",
+    planner: str = "rule",
+    voice: str | None = None,
+    checkpoint: str | None = None,
+    steps: int | None = None,
+    force: bool = False,
+    webhook: str | None = None,
+    rows: list[dict[str, Any]] | None = None,
+) -> dict:
+    """Produce one video per manifest row; failing rows are reported, the others finish.
+
+    Args:
+        manifest: CSV, JSONL or YAML manifest, or a folder of scripts (one video per `*.md`).
+        template: Template script whose `{placeholders}` the rows fill (or a `template` column).
+        out_root: Folder for the videos (one sub-folder per row id) and batch.json.
+        concurrency: How many rows run at once.
+        renderer: Default renderer for rows without a `renderer` column.
+        planner: Default planner for rows without a `planner` column.
+        voice: Default voice override.
+        checkpoint: Default ActAvatar pipeline directory.
+        steps: Default denoising steps for `actavatar`.
+        force: Re-run rows that are already done.
+        webhook: URL called with an HMAC-signed summary when the batch finishes.
+        rows: Rows given directly (SDK) instead of a manifest file.
+    """
+    from flows.settings import get_settings
+    from storage import atomic_write_text
+
+    if (manifest is None) == (rows is None):
+        raise InputError("give either a manifest or rows", field="manifest")
+    if concurrency < 1:
+        raise InputError(f"concurrency must be at least 1, got {concurrency}", field="concurrency")
+    name = Path(manifest).stem if manifest else "batch"
+    root = Path(out_root).resolve() if out_root else get_settings().home / "batches" / name
+    if manifest is not None:
+        batch_rows = load_manifest(manifest, template=template, out_root=str(root))
+    else:
+        batch_rows = prepare_rows(
+            rows or [], template=template, out_root=str(root) if out_root else None
+        )
+    defaults = {
+        "renderer": renderer,
+        "planner": planner,
+        "voice": voice,
+        "checkpoint": checkpoint,
+        "steps": steps,
+        "force": force,
+    }
+    defaults = {k: v for k, v in defaults.items() if v is not None}
+    started = time.time()
+    progress.emit("batch", 0, len(batch_rows))
+    results: list[dict] = []
+    lock = threading.Lock()
+    with ThreadPoolTaskRunner(max_workers=concurrency) as runner:
+        futures = [
+            runner.submit(run_row, {"row": asdict(r), "out_root": str(root), "defaults": defaults})
+            for r in batch_rows
+        ]
+        for fut in futures:
+            res = fut.result()
+            with lock:
+                results.append(res)
+                progress.emit(
+                    "batch", len(results), len(batch_rows), f"{res['id']}: {res['status']}"
+                )
+    results.sort(key=lambda r: r["row"])
+    report = {
+        "manifest": str(manifest) if manifest else None,
+        "out_root": str(root),
+        "started_at": started,
+        "seconds": round(time.time() - started, 2),
+        "summary": summarize(results),
+        "rows": results,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "batch.json", json.dumps(report, indent=1, default=str) + "\n")
+    report["report"] = str(root / "batch.json")
+    if webhook:
+        from flows import webhooks
+
+        webhooks.deliver(
+            webhook,
+            {
+                "event": "batch.finished",
+                "finished_at": webhooks.now(),
+                "manifest": report["manifest"],
+                "summary": report["summary"],
+                "report": report["report"],
+                "rows": [
+                    {k: r.get(k) for k in ("id", "status", "job_id", "video", "error")}
+                    for r in results
+                ],
+            },
+        )
+    return report

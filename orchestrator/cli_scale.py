@@ -1,0 +1,360 @@
+"""Scale-out commands: `serve`, `deploy`, `worker`, `batch` and `db upgrade|current|stamp`.
+
+Registered on the main app by `orchestrator.cli`. Inputs are checked before Prefect starts, and
+bad input is one line naming the file, row and field, with exit code 2.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="deployments.yaml with parameters and cron schedules."),
+]
+GpusOpt = Annotated[
+    int | None,
+    typer.Option("--gpus", help="GPUs per segment (context parallelism; sets AVATAR_FLOW_GPUS)."),
+]
+
+
+def _fail(exc: BaseException) -> None:
+    from flows.errors import InputError
+
+    if isinstance(exc, InputError):
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    console.print(
+        f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(1)
+
+
+def _set_gpus(gpus: int | None) -> None:
+    if gpus is not None:
+        if gpus < 1:
+            from flows.errors import InputError
+
+            _fail(InputError(f"--gpus must be at least 1, got {gpus}", field="gpus"))
+        os.environ["AVATAR_FLOW_GPUS"] = str(gpus)
+
+
+def _api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def serve(
+    config: ConfigOpt = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Most flow runs at once in this process.")
+    ] = None,
+    gpus: GpusOpt = None,
+) -> None:
+    """Serve the flows as deployments with their schedules (runs from the UI execute here).
+
+    produce-video and produce-batch always; build-dataset and training once they exist.
+    """
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    _set_gpus(gpus)
+    try:
+        from flows.deployments import build_deployments
+        from flows.gpu import ensure_gpu_limits
+
+        deployments = build_deployments(config)
+        limits = ensure_gpu_limits()
+    except Exception as exc:
+        _fail(exc)
+    if not _api_url():
+        console.print(
+            "[yellow]PREFECT_API_URL is not set: serving against Prefect's ephemeral "
+            "API (no UI). Start `prefect server start` and export PREFECT_API_URL.[/]"
+        )
+    for d in deployments:
+        crons = ", ".join(s.schedule.cron for s in (d.schedules or [])) or "no schedule"
+        console.print(f"serving [bold]{d.flow_name}/{d.name}[/] ({crons})", highlight=False)
+    if limits:
+        console.print(f"GPU limits: {', '.join(limits)}", highlight=False)
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*deployments, limit=limit, print_starting_message=False)
+
+
+def _ensure_pool(name: str, pool_type: str) -> bool:
+    """Create the work pool if it is missing; True if it was created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+            return False
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=name, type=pool_type))
+            return True
+
+
+def deploy(
+    pool: Annotated[str, typer.Option("--pool", help="Work pool the deployments run in.")],
+    config: ConfigOpt = None,
+    pool_type: Annotated[str, typer.Option(help="Type of a pool created here.")] = "process",
+    create_pool: Annotated[bool, typer.Option(help="Create the pool if missing.")] = True,
+    gpus: GpusOpt = None,
+) -> None:
+    """Register the deployments to a work pool, for workers on other machines.
+
+    Start them with `avatar-flow worker --pool NAME` where avatar-flow is installed.
+    """
+    try:
+        from flows.deployments import build_deployments
+
+        env = {"AVATAR_FLOW_GPUS": str(gpus)} if gpus else {}
+        deployments = build_deployments(
+            config, work_pool=pool, job_variables={"env": env} if env else None
+        )
+    except Exception as exc:
+        _fail(exc)
+    if not _api_url():
+        _fail(RuntimeError("deploy needs a Prefect server: set PREFECT_API_URL"))
+    try:
+        from prefect import deploy as prefect_deploy
+
+        if create_pool and _ensure_pool(pool, pool_type):
+            console.print(f"created work pool [bold]{pool}[/] ({pool_type})")
+        ids = prefect_deploy(
+            *deployments,
+            work_pool_name=pool,
+            build=False,
+            push=False,
+            print_next_steps_message=False,
+            ignore_warnings=True,
+        )
+    except Exception as exc:
+        _fail(exc)
+    for d, dep_id in zip(deployments, ids):
+        out.print(f"{d.flow_name}/{d.name}  {dep_id}  pool={pool}", highlight=False)
+
+
+def worker(
+    pool: Annotated[str, typer.Option("--pool", help="Work pool to pull runs from.")],
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu", help="GPU(s) of this worker, e.g. 0 or 2,3 (sets CUDA_VISIBLE_DEVICES)."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name.")] = None,
+    limit: Annotated[int, typer.Option(help="Flow runs at once.")] = 1,
+) -> None:
+    """Start a Prefect process worker bound to its GPU set (one worker per GPU or GPU group)."""
+    env = dict(os.environ)
+    names: list[str] = []
+    if gpu:
+        ids = [g.strip() for g in gpu.split(",") if g.strip()]
+        if not ids or not all(i.isdigit() for i in ids):
+            from flows.errors import InputError
+
+            _fail(InputError(f"--gpu takes GPU indices like 0 or 2,3, got {gpu!r}", field="gpu"))
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+        env.setdefault("AVATAR_FLOW_GPUS", "1")
+        from flows.gpu import host_name
+
+        names = [f"gpu:{host_name()}:{i}" for i in ids]
+    if names:
+        from flows.gpu import ensure_gpu_limits
+
+        ensure_gpu_limits(names)
+        console.print(f"GPU limits: {', '.join(names)}", highlight=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "prefect",
+        "worker",
+        "start",
+        "--pool",
+        pool,
+        "--type",
+        "process",
+        "--limit",
+        str(limit),
+    ]
+    if name:
+        cmd += ["--name", name]
+    os.execvpe(cmd[0], cmd, env)
+
+
+def batch(
+    manifest: Annotated[
+        Path, typer.Argument(help="manifest.csv|jsonl|yaml, or a folder of scripts.")
+    ],
+    template: Annotated[
+        Path | None, typer.Option(help="Template script with {placeholders}.")
+    ] = None,
+    out_root: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (one sub-folder per row).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Rows at once.")] = 1,
+    renderer: Annotated[str, typer.Option(help="Default renderer.")] = "animatic",
+    planner: Annotated[str, typer.Option(help="Default planner.")] = "rule",
+    voice: Annotated[str | None, typer.Option(help="Default voice override.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="ActAvatar pipeline directory.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (actavatar).")] = None,
+    force: Annotated[bool, typer.Option(help="Re-run rows that are done.")] = False,
+    webhook: Annotated[str | None, typer.Option(help="Called with the signed summary.")] = None,
+    gpus: GpusOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print batch.json.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Produce one video per manifest row; re-running skips what is done. Exit 1 if a row failed."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    _set_gpus(gpus)
+    out_dir = out_root or Path("out") / manifest.stem
+    try:
+        from flows.batch import load_manifest
+
+        rows = load_manifest(
+            manifest, template=str(template) if template else None, out_root=str(out_dir)
+        )
+        if concurrency < 1:
+            from flows.errors import InputError
+
+            raise InputError(
+                f"--concurrency must be at least 1, got {concurrency}", field="concurrency"
+            )
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from flows import progress
+        from flows.batch import produce_batch
+
+        bar = Progress(
+            TextColumn("batch"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=console,
+        )
+        task_id = bar.add_task("batch", total=len(rows), note="")
+
+        def on_event(ev) -> None:
+            if ev.stage == "batch":
+                bar.update(task_id, completed=ev.done, note=ev.message)
+
+        with bar, progress.listening(on_event):
+            report = produce_batch(
+                manifest=str(manifest),
+                template=str(template) if template else None,
+                out_root=str(out_dir),
+                concurrency=concurrency,
+                renderer=renderer,
+                planner=planner,
+                voice=voice,
+                checkpoint=str(checkpoint) if checkpoint else None,
+                steps=steps,
+                force=force,
+                webhook=webhook,
+            )
+    except (Exception, KeyboardInterrupt) as exc:
+        _fail(exc)
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+    else:
+        table = Table(title=f"Batch {manifest.name}")
+        for col in ("row", "id", "status", "job", "seconds", "video / error"):
+            table.add_column(col, overflow="fold")
+        style = {"done": "green", "skipped": "cyan", "failed": "red"}
+        for r in report["rows"]:
+            table.add_row(
+                str(r["row"]),
+                r["id"],
+                f"[{style[r['status']]}]{r['status']}[/]",
+                r.get("job_id") or "-",
+                f"{r['seconds']:.1f}",
+                r.get("video") or r.get("error") or "-",
+            )
+        out.print(table)
+        s = report["summary"]
+        out.print(
+            f"{s['done']} done, {s['skipped']} skipped, {s['failed']} failed — "
+            f"report: {report['report']}",
+            highlight=False,
+        )
+    if report["summary"]["failed"]:
+        raise typer.Exit(1)
+
+
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url", help="Database URL (default: AVATAR_FLOW_DATABASE_URL or the SQLite file)."
+    ),
+]
+
+
+def _db_url(url: str | None) -> str:
+    from flows.settings import get_settings
+
+    return url or get_settings().db_url
+
+
+def _shown(url: str) -> str:
+    """The URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    url: UrlOpt = None, revision: Annotated[str, typer.Argument(help="Target revision.")] = "head"
+) -> None:
+    """Apply migrations (adopts a database made by create_all when it matches the models)."""
+    from storage.migrations import upgrade
+
+    target = _db_url(url)
+    try:
+        before, after = upgrade(target, revision)
+    except Exception as exc:
+        _fail(exc)
+    out.print(f"{_shown(target)}: {before or 'empty'} -> {after}", highlight=False)
+
+
+@db_app.command("current")
+def db_current(url: UrlOpt = None) -> None:
+    """The database's revision and the newest one."""
+    from storage.migrations import current, head
+
+    target = _db_url(url)
+    out.print(f"{_shown(target)}: {current(target) or 'none'} (head {head()})", highlight=False)
+
+
+@db_app.command("stamp")
+def db_stamp(
+    revision: Annotated[str, typer.Argument(help="Revision the database already matches.")],
+    url: UrlOpt = None,
+) -> None:
+    """Record a revision without running it (adopting an existing database)."""
+    from storage.migrations import stamp
+
+    stamp(_db_url(url), revision)
+    out.print(f"stamped {revision}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the scale-out commands to the `avatar-flow` app."""
+    app.command()(serve)
+    app.command()(deploy)
+    app.command()(worker)
+    app.command()(batch)
+    app.add_typer(db_app, name="db")
