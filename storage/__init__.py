@@ -9,6 +9,7 @@ from storage.assets import (
     sha256_bytes,
     sha256_file,
 )
+from storage.clips import Clip  # noqa: F401  (training clips; registers the table)
 from storage.db import get_engine, session_scope, sqlite_url
 from storage.models import (
     Asset,

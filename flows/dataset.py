@@ -1,0 +1,649 @@
+"""The `build-dataset` flow: talking videos -> annotated 5-s clips -> a sharded latent cache.
+
+For every video with sound in a folder:
+  probe -> pick a resolution bucket (closest aspect) -> decode at `fps`, scaled and centre-cropped
+  -> cut into clips of `clip_frames` (4k+1; 125 = 5 s at 25 fps) -> motion score (DWPose hand and
+  arm keypoints when its ONNX weights are given, else frame-difference motion energy) ->
+  words (WhisperX / faster-whisper, once per video, re-timed per clip) -> annotation through
+  the planner's annotate mode (brief caption for stage 1, base + phases for stage 2) ->
+  clip row in the database (`storage.clips.Clip`) -> VAE latents, umT5 states (+ token->block
+  ids) and Wav2Vec2 features into `<out>/cache` (generator.train).
+
+Dataset folder::
+
+    dataset.json                      settings + per-video status (the resume manifest)
+    clips/<clip id>/clip.json         words, annotation, structured prompt, motion, bucket
+    clips/<clip id>/first.png, audio.wav   (the trainer's sample renders use them)
+    cache/index.json, cache/shard-*.safetensors
+
+Resumable at two levels: a video whose content hash and cut settings are in the manifest is
+skipped without decoding; a clip already in the cache index is not encoded again. A second
+run over the same folder does no work. The DB rows are the queryable record; the folder is
+self-contained (the trainer needs only the folder).
+"""
+
+import hashlib
+import io
+import json
+import subprocess
+import wave
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow
+
+from flows import progress
+from flows.errors import InputError
+from flows.media import ffmpeg_exe, probe
+from flows.settings import get_settings
+from planners.schema import Word
+from storage import atomic_write_text, session_scope, sha256_file
+from storage.clips import Clip
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+# (height, width) buckets at the paper's 704x1280 pixel budget: landscape, portrait, square.
+PAPER_BUCKETS: tuple[tuple[int, int], ...] = ((704, 1280), (1280, 704), (960, 960))
+DATASET_VERSION = 1
+
+
+@dataclass
+class DatasetOptions:
+    """Cut and encode settings; everything but `planner` changes the clips (and their ids)."""
+
+    fps: int = 25
+    clip_frames: int = 125
+    buckets: list[list[int]] = field(default_factory=lambda: [list(b) for b in PAPER_BUCKETS])
+    motion_threshold: float = 0.02
+    planner: str = "rule"
+    encoders: str = (
+        "preset:tiny"  # base with the VAE / umT5 / Wav2Vec2 (see generator.train.models)
+    )
+    wav2vec: str | None = None
+    dwpose: str | None = None  # DWPose whole-body ONNX model; frame-difference energy without it
+    text_len: int = 512
+    max_phases: int = 8
+    shard_size: int = 64
+    annotate_frames: int = 4  # frames shown to an MLLM annotator
+
+    def cut_key(self) -> str:
+        """Hash of what decides which clips exist and what they contain."""
+        keys = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("planner", "shard_size", "annotate_frames")
+        }
+        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------- scanning
+def scan_videos(folder: Path) -> list[Path]:
+    """Video files directly in `folder` or below it, sorted; an InputError when there are none."""
+    if not folder.exists():
+        raise InputError(f"folder not found: {folder}", field="DIR")
+    if not folder.is_dir():
+        raise InputError(f"not a folder: {folder}", field="DIR")
+    videos = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+    )
+    if not videos:
+        raise InputError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {folder}", field="DIR")
+    return videos
+
+
+def pick_bucket(width: int, height: int, buckets: list[list[int]]) -> tuple[int, int]:
+    """The (height, width) bucket whose aspect ratio is closest (in log ratio) to the video's."""
+    aspect = np.log(width / height)
+    best = min(buckets, key=lambda b: abs(np.log(b[1] / b[0]) - aspect))
+    return int(best[0]), int(best[1])
+
+
+def check_options(opts: DatasetOptions) -> None:
+    if (opts.clip_frames - 1) % 4 or opts.clip_frames < 5:
+        raise InputError(
+            f"clip frames must be 4k+1 (e.g. 125), got {opts.clip_frames}", field="clip-frames"
+        )
+    for b in opts.buckets:
+        if len(b) != 2 or b[0] % 32 or b[1] % 32:
+            raise InputError(
+                f"bucket {b} must be [height, width], multiples of 32", field="buckets"
+            )
+    if opts.planner not in ("rule", "rules", "mllm", "llm"):
+        raise InputError(f"unknown planner '{opts.planner}' (rule or mllm)", field="planner")
+    if opts.dwpose and not Path(opts.dwpose).is_file():
+        raise InputError(f"DWPose model not found: {opts.dwpose}", field="dwpose")
+
+
+# ------------------------------------------------------------------------------------- decoding
+def decode_frames(path: Path, fps: int, height: int, width: int) -> Iterator[np.ndarray]:
+    """RGB frames at exactly `fps`, scaled to cover (width, height) and centre-cropped."""
+    vf = (
+        f"fps={fps},scale={width}:{height}:force_original_aspect_ratio=increase:flags=bicubic,"
+        f"crop={width}:{height}"
+    )
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        str(path),
+        "-vf",
+        vf,
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]
+    size = height * width * 3
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        while True:
+            buf = proc.stdout.read(size)
+            if len(buf) < size:
+                break
+            yield np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)
+        proc.stdout.close()
+        proc.wait()
+
+
+def decode_audio16k(path: Path) -> np.ndarray:
+    """The sound track as 16 kHz mono float32."""
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        str(path),
+        "-vn",
+        "-ac",
+        "1",
+        "-ar",
+        "16000",
+        "-f",
+        "s16le",
+        "-",
+    ]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"ffmpeg could not decode the audio of {path.name}: {proc.stderr[-300:]!r}"
+        )
+    return np.frombuffer(proc.stdout, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def clips_of(frames: Iterator[np.ndarray], clip_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Non-overlapping (start frame, clip) pairs; the short tail is dropped."""
+    buf: list[np.ndarray] = []
+    start = 0
+    for frame in frames:
+        buf.append(frame)
+        if len(buf) == clip_frames:
+            yield start, np.stack(buf)
+            start += clip_frames
+            buf = []
+
+
+# ------------------------------------------------------------------------------------- motion
+def motion_energy(frames: np.ndarray, size: int = 64) -> float:
+    """Mean absolute difference of consecutive grey frames (0..1), on a `size`-pixel grid.
+
+    A cheap, dependency-free stand-in for pose motion: static talking heads score ~0.005,
+    gesturing speakers several times more. Subsampled so a 704x1280 clip costs milliseconds.
+    """
+    f, h, w, _ = frames.shape
+    sy, sx = max(1, h // size), max(1, w // size)
+    grey = frames[:, ::sy, ::sx].astype(np.float32).mean(axis=3) / 255.0
+    if f < 2:
+        return 0.0
+    return float(np.abs(np.diff(grey, axis=0)).mean())
+
+
+class DWPoseMotion:
+    """Arm and hand keypoint motion with DWPose's whole-body model (ONNX, onnxruntime).
+
+    The clip is assumed to show one speaker: the whole frame is the person box (no detector),
+    letterboxed to the model's 288x384 input; SimCC outputs are decoded by argmax (split 2.0).
+    Score: mean displacement per frame of confident arm (COCO 5-10) and hand (91-132)
+    keypoints, as a fraction of the image diagonal, on every `stride`-th frame.
+    """
+
+    ARM_HAND = list(range(5, 11)) + list(range(91, 133))
+
+    def __init__(self, model_path: str, stride: int = 5, min_score: float = 0.3) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0]
+        _, _, self.in_h, self.in_w = self.input.shape
+        self.stride = stride
+        self.min_score = min_score
+
+    def keypoints(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = frame.shape[:2]
+        scale = min(self.in_w / w, self.in_h / h)
+        from PIL import Image
+
+        img = np.asarray(Image.fromarray(frame).resize((round(w * scale), round(h * scale))))
+        canvas = np.zeros((self.in_h, self.in_w, 3), dtype=np.float32)
+        canvas[: img.shape[0], : img.shape[1]] = img
+        x = (canvas - np.array([123.675, 116.28, 103.53])) / np.array([58.395, 57.12, 57.375])
+        simcc_x, simcc_y = self.session.run(
+            None, {self.input.name: x.transpose(2, 0, 1)[None].astype(np.float32)}
+        )
+        px, py = simcc_x[0].argmax(-1) / 2.0, simcc_y[0].argmax(-1) / 2.0
+        score = np.minimum(simcc_x[0].max(-1), simcc_y[0].max(-1))
+        return np.stack([px, py], -1) / scale, score
+
+    def __call__(self, frames: np.ndarray) -> float:
+        pts = [self.keypoints(f) for f in frames[:: self.stride]]
+        diag = float(np.hypot(*frames.shape[1:3]))
+        moves = []
+        for (a, sa), (b, sb) in zip(pts, pts[1:]):
+            ok = (sa[self.ARM_HAND] > self.min_score) & (sb[self.ARM_HAND] > self.min_score)
+            if ok.any():
+                d = np.linalg.norm(a[self.ARM_HAND] - b[self.ARM_HAND], axis=-1)[ok]
+                moves.append(d.mean() / diag / self.stride)
+        return float(np.mean(moves)) if moves else 0.0
+
+
+# ------------------------------------------------------------------------------------- words / prompts
+def clip_words(words: list[Word], start: float, end: float) -> list[Word]:
+    """Words wholly inside [start, end), re-timed to the clip clock."""
+    out = []
+    for w in words:
+        if w.start >= start and w.end <= end:
+            out.append(
+                w.model_copy(
+                    update={"start": round(w.start - start, 3), "end": round(w.end - start, 3)}
+                )
+            )
+    return out
+
+
+def prompt_dict(annotation: Any) -> dict[str, Any]:
+    """The generator's StructuredPrompt (base text + phases on the clip clock) as JSON."""
+    return {
+        "base": annotation.base.render(),
+        "phases": [{"text": p.action, "start": p.start, "end": p.end} for p in annotation.phases],
+        "duration": annotation.duration,
+    }
+
+
+def _png_bytes(frame: np.ndarray, fmt: str = "PNG") -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _write_wav16k(path: Path, audio: np.ndarray) -> None:
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as wf:
+        wf.setnchannels(1)
+        wf.setsampwidth(2)
+        wf.setframerate(16000)
+        wf.writeframes(pcm.tobytes())
+
+
+# ------------------------------------------------------------------------------------- the builder
+class DatasetBuilder:
+    """Stateful helper behind the flow: manifest, lazily loaded encoders, cache writer, DB."""
+
+    def __init__(self, videos_dir: Path, out: Path, opts: DatasetOptions) -> None:
+        self.videos_dir, self.out, self.opts = videos_dir, out, opts
+        self.settings = get_settings()
+        self.manifest_path = out / "dataset.json"
+        self.manifest = self._load_manifest()
+        self._encoders: dict[str, Any] | None = None
+        self._writer: Any = None
+        self._planner: Any = None
+        self._dwpose: DWPoseMotion | None = None
+        self.counts = {
+            "videos": 0,
+            "videos_done_before": 0,
+            "videos_skipped": 0,
+            "clips_new": 0,
+            "clips_cached": 0,
+            "stage2_new": 0,
+            "transcribed": 0,
+        }
+        self.skipped: dict[str, str] = {}
+
+    def _load_manifest(self) -> dict[str, Any]:
+        if self.manifest_path.is_file():
+            data = json.loads(self.manifest_path.read_text())
+            if data.get("cut_key") != self.opts.cut_key() and data.get("videos"):
+                raise InputError(
+                    f"{self.out} was built with other cut settings; use a new --out folder",
+                    file=str(self.manifest_path),
+                )
+            return data
+        return {
+            "version": DATASET_VERSION,
+            "cut_key": self.opts.cut_key(),
+            "options": asdict(self.opts),
+            "videos": {},
+        }
+
+    def _save_manifest(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            self.manifest_path, json.dumps(self.manifest, indent=1, sort_keys=True) + "\n"
+        )
+
+    # lazily built heavy parts (a run with nothing new never loads a model)
+    @property
+    def encoders(self) -> dict[str, Any]:
+        if self._encoders is None:
+            from generator.train.models import load_encoders, resolve_base
+
+            try:
+                base = resolve_base(self.opts.encoders, self.opts.wav2vec)
+            except (FileNotFoundError, ValueError) as exc:
+                raise InputError(str(exc), field="encoders") from None
+            self._encoders = load_encoders(base)
+        return self._encoders
+
+    @property
+    def writer(self) -> Any:
+        if self._writer is None:
+            from generator.train.cache import encoder_signature
+            from generator.train.data import CacheWriter
+
+            self._writer = CacheWriter(
+                self.out / "cache",
+                shard_size=self.opts.shard_size,
+                encoders=encoder_signature(self.encoders, self.opts.encoders),
+            )
+        return self._writer
+
+    @property
+    def planner(self) -> Any:
+        if self._planner is None:
+            from flows.produce import make_planner
+
+            self._planner = make_planner(self.opts.planner)
+        return self._planner
+
+    def motion(self, frames: np.ndarray) -> tuple[float, str]:
+        if self.opts.dwpose:
+            if self._dwpose is None:
+                self._dwpose = DWPoseMotion(self.opts.dwpose)
+            return self._dwpose(frames), "dwpose"
+        return motion_energy(frames), "frame-diff"
+
+    def cached_ids(self) -> set[str]:
+        from generator.train.data import read_index
+
+        return set(read_index(self.out / "cache")["samples"])
+
+    # ---------------------------------------------------------------- one video
+    def process_video(self, path: Path) -> None:
+        opts = self.opts
+        sha = sha256_file(path)
+        entry = self.manifest["videos"].get(sha)
+        if entry and entry.get("status") in ("done", "skipped"):
+            cached = self.cached_ids()
+            if all(c in cached for c in entry.get("clips", [])):
+                self.counts["videos_done_before"] += 1
+                return
+        info = probe(path)
+        if not info.has_video or not info.has_audio:
+            reason = "no video stream" if not info.has_video else "no sound"
+            self.skipped[str(path)] = reason
+            self.counts["videos_skipped"] += 1
+            self.manifest["videos"][sha] = {
+                "path": str(path),
+                "status": "skipped",
+                "reason": reason,
+                "clips": [],
+            }
+            return
+        height, width = pick_bucket(info.width, info.height, opts.buckets)
+        seconds_per_clip = opts.clip_frames / opts.fps
+        if info.duration < seconds_per_clip:
+            reason = f"shorter than one clip ({info.duration:.2f} s < {seconds_per_clip:.2f} s)"
+            self.skipped[str(path)] = reason
+            self.counts["videos_skipped"] += 1
+            self.manifest["videos"][sha] = {
+                "path": str(path),
+                "status": "skipped",
+                "reason": reason,
+                "clips": [],
+            }
+            return
+
+        audio = decode_audio16k(path)
+        words = self._words(audio)
+        clip_ids = []
+        for start_frame, frames in clips_of(
+            decode_frames(path, opts.fps, height, width), opts.clip_frames
+        ):
+            cid = hashlib.sha256(f"{sha}:{start_frame}:{opts.cut_key()}".encode()).hexdigest()[:16]
+            clip_ids.append(cid)
+            self._clip(cid, path, sha, start_frame, frames, audio, words, height, width)
+        self.manifest["videos"][sha] = {
+            "path": str(path),
+            "status": "done",
+            "clips": clip_ids,
+            "bucket": [height, width],
+        }
+        self._save_manifest()
+
+    def _words(self, audio: np.ndarray) -> list[Word]:
+        from flows.words import transcribe
+
+        s = self.settings
+        self.counts["transcribed"] += 1
+        transcript = transcribe(
+            audio,
+            known_words=None,
+            asr_model=s.asr_model,
+            align_model=s.align_model,
+            nltk_dir=s.home / "nltk_data",
+        )
+        return list(transcript.words)
+
+    def _clip(
+        self,
+        cid: str,
+        path: Path,
+        sha: str,
+        start_frame: int,
+        frames: np.ndarray,
+        audio: np.ndarray,
+        words: list[Word],
+        height: int,
+        width: int,
+    ) -> None:
+        opts = self.opts
+        start = start_frame / opts.fps
+        duration = opts.clip_frames / opts.fps
+        folder = self.out / "clips" / cid
+        meta_path = folder / "clip.json"
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+        else:
+            cwords = clip_words(words, start, start + duration)
+            motion, method = self.motion(frames)
+            picks = np.linspace(0, len(frames) - 1, opts.annotate_frames).round().astype(int)
+            annotation = self.planner.annotate(
+                cwords, frames=[_png_bytes(frames[i], "JPEG") for i in picks], duration=duration
+            )
+            meta = {
+                "id": cid,
+                "source": str(path),
+                "source_sha256": sha,
+                "start": start,
+                "start_frame": start_frame,
+                "num_frames": opts.clip_frames,
+                "fps": opts.fps,
+                "height": height,
+                "width": width,
+                "motion": motion,
+                "motion_method": method,
+                "stage2": bool(motion >= opts.motion_threshold and annotation.phases),
+                "caption": annotation.caption,
+                "annotation": annotation.model_dump(mode="json"),
+                "prompt": prompt_dict(annotation),
+                "words": [w.model_dump(mode="json") for w in cwords],
+            }
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "first.png").write_bytes(_png_bytes(frames[0]))
+            n = int(round(duration * 16000))
+            _write_wav16k(folder / "audio.wav", audio[int(round(start * 16000)) :][:n])
+            atomic_write_text(meta_path, json.dumps(meta, indent=1) + "\n")
+            self.counts["clips_new"] += 1
+            self.counts["stage2_new"] += int(meta["stage2"])
+        if not self.writer.has(cid):
+            self._encode(cid, meta, frames, audio)
+        self._record(meta, cached=True)
+
+    def _encode(
+        self, cid: str, meta: dict[str, Any], frames: np.ndarray, audio: np.ndarray
+    ) -> None:
+        from generator.audio import fit_waveform
+        from generator.render_types import PromptPhase, StructuredPrompt
+        from generator.train.cache import encode_clip
+
+        p = meta["prompt"]
+        prompt = StructuredPrompt(
+            base=p["base"],
+            phases=tuple(PromptPhase(x["text"], x["start"], x["end"]) for x in p["phases"]),
+            duration=p["duration"],
+        )
+        clip_audio = fit_waveform(
+            audio[int(round(meta["start"] * 16000)) :], meta["num_frames"], meta["fps"]
+        )
+        tensors = encode_clip(
+            self.encoders,
+            frames,
+            clip_audio,
+            meta["caption"],
+            prompt,
+            fps=meta["fps"],
+            text_len=self.opts.text_len,
+            max_phases=self.opts.max_phases,
+        )
+        self.writer.add(
+            cid,
+            tensors,
+            {
+                "latent_shape": list(tensors["latents"].shape),
+                "motion": meta["motion"],
+                "stage2": meta["stage2"],
+                "num_frames": meta["num_frames"],
+                "fps": meta["fps"],
+                "height": meta["height"],
+                "width": meta["width"],
+                "caption": meta["caption"],
+                "source": meta["source"],
+            },
+        )
+        self.counts["clips_cached"] += 1
+
+    def _record(self, meta: dict[str, Any], cached: bool) -> None:
+        with session_scope(self.settings.db_url) as s:
+            s.merge(
+                Clip(
+                    id=meta["id"],
+                    dataset=str(self.out.resolve()),
+                    source=meta["source"],
+                    source_sha256=meta["source_sha256"],
+                    start=meta["start"],
+                    num_frames=meta["num_frames"],
+                    fps=meta["fps"],
+                    width=meta["width"],
+                    height=meta["height"],
+                    motion=meta["motion"],
+                    motion_method=meta["motion_method"],
+                    stage2=meta["stage2"],
+                    caption=meta["caption"],
+                    annotation=meta["annotation"],
+                    words=meta["words"],
+                    cached=cached,
+                )
+            )
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._save_manifest()
+
+
+def dataset_report(out: Path) -> dict[str, Any]:
+    """Totals of a dataset folder (clips, stage-2 clips, cached samples, data hash)."""
+    from generator.train.data import read_index
+
+    index = read_index(out / "cache")
+    samples = index["samples"]
+    report = {
+        "dataset": str(out.resolve()),
+        "clips": len(samples),
+        "stage2_clips": sum(1 for m in samples.values() if m.get("stage2")),
+        "shards": len(index["shards"]),
+    }
+    if samples:
+        from generator.train.trainer import data_hash
+
+        report["data_hash"] = data_hash(out / "cache")
+    return report
+
+
+@flow(name="build-dataset", log_prints=False)
+def build_dataset(
+    videos: str,
+    out: str | None = None,
+    planner: str = "rule",
+    motion_threshold: float = 0.02,
+    encoders: str = "preset:tiny",
+    wav2vec: str | None = None,
+    dwpose: str | None = None,
+    fps: int = 25,
+    clip_frames: int = 125,
+    buckets: list[list[int]] | None = None,
+    text_len: int = 512,
+    max_phases: int = 8,
+) -> dict[str, Any]:
+    """Cut, score, transcribe, annotate, record and cache every clip of a folder of videos."""
+    videos_dir = Path(videos).expanduser()
+    out_dir = Path(out).expanduser() if out else videos_dir.with_name(videos_dir.name + "-dataset")
+    opts = DatasetOptions(
+        fps=fps,
+        clip_frames=clip_frames,
+        motion_threshold=motion_threshold,
+        planner=planner,
+        encoders=encoders,
+        wav2vec=wav2vec,
+        dwpose=dwpose,
+        text_len=text_len,
+        max_phases=max_phases,
+    )
+    if buckets:
+        opts.buckets = [list(map(int, b)) for b in buckets]
+    check_options(opts)
+    paths = scan_videos(videos_dir)
+    builder = DatasetBuilder(videos_dir, out_dir, opts)
+    try:
+        for i, path in enumerate(paths):
+            progress.emit("dataset", i, len(paths), path.name)
+            builder.counts["videos"] += 1
+            builder.process_video(path)
+        progress.emit("dataset", len(paths), len(paths), "done")
+    finally:
+        builder.close()
+    return {
+        **dataset_report(out_dir),
+        **builder.counts,
+        "skipped": builder.skipped,
+        "encoders": opts.encoders,
+        "motion_threshold": opts.motion_threshold,
+    }

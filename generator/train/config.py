@@ -1,0 +1,316 @@
+"""Training configuration: nested dataclasses loaded from YAML, strictly checked.
+
+A config names the stage, the base model, the cached dataset and the optimisation and loop
+settings. Unknown keys are errors with a did-you-mean hint (a typo such as `max_step` must
+not silently train with the default). `--set a.b=value` overrides are parsed as YAML scalars.
+The config hash covers everything that changes the weights (not output paths or logging).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "DebugConfig",
+    "LoopConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_hash",
+    "config_to_dict",
+    "load_config",
+]
+
+STAGES = ("stage1", "stage2")
+
+
+class ConfigError(ValueError):
+    """A bad training config; `str()` is one line naming the file and the field."""
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None):
+        self.file, self.field, self.detail = file, field, message
+        parts = [p for p in (file, f"field '{field}'" if field else None) if p]
+        super().__init__(f"{': '.join(parts)}: {message}" if parts else message)
+
+
+@dataclass
+class ModelConfig:
+    """Where the weights come from. `base` is a Wan2.2-TI2V diffusers folder, an ActAvatar
+    pipeline folder, or `preset:tiny` (offline tiny components for tests and benchmarks)."""
+
+    base: str = "preset:tiny"
+    wav2vec: str | None = None  # Wav2Vec2 folder; needed when `base` is a plain Wan folder
+    adapter: str | None = None  # stage 2: the stage-1 adapter safetensors to inject
+    reset_adapter: bool = False  # stage 1: re-initialise the adapter even if `base` has one
+    reset_phase_embedding: bool | None = None  # None: True for stage 2 (PACA starts at zero)
+    gradient_checkpointing: bool = True
+    audio_gamma: float | None = None  # override the progressive exponent (paper: 1.5)
+
+
+@dataclass
+class DataConfig:
+    """The cached dataset (latents, text states, audio features) and how it is batched."""
+
+    dataset: str = ""  # dataset folder (with cache/) or the cache folder itself
+    batch_size: int = 1  # per device; the global batch is batch_size x processes x accumulation
+    num_workers: int = 0
+    text_len: int = 512  # umT5 states are zero-padded to this length (Wan's convention)
+    text_dropout: float = 0.0  # per-sample probability of null text (for text guidance)
+    audio_dropout: float = 0.0  # per-sample probability of no audio (for audio guidance)
+    min_motion: float | None = None  # stage 2: override the dataset's stage-2 selection
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-6
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    scheduler: str = "constant_with_warmup"  # any diffusers.optimization scheduler name
+    warmup_steps: int = 0
+    max_grad_norm: float | None = 1.0
+
+
+@dataclass
+class LoopConfig:
+    max_steps: int = 1000
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate autocast; weights stay fp32)
+    timestep_shift: float = 5.0  # Wan's shift: sigma = s u / (1 + (s - 1) u)
+    checkpoint_every: int = 1000
+    keep_checkpoints: int | None = None  # None keeps every checkpoint (the registry points at them)
+    log_every: int = 1
+    sample_every: int = 0  # 0: no sample renders
+    sample_steps: int = 20
+    sample_clips: int = 1
+    ema_decay: float | None = None  # e.g. 0.999; None disables EMA
+    resume: str = "auto"  # auto (latest complete checkpoint) | never | a checkpoint folder
+
+
+@dataclass
+class DebugConfig:
+    dump_grads_step: int | None = None  # write the gradients of this step (tests, DDP checks)
+
+
+@dataclass
+class TrainConfig:
+    """One training run. `stage1`: adapter only, T2V, brief captions; `stage2`: everything,
+    I2V (first latent frame clean), structured prompts with PACA."""
+
+    name: str = "run"
+    stage: str = "stage1"
+    output_dir: str = "runs/run"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    source: str | None = field(default=None, metadata={"internal": True})
+
+    @property
+    def mode(self) -> str:
+        """t2v (stage 1, no clean frame) or i2v (stage 2, latent frame 0 clean)."""
+        return "t2v" if self.stage == "stage1" else "i2v"
+
+    @property
+    def num_clean_frames(self) -> int:
+        return 0 if self.mode == "t2v" else 1
+
+    @property
+    def reset_phase(self) -> bool:
+        flag = self.model.reset_phase_embedding
+        return self.stage == "stage2" if flag is None else flag
+
+
+def _hint(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(options)})"
+
+
+def _check_type(value: Any, tp: Any, where: str, file: str | None) -> Any:
+    """Coerce/validate a YAML value against a dataclass field type (simple types only)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where, file)
+            except ConfigError as exc:
+                errors.append(exc.detail)
+        raise ConfigError(
+            errors[0] if errors else f"invalid value {value!r}", file=file, field=where
+        )
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {value!r}", file=file, field=where)
+        (item,) = typing.get_args(tp)
+        return [_check_type(v, item, where, file) for v in value]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true/false, got {value!r}", file=file, field=where)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected an integer, got {value!r}", file=file, field=where)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"expected a number, got {value!r}", file=file, field=where)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"expected text, got {value!r}", file=file, field=where)
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str, file: str | None) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a mapping, got {type(data).__name__}", file=file, field=prefix or None
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key{_hint(str(key), sorted(fields))}", file=file, field=where
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, where + ".", file)
+        else:
+            kwargs[key] = _check_type(value, tp, where, file)
+    return cls(**kwargs)
+
+
+def _validate(cfg: TrainConfig, file: str | None) -> TrainConfig:
+    def bad(fld: str, msg: str) -> ConfigError:
+        return ConfigError(msg, file=file, field=fld)
+
+    if cfg.stage not in STAGES:
+        raise bad("stage", f"must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
+    if cfg.train.mixed_precision not in ("no", "bf16", "fp16"):
+        raise bad("train.mixed_precision", "must be no, bf16 or fp16")
+    for fld, value in (
+        ("train.max_steps", cfg.train.max_steps),
+        ("data.batch_size", cfg.data.batch_size),
+        ("train.gradient_accumulation_steps", cfg.train.gradient_accumulation_steps),
+        ("train.checkpoint_every", cfg.train.checkpoint_every),
+        ("data.text_len", cfg.data.text_len),
+    ):
+        if value < 1:
+            raise bad(fld, f"must be at least 1, got {value}")
+    if cfg.optim.lr <= 0:
+        raise bad("optim.lr", "must be positive")
+    if len(cfg.optim.betas) != 2:
+        raise bad("optim.betas", "needs two numbers")
+    for fld, p in (
+        ("data.text_dropout", cfg.data.text_dropout),
+        ("data.audio_dropout", cfg.data.audio_dropout),
+    ):
+        if not 0.0 <= p <= 1.0:
+            raise bad(fld, f"must be in [0, 1], got {p}")
+    if cfg.train.ema_decay is not None and not 0.0 < cfg.train.ema_decay < 1.0:
+        raise bad("train.ema_decay", "must be in (0, 1)")
+    if not cfg.data.dataset:
+        raise bad(
+            "data.dataset", "is required (a dataset folder built by `avatar-flow dataset build`)"
+        )
+    if cfg.stage == "stage2" and not cfg.model.adapter:
+        raise bad("model.adapter", "stage 2 needs the stage-1 adapter (audio_adapter.safetensors)")
+    return cfg
+
+
+def _set_path(data: dict, dotted: str, value: Any, file: str | None) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {dotted}", file=file, field=dotted)
+    node[keys[-1]] = value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None, file: str | None = None) -> dict:
+    """Apply `a.b=value` overrides (values parsed as YAML) to a raw config mapping."""
+    import yaml
+
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value", file=file)
+        _set_path(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None, file)
+    return data
+
+
+def config_from_dict(data: dict, file: str | None = None) -> TrainConfig:
+    cfg = _build(TrainConfig, data, "", file)
+    cfg.source = file
+    return _validate(cfg, file)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read and check a YAML training config; relative dataset/model paths resolve against
+    the current directory (the CLI's working directory), as command-line paths do."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", file=str(path))
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"invalid YAML ({getattr(exc, 'problem', exc)})", file=where) from None
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a YAML mapping", file=str(path))
+    apply_overrides(data, overrides, str(path))
+    return config_from_dict(data, str(path))
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(cfg)
+    data.pop("source", None)
+    return data
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """sha256 over what determines the weights (paths to outputs and logging excluded)."""
+    data = config_to_dict(cfg)
+    data.pop("output_dir", None)
+    data.pop("name", None)
+    loop = data["train"]
+    for key in (
+        "resume",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "sample_every",
+        "sample_steps",
+        "sample_clips",
+    ):
+        loop.pop(key, None)
+    data.pop("debug", None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,335 @@
+"""The cached training set: sharded safetensors + an index JSON, read with a resumable sampler.
+
+Layout of a cache folder::
+
+    index.json               {"version", "encoders": {...}, "samples": {id: meta}, "shards": {name: sha256}}
+    shard-00000.safetensors  "<id>/latents" (C, F, h, w), "<id>/caption_embeds" (S1, D),
+                             "<id>/prompt_embeds" (S2, D), "<id>/phase_ids" (S2,), "<id>/audio" (F_video, L, C_a)
+
+Text states are stored trimmed to their real tokens (Wan pads with zeros, the collate function
+restores that). Shards and the index are published atomically (tmp + rename), so an
+interrupted caching run resumes from the last complete shard and never reads a torn file.
+
+Sampling: a deterministic stream of *global micro-batches* per epoch (each from one resolution
+bucket, so shapes match), seeded by (seed, epoch). Every sample carries its stream position,
+and the noise, timestep and dropout draws are seeded by that position, not by process RNG:
+a resumed run, or the same global batch split over N processes, sees exactly the same
+noisy inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+__all__ = [
+    "CACHE_VERSION",
+    "BucketBatchSampler",
+    "CacheWriter",
+    "CachedClipDataset",
+    "collate_clips",
+    "find_cache_dir",
+    "read_index",
+    "shift_sigma",
+]
+
+CACHE_VERSION = 1
+INDEX = "index.json"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_cache_dir(path: str | Path) -> Path:
+    """The cache folder of a dataset folder (`<dataset>/cache`) or the folder itself."""
+    path = Path(path)
+    if (path / INDEX).is_file():
+        return path
+    if (path / "cache" / INDEX).is_file():
+        return path / "cache"
+    raise FileNotFoundError(
+        f"{path}: no latent cache (index.json); build it with `avatar-flow dataset build`"
+    )
+
+
+def read_index(cache_dir: str | Path) -> dict[str, Any]:
+    path = Path(cache_dir) / INDEX
+    if not path.is_file():
+        return {"version": CACHE_VERSION, "encoders": {}, "samples": {}, "shards": {}}
+    return json.loads(path.read_text())
+
+
+class CacheWriter:
+    """Append samples to sharded safetensors; `has(id)` lets a rerun skip cached clips."""
+
+    def __init__(
+        self, cache_dir: str | Path, shard_size: int = 64, encoders: dict[str, Any] | None = None
+    ):
+        self.dir = Path(cache_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shard_size = shard_size
+        self.index = read_index(self.dir)
+        if encoders:
+            old = self.index.get("encoders") or {}
+            if old and old != encoders and self.index["samples"]:
+                raise ValueError(
+                    f"{self.dir}: cached with other encoders ({old.get('name')}); use a new dataset folder"
+                )
+            self.index["encoders"] = encoders
+        self._tensors: dict[str, torch.Tensor] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
+
+    def has(self, sample_id: str) -> bool:
+        return sample_id in self.index["samples"] or sample_id in self._meta
+
+    def add(self, sample_id: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if "/" in sample_id:
+            raise ValueError(f"sample id {sample_id!r} must not contain '/'")
+        for key, value in tensors.items():
+            self._tensors[f"{sample_id}/{key}"] = value.detach().cpu().contiguous()
+        self._meta[sample_id] = dict(meta, keys=sorted(tensors))
+        if len(self._meta) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> str | None:
+        """Write the buffered samples as one shard and publish the updated index."""
+        from safetensors.torch import save_file
+
+        if not self._meta:
+            return None
+        n = len(self.index["shards"])
+        while (self.dir / f"shard-{n:05d}.safetensors").exists():
+            n += 1
+        name = f"shard-{n:05d}.safetensors"
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.dir)
+        os.close(fd)
+        save_file(
+            self._tensors, tmp, metadata={"format": "pt", "avatar_flow_cache": str(CACHE_VERSION)}
+        )
+        os.replace(tmp, self.dir / name)
+        self.index["shards"][name] = _sha256(self.dir / name)
+        for sid, meta in self._meta.items():
+            self.index["samples"][sid] = dict(meta, shard=name)
+        self.index["version"] = CACHE_VERSION
+        _atomic_write_text(
+            self.dir / INDEX, json.dumps(self.index, indent=1, sort_keys=True) + "\n"
+        )
+        self._tensors, self._meta = {}, {}
+        return name
+
+    def close(self) -> None:
+        self.flush()
+        if not (self.dir / INDEX).is_file():
+            _atomic_write_text(
+                self.dir / INDEX, json.dumps(self.index, indent=1, sort_keys=True) + "\n"
+            )
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def shift_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
+    """Wan's timestep shift, as in its schedulers: sigma = s u / (1 + (s - 1) u)."""
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
+class CachedClipDataset(Dataset):
+    """Map-style view of a cache for one stage; items are indexed by (sample, stream position).
+
+    Stage 1 reads the brief caption states; stage 2 reads the structured-prompt states with
+    their PACA block indices and keeps only clips selected for stage 2 (motion threshold).
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        stage: str = "stage1",
+        seed: int = 0,
+        timestep_shift: float = 5.0,
+        text_dropout: float = 0.0,
+        audio_dropout: float = 0.0,
+        min_motion: float | None = None,
+    ):
+        self.dir = find_cache_dir(cache_dir)
+        self.index = read_index(self.dir)
+        self.stage = stage
+        self.seed = seed
+        self.shift = timestep_shift
+        self.text_dropout = text_dropout
+        self.audio_dropout = audio_dropout
+        samples = self.index["samples"]
+        ids = sorted(samples)
+        if stage == "stage2":
+            if min_motion is None:
+                ids = [i for i in ids if samples[i].get("stage2", True)]
+            else:
+                ids = [i for i in ids if samples[i].get("motion", 0.0) >= min_motion]
+            ids = [i for i in ids if "prompt_embeds" in samples[i]["keys"]]
+        self.ids = ids
+        if not self.ids:
+            raise ValueError(f"{self.dir}: no cached clips for {stage}")
+        self._handles: dict[str, Any] = {}
+
+    @property
+    def encoders(self) -> dict[str, Any]:
+        return self.index.get("encoders", {})
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def bucket(self, i: int) -> tuple[int, ...]:
+        """Resolution bucket of sample i: the latent shape (C, F, h, w) (batches share it)."""
+        return tuple(self.index["samples"][self.ids[i]]["latent_shape"])
+
+    def _handle(self, shard: str):
+        from safetensors import safe_open
+
+        h = self._handles.get(shard)
+        if h is None:  # opened lazily, per process / data-loader worker
+            h = self._handles[shard] = safe_open(str(self.dir / shard), framework="pt")
+        return h
+
+    def load(self, sample_id: str) -> dict[str, torch.Tensor]:
+        meta = self.index["samples"][sample_id]
+        h = self._handle(meta["shard"])
+        return {k: h.get_tensor(f"{sample_id}/{k}") for k in meta["keys"]}
+
+    def __getitem__(self, item: tuple[int, int] | int) -> dict[str, Any]:
+        idx, position = item if isinstance(item, tuple) else (item, item)
+        sid = self.ids[idx]
+        t = self.load(sid)
+        latents = t["latents"].float()  # (C, F, h, w)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(position))
+        noise = torch.randn(latents.shape, generator=g)
+        u, drop_text, drop_audio = torch.rand(3, generator=g)
+        sigma = shift_sigma(u.clamp(1e-4, 1.0), self.shift)
+        if self.stage == "stage2":
+            text, phase_ids = t["prompt_embeds"], t["phase_ids"].long()
+        else:
+            text, phase_ids = t["caption_embeds"], None
+        return {
+            "id": sid,
+            "position": int(position),
+            "latents": latents,
+            "noise": noise,
+            "sigma": sigma,
+            "text": text.float(),  # (S, D), real tokens only
+            "phase_ids": phase_ids,
+            "audio": t["audio"].float(),  # (F_video, L, C_a)
+            "keep_text": float(drop_text >= self.text_dropout),
+            "keep_audio": float(drop_audio >= self.audio_dropout),
+        }
+
+
+def collate_clips(
+    items: Sequence[dict[str, Any]], text_len: int, phase_pad_id: int
+) -> dict[str, Any]:
+    """Stack a same-bucket batch; text states zero-padded (or cut) to `text_len` tokens."""
+    b = len(items)
+    dim = items[0]["text"].shape[-1]
+    text = torch.zeros(b, text_len, dim)
+    phase = torch.full((b, text_len), phase_pad_id, dtype=torch.long)
+    has_phase = items[0]["phase_ids"] is not None
+    for i, it in enumerate(items):
+        n = min(text_len, it["text"].shape[0])
+        text[i, :n] = it["text"][:n] * it["keep_text"]
+        if has_phase:
+            phase[i, :n] = it["phase_ids"][:n]
+    return {
+        "ids": [it["id"] for it in items],
+        "positions": torch.tensor([it["position"] for it in items]),
+        "latents": torch.stack([it["latents"] for it in items]),  # (B, C, F, h, w)
+        "noise": torch.stack([it["noise"] for it in items]),
+        "sigma": torch.stack([it["sigma"] for it in items]),  # (B,)
+        "prompt_embeds": text,  # (B, text_len, D)
+        "phase_ids": phase if has_phase else None,  # (B, text_len)
+        "audio": torch.stack([it["audio"] for it in items]),  # (B, F_video, L, C_a)
+        "audio_mask": torch.tensor([it["keep_audio"] for it in items]),  # (B,)
+    }
+
+
+class BucketBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Per-device batches of (index, position), covering optimizer steps [start, start+count).
+
+    Each epoch: the indices of every bucket are shuffled (generator seeded by seed + epoch),
+    padded by wrapping to whole global micro-batches of `batch_size * num_processes`, and the
+    micro-batches are shuffled. Micro-batch c holds stream positions c*G .. c*G+G-1. It is
+    yielded as `num_processes` consecutive per-device batches: accelerate's BatchSamplerShard
+    hands batch j to process j % num_processes, so process p trains on slice p of every
+    global micro-batch, and one process with the whole global batch sees the same samples.
+    """
+
+    def __init__(
+        self,
+        buckets: Sequence[tuple[int, ...]],
+        batch_size: int,
+        num_processes: int = 1,
+        seed: int = 0,
+        start_step: int = 0,
+        num_steps: int = 1,
+        accumulation: int = 1,
+    ):
+        self.buckets = list(buckets)
+        self.batch_size = batch_size
+        self.num_processes = num_processes
+        self.global_batch = batch_size * num_processes
+        self.seed = seed
+        self.accumulation = accumulation
+        self.start_chunk = start_step * accumulation
+        self.num_chunks = max(0, num_steps) * accumulation
+        self._epochs: dict[int, list[list[int]]] = {}
+
+    def _epoch(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._epochs:
+            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, key in enumerate(self.buckets):
+                groups.setdefault(key, []).append(i)
+            chunks: list[list[int]] = []
+            for key in sorted(groups):
+                members = groups[key]
+                order = [members[j] for j in torch.randperm(len(members), generator=g).tolist()]
+                n = -(-len(order) // self.global_batch) * self.global_batch
+                order = [order[j % len(order)] for j in range(n)]
+                chunks += [order[j : j + self.global_batch] for j in range(0, n, self.global_batch)]
+            perm = torch.randperm(len(chunks), generator=g).tolist()
+            self._epochs = {epoch: [chunks[j] for j in perm]}  # keep one epoch in memory
+        return self._epochs[epoch]
+
+    def chunk(self, c: int) -> list[tuple[int, int]]:
+        """Global micro-batch number c of the stream, as (index, position) pairs."""
+        per_epoch = len(self._epoch(0))
+        epoch, k = divmod(c, per_epoch)
+        return [(idx, c * self.global_batch + j) for j, idx in enumerate(self._epoch(epoch)[k])]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for c in range(self.start_chunk, self.start_chunk + self.num_chunks):
+            items = self.chunk(c)
+            for p in range(self.num_processes):
+                yield items[p * self.batch_size : (p + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return self.num_chunks * self.num_processes
