@@ -285,8 +285,10 @@ def render_with_offload_fallback(renderer: Any, request: Any, device: str | None
         _free_cuda_cache()
         if not enable_offload(renderer, device):
             raise
-        log.warning("segment %s ran out of GPU memory; retrying with CPU offloading",
-                    getattr(request, "index", "?"))
+        log.warning(
+            "segment %s ran out of GPU memory; retrying with CPU offloading",
+            getattr(request, "index", "?"),
+        )
         return renderer.render(request)
 
 

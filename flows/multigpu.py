@@ -37,13 +37,18 @@ def check_ulysses(degree: int, heads: int, num_frames: int) -> None:
     if degree < 1:
         raise InputError(f"--gpus must be at least 1, got {degree}", field="gpus")
     if heads % degree:
-        raise InputError(f"--gpus {degree} does not divide the transformer's {heads} attention "
-                         f"heads (Ulysses splits heads across GPUs)", field="gpus")
+        raise InputError(
+            f"--gpus {degree} does not divide the transformer's {heads} attention "
+            f"heads (Ulysses splits heads across GPUs)",
+            field="gpus",
+        )
     frames = latent_frames(num_frames)
     if frames % degree:
-        raise InputError(f"--gpus {degree} does not divide the segment's {frames} latent frames "
-                         f"({num_frames} frames); audio attention needs whole frames per GPU",
-                         field="gpus")
+        raise InputError(
+            f"--gpus {degree} does not divide the segment's {frames} latent frames "
+            f"({num_frames} frames); audio attention needs whole frames per GPU",
+            field="gpus",
+        )
 
 
 def transformer_heads(checkpoint: str) -> int:
@@ -62,13 +67,28 @@ def free_port() -> int:
 
 def torchrun_command(nproc: int, payload: Path, port: int) -> list[str]:
     """`torchrun` on one node, rendezvous on 127.0.0.1 (static, no etcd)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
-            f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1", f"--master-port={port}",
-            "-m", "flows.multigpu", "--payload", str(payload)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        f"--nproc-per-node={nproc}",
+        "--master-addr=127.0.0.1",
+        f"--master-port={port}",
+        "-m",
+        "flows.multigpu",
+        "--payload",
+        str(payload),
+    ]
 
 
-def launch(nproc: int, payload: dict[str, Any], *, devices: list[str] | None = None,
-           timeout: float = 3600.0) -> list[dict[str, Any]]:
+def launch(
+    nproc: int,
+    payload: dict[str, Any],
+    *,
+    devices: list[str] | None = None,
+    timeout: float = 3600.0,
+) -> list[dict[str, Any]]:
     """Run `payload` on `nproc` ranks; returns each rank's JSON result (rank order)."""
     from flows import gpu
 
@@ -79,13 +99,21 @@ def launch(nproc: int, payload: dict[str, Any], *, devices: list[str] | None = N
         env = dict(os.environ)
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(
-                str(gpu.physical_index(int(str(d).split(":")[-1]))) for d in devices)
+                str(gpu.physical_index(int(str(d).split(":")[-1]))) for d in devices
+            )
         env.setdefault("OMP_NUM_THREADS", "1")
-        proc = subprocess.run(torchrun_command(nproc, spec, free_port()), env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            torchrun_command(nproc, spec, free_port()),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"torchrun with {nproc} processes failed (exit {proc.returncode}): "
-                               f"{proc.stderr[-2000:]}")
+            raise RuntimeError(
+                f"torchrun with {nproc} processes failed (exit {proc.returncode}): "
+                f"{proc.stderr[-2000:]}"
+            )
         results = [json.loads((work / f"rank-{r}.json").read_text()) for r in range(nproc)]
         if payload.get("kind") == "render":
             import numpy as np
@@ -98,11 +126,15 @@ def render_parallel(spec: dict, job: dict, context: list[str], devices: list[str
     """Render one segment context-parallel on `devices` (uint8 frames, T x H x W x 3)."""
     checkpoint = job.get("checkpoint")
     if not checkpoint:
-        raise InputError("multi-GPU rendering needs the actavatar renderer and a checkpoint",
-                         field="checkpoint")
+        raise InputError(
+            "multi-GPU rendering needs the actavatar renderer and a checkpoint", field="checkpoint"
+        )
     check_ulysses(len(devices), transformer_heads(checkpoint), spec["render_frames"])
-    results = launch(len(devices), {"kind": "render", "spec": spec, "job": job,
-                                    "context": context}, devices=devices)
+    results = launch(
+        len(devices),
+        {"kind": "render", "spec": spec, "job": job, "context": context},
+        devices=devices,
+    )
     return results[0]["frames"]
 
 
@@ -141,11 +173,17 @@ def _segment_request(spec: dict, job: dict, context: list[str]):
     spec_obj = _spec_from_dict(spec)
     audio, _ = read_wav(Path(job["analysis"]))
     return build_request(
-        spec_obj, words=Transcript.model_validate(job["transcript"]).words,
-        plan=Plan.model_validate(job["plan"]), audio16k=audio,
+        spec_obj,
+        words=Transcript.model_validate(job["transcript"]).words,
+        plan=Plan.model_validate(job["plan"]),
+        audio16k=audio,
         avatar=load_avatar(Path(job["avatar"]) if job["avatar"] else None),
-        width=job["width"], height=job["height"], seed=job["seed"],
-        total_duration=job["duration"], cuts=job["cuts"], title=job["title"],
+        width=job["width"],
+        height=job["height"],
+        seed=job["seed"],
+        total_duration=job["duration"],
+        cuts=job["cuts"],
+        title=job["title"],
         context=[load_avatar(Path(p)) for p in context],
     )
 
@@ -164,7 +202,8 @@ def _render(rank: int, world: int, payload: dict[str, Any]):
     if job.get("steps"):
         renderer.num_inference_steps = int(job["steps"])
     renderer.pipeline.transformer.enable_parallelism(
-        config=ContextParallelConfig(ulysses_degree=world))
+        config=ContextParallelConfig(ulysses_degree=world)
+    )
     return renderer.render(_segment_request(payload["spec"], job, payload["context"]))
 
 

@@ -47,15 +47,27 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"
 
 
-def deliver(url: str, payload: dict[str, Any], *, secret: str | None = None, attempts: int = 5,
-            backoff: float = 0.5, max_delay: float = 30.0, timeout: float = 10.0) -> bool:
+def deliver(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    secret: str | None = None,
+    attempts: int = 5,
+    backoff: float = 0.5,
+    max_delay: float = 30.0,
+    timeout: float = 10.0,
+) -> bool:
     """POST `payload`; True once a 2xx answer arrives, False after the last attempt."""
     import httpx
 
     secret = secret if secret is not None else os.environ.get(SECRET_ENV)
     body = encode(payload)
-    headers = {"Content-Type": "application/json", "User-Agent": "avatar-flow-webhook/1",
-               EVENT_HEADER: str(payload.get("event", "")), DELIVERY_HEADER: uuid.uuid4().hex}
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "avatar-flow-webhook/1",
+        EVENT_HEADER: str(payload.get("event", "")),
+        DELIVERY_HEADER: uuid.uuid4().hex,
+    }
     if secret:
         headers[SIGNATURE_HEADER] = sign(body, secret)
     else:
@@ -95,21 +107,33 @@ def _job_for_run(flow_run_id: str) -> dict[str, Any]:
         from storage import Job, session_scope
 
         with session_scope(get_settings().db_url) as s:
-            job = s.exec(select(Job).where(Job.flow_run_id == flow_run_id)
-                         .order_by(col(Job.updated_at).desc())).first()
+            job = s.exec(
+                select(Job)
+                .where(Job.flow_run_id == flow_run_id)
+                .order_by(col(Job.updated_at).desc())
+            ).first()
             if job is None:
                 return {}
-            return {"job_id": job.id, "status": job.status, "error": job.error,
-                    "out_dir": job.out_dir, "duration": job.duration,
-                    "gpu_seconds": job.gpu_seconds}
+            return {
+                "job_id": job.id,
+                "status": job.status,
+                "error": job.error,
+                "out_dir": job.out_dir,
+                "duration": job.duration,
+                "gpu_seconds": job.gpu_seconds,
+            }
     except Exception:  # the callback must not fail because the database is gone
         return {}
 
 
 def _job_payload(flow_run: Any, state: Any, event: str) -> dict[str, Any]:
-    payload: dict[str, Any] = {"event": event, "flow_run_id": str(flow_run.id),
-                               "flow_run_name": flow_run.name, "finished_at": now(),
-                               "script": (flow_run.parameters or {}).get("script")}
+    payload: dict[str, Any] = {
+        "event": event,
+        "flow_run_id": str(flow_run.id),
+        "flow_run_name": flow_run.name,
+        "finished_at": now(),
+        "script": (flow_run.parameters or {}).get("script"),
+    }
     payload.update(_job_for_run(str(flow_run.id)))
     if event == "job.completed":
         try:
@@ -117,10 +141,22 @@ def _job_payload(flow_run: Any, state: Any, event: str) -> dict[str, Any]:
         except Exception:
             report = None
         if isinstance(report, dict):
-            payload.update({k: report.get(k) for k in ("job_id", "out_dir", "outputs", "sha256",
-                                                       "segments", "duration", "gpu_seconds",
-                                                       "gpu_seconds_per_output_second")
-                            if k in report})
+            payload.update(
+                {
+                    k: report.get(k)
+                    for k in (
+                        "job_id",
+                        "out_dir",
+                        "outputs",
+                        "sha256",
+                        "segments",
+                        "duration",
+                        "gpu_seconds",
+                        "gpu_seconds_per_output_second",
+                    )
+                    if k in report
+                }
+            )
         payload["status"] = "done"
     else:
         payload["status"] = "failed"

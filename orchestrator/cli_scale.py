@@ -128,18 +128,11 @@ def deploy(
     if not _api_url():
         _fail(RuntimeError("deploy needs a Prefect server: set PREFECT_API_URL"))
     try:
-        from prefect import deploy as prefect_deploy
-
         if create_pool and _ensure_pool(pool, pool_type):
             console.print(f"created work pool [bold]{pool}[/] ({pool_type})")
-        ids = prefect_deploy(
-            *deployments,
-            work_pool_name=pool,
-            build=False,
-            push=False,
-            print_next_steps_message=False,
-            ignore_warnings=True,
-        )
+        # Module-path entrypoints need no image and no remote storage, so each deployment is
+        # applied directly (prefect.deploy's online-worker check fails on prefect 3.8.8's API).
+        ids = [d.apply(work_pool_name=pool) for d in deployments]
     except Exception as exc:
         _fail(exc)
     for d, dep_id in zip(deployments, ids):
@@ -349,6 +342,16 @@ def db_stamp(
 
     stamp(_db_url(url), revision)
     out.print(f"stamped {revision}")
+
+
+@db_app.command("revision")
+def db_revision(
+    message: Annotated[str, typer.Option("-m", "--message", help="What changed.")],
+) -> None:
+    """Write a new migration for a change to the models (autogenerate; review it)."""
+    from storage.migrations import revision
+
+    revision(message)
 
 
 def register(app: typer.Typer) -> None:
