@@ -109,9 +109,16 @@ def load_transformer(base: BaseModel, dtype: torch.dtype = torch.float32, **over
 
     config = {} if base.kind == "actavatar" else {**dict(base.adapter_config), **_audio_dims(base)}
     config.update({k: v for k, v in overrides.items() if v is not None})
-    return ActAvatarTransformer3DModel.from_wan_pretrained(
-        base.dir, subfolder="transformer", torch_dtype=dtype, **config
-    )
+    from diffusers.utils import logging as dlogging
+
+    level = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()  # the adapter/PACA keys are missing by design (identity init)
+    try:
+        return ActAvatarTransformer3DModel.from_wan_pretrained(
+            base.dir, subfolder="transformer", torch_dtype=dtype, **config
+        )
+    finally:
+        dlogging.set_verbosity(level)
 
 
 def load_encoders(base: BaseModel, dtype: torch.dtype = torch.float32) -> dict[str, Any]:

@@ -141,13 +141,22 @@ class Trainer:
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> Trainer:
         from accelerate import Accelerator
-        from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
+        from accelerate.utils import (
+            DistributedType,
+            GradientAccumulationPlugin,
+            ProjectConfiguration,
+            set_seed,
+        )
         from diffusers.optimization import get_scheduler
 
         cfg = self.cfg
         self.accelerator = acc = Accelerator(
             mixed_precision=cfg.train.mixed_precision,
-            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+            # sync by the step counter only (saved by save_state): a loader that ends early at
+            # a preemption must not force an extra optimizer step
+            gradient_accumulation_plugin=GradientAccumulationPlugin(
+                num_steps=cfg.train.gradient_accumulation_steps, sync_with_dataloader=False
+            ),
             project_config=ProjectConfiguration(project_dir=str(self.run_dir)),
         )
         self.fsdp = acc.distributed_type == DistributedType.FSDP
