@@ -320,7 +320,7 @@ def db_upgrade(
         before, after = upgrade(target, revision)
     except Exception as exc:
         _fail(exc)
-    out.print(f"{_shown(target)}: {before or 'empty'} -> {after}", highlight=False)
+    out.print(f"{_shown(target)}: {before or 'empty'} -> {after}", highlight=False, soft_wrap=True)
 
 
 @db_app.command("current")
@@ -329,7 +329,11 @@ def db_current(url: UrlOpt = None) -> None:
     from storage.migrations import current, head
 
     target = _db_url(url)
-    out.print(f"{_shown(target)}: {current(target) or 'none'} (head {head()})", highlight=False)
+    out.print(
+        f"{_shown(target)}: {current(target) or 'none'} (head {head()})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @db_app.command("stamp")
