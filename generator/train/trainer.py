@@ -152,6 +152,8 @@ class Trainer:
         cfg = self.cfg
         self.accelerator = acc = Accelerator(
             mixed_precision=cfg.train.mixed_precision,
+            # without an accelerator, torchrun's RANK/WORLD_SIZE mean MULTI_CPU (gloo)
+            cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
             # sync by the step counter only (saved by save_state): a loader that ends early at
             # a preemption must not force an extra optimizer step
             gradient_accumulation_plugin=GradientAccumulationPlugin(
