@@ -1,0 +1,339 @@
+"""Training commands: `dataset build`, `train stage1|stage2`, `checkpoints ...`.
+
+Registered on the main app by `orchestrator.cli`. Inputs (folders, configs, ids) are checked
+before Prefect or torch start; bad input is one line naming the file and field, exit code 2.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+
+dataset_app = typer.Typer(help="Build training datasets from talking videos.", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train ActAvatar: stage 1 (audio adapter) and stage 2 (full, PACA).", no_args_is_help=True
+)
+checkpoints_app = typer.Typer(
+    help="Trained checkpoints: list, show, export, push, pull.", invoke_without_command=True
+)
+
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config value: KEY=VALUE (repeatable).")
+]
+AccelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--accelerate-config", help="accelerate config (DDP/FSDP) for a multi-GPU launch."
+    ),
+]
+NprocOpt = Annotated[
+    int | None, typer.Option("--nproc", help="Processes on this machine via torchrun (CPU DDP).")
+]
+StopOpt = Annotated[
+    int | None, typer.Option("--stop-after", help="Stop (checkpointed) after N steps.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+
+
+def _fail(exc: BaseException) -> None:
+    from flows.errors import InputError
+
+    if isinstance(exc, InputError):
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    console.print(
+        f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(1)
+
+
+def _quiet() -> None:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _with_progress(fn, *args, **kwargs):
+    from flows import progress
+    from orchestrator.cli import _progress_listener
+
+    bar, on_event = _progress_listener()
+    with bar, progress.listening(on_event):
+        return fn(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------- dataset
+@dataset_app.command("build")
+def dataset_build(
+    videos: Annotated[Path, typer.Argument(help="Folder of talking videos with sound.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Dataset folder (default: DIR-dataset).")
+    ] = None,
+    planner: Annotated[str, typer.Option(help="Annotator: rule (offline) or mllm.")] = "rule",
+    motion_threshold: Annotated[
+        float, typer.Option(help="Stage-2 clips need at least this motion.")
+    ] = 0.02,
+    encoders: Annotated[
+        str,
+        typer.Option(
+            help="VAE/umT5/Wav2Vec2 source: a Wan2.2 or ActAvatar pipeline "
+            "folder, or preset:tiny (tests only)."
+        ),
+    ] = "preset:tiny",
+    wav2vec: Annotated[
+        Path | None, typer.Option(help="Wav2Vec2 folder (with a plain Wan folder).")
+    ] = None,
+    dwpose: Annotated[
+        Path | None, typer.Option(help="DWPose whole-body ONNX model for motion scores.")
+    ] = None,
+    fps: Annotated[int, typer.Option(help="Clip frame rate.")] = 25,
+    clip_frames: Annotated[
+        int, typer.Option(help="Frames per clip (4k+1; 125 = 5 s at 25 fps).")
+    ] = 125,
+    bucket: Annotated[
+        list[str] | None, typer.Option("--bucket", help="HxW resolution bucket (repeatable).")
+    ] = None,
+    text_len: Annotated[int, typer.Option(help="umT5 sequence length.")] = 512,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cut, score, transcribe, annotate and cache clips for training (resumable)."""
+    _quiet()
+    try:
+        from flows.dataset import scan_videos
+        from flows.errors import InputError
+
+        scan_videos(videos)
+        buckets = None
+        if bucket:
+            try:
+                buckets = [[int(v) for v in b.lower().split("x")] for b in bucket]
+            except ValueError:
+                raise InputError(
+                    f"bucket must be HxW (e.g. 704x1280), got {bucket}", field="bucket"
+                ) from None
+        from flows.dataset import build_dataset
+
+        report = _with_progress(
+            build_dataset,
+            videos=str(videos),
+            out=str(out_dir) if out_dir else None,
+            planner=planner,
+            motion_threshold=motion_threshold,
+            encoders=encoders,
+            wav2vec=str(wav2vec) if wav2vec else None,
+            dwpose=str(dwpose) if dwpose else None,
+            fps=fps,
+            clip_frames=clip_frames,
+            buckets=buckets,
+            text_len=text_len,
+        )
+    except (Exception, KeyboardInterrupt) as exc:
+        _fail(exc)
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    out.print(
+        f"[bold green]dataset[/] {report['dataset']}: {report['clips']} clips "
+        f"({report['stage2_clips']} for stage 2), {report['clips_new']} new, "
+        f"{report['clips_cached']} encoded, {report['videos_skipped']} videos skipped",
+        highlight=False,
+    )
+    for path, reason in report["skipped"].items():
+        out.print(f"  skipped {path}: {reason}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------- train
+def _train(
+    stage: str, config: Path, overrides, accelerate_config, nproc, stop_after, as_json
+) -> None:
+    _quiet()
+    try:
+        from flows import train as train_flows
+
+        train_flows.check_config(config, stage, overrides)  # fail fast, before Prefect starts
+        fn = train_flows.train_stage1 if stage == "stage1" else train_flows.train_stage2
+        report = _with_progress(
+            fn,
+            config=str(config),
+            overrides=overrides or None,
+            accelerate_config=str(accelerate_config) if accelerate_config else None,
+            nproc=nproc,
+            stop_after=stop_after,
+        )
+    except (Exception, KeyboardInterrupt) as exc:
+        _fail(exc)
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+        return
+    loss = report.get("loss")
+    out.print(
+        f"[bold green]{stage}[/] step {report.get('step')} "
+        f"(loss {loss:.4f}, {report.get('steps_per_s')} steps/s); "
+        f"checkpoints registered: {report['checkpoint_ids']}",
+        highlight=False,
+    )
+    if report.get("adapter"):
+        out.print(f"  adapter    {report['adapter']}", highlight=False)
+    if report.get("checkpoint"):
+        out.print(f"  checkpoint {report['checkpoint']}", highlight=False)
+
+
+@train_app.command("stage1")
+def train_stage1(
+    config: Annotated[Path, typer.Argument(help="Training YAML (stage: stage1).")],
+    set_: SetOpt = None,
+    accelerate_config: AccelOpt = None,
+    nproc: NprocOpt = None,
+    stop_after: StopOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stage 1: train the audio adapter on the frozen backbone, then extract it."""
+    _train("stage1", config, set_, accelerate_config, nproc, stop_after, as_json)
+
+
+@train_app.command("stage2")
+def train_stage2(
+    config: Annotated[Path, typer.Argument(help="Training YAML (stage: stage2).")],
+    set_: SetOpt = None,
+    accelerate_config: AccelOpt = None,
+    nproc: NprocOpt = None,
+    stop_after: StopOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stage 2: inject the adapter, add PACA, fine-tune everything on phase annotations."""
+    _train("stage2", config, set_, accelerate_config, nproc, stop_after, as_json)
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+def _row_dict(row) -> dict:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "stage": row.stage,
+        "step": row.step,
+        "path": row.path,
+        "sha256": row.sha256,
+        "config_hash": row.config_hash,
+        "data_hash": row.data_hash,
+        "metrics": row.metrics,
+        "created_at": str(row.created_at),
+        "exists": Path(row.path).is_dir(),
+    }
+
+
+@checkpoints_app.callback()
+def checkpoints_main(ctx: typer.Context) -> None:
+    """Without a subcommand: list the registered checkpoints."""
+    if ctx.invoked_subcommand is None:
+        checkpoints_list(stage=None, as_json=False)
+
+
+@checkpoints_app.command("list")
+def checkpoints_list(
+    stage: Annotated[str | None, typer.Option(help="stage1, stage2 or imported.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Registered checkpoints, oldest first."""
+    try:
+        from flows.train import list_checkpoints
+
+        rows = [_row_dict(r) for r in list_checkpoints(stage)]
+    except (Exception, KeyboardInterrupt) as exc:
+        _fail(exc)
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="Checkpoints")
+    for col in ("id", "name", "stage", "step", "loss", "sha256", "path"):
+        table.add_column(col)
+    for r in rows:
+        loss = r["metrics"].get("loss")
+        table.add_row(
+            str(r["id"]),
+            r["name"],
+            r["stage"],
+            str(r["step"]),
+            f"{loss:.4f}" if isinstance(loss, float) else "",
+            r["sha256"][:12],
+            r["path"] + ("" if r["exists"] else " (missing)"),
+        )
+    out.print(table)
+
+
+@checkpoints_app.command("show")
+def checkpoints_show(
+    ref: Annotated[str, typer.Argument(metavar="ID", help="Checkpoint id or name.")],
+) -> None:
+    """One checkpoint as JSON (with its training config when the folder is present)."""
+    try:
+        from flows.train import get_checkpoint
+
+        row = _row_dict(get_checkpoint(ref))
+        cfg = Path(row["path"]) / "train_config.json"
+        if cfg.is_file():
+            row["train_config"] = json.loads(cfg.read_text())
+    except (Exception, KeyboardInterrupt) as exc:
+        _fail(exc)
+    out.print_json(json.dumps(row, default=str))
+
+
+@checkpoints_app.command("export")
+def checkpoints_export(
+    ref: Annotated[str, typer.Argument(metavar="ID", help="Checkpoint id or name.")],
+    out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Pipeline folder to write.")],
+    base: Annotated[str | None, typer.Option(help="Other base for VAE/umT5/Wav2Vec2.")] = None,
+    wav2vec: Annotated[
+        Path | None, typer.Option(help="Wav2Vec2 folder (with a plain Wan base).")
+    ] = None,
+) -> None:
+    """Write a pipeline folder usable with `avatar-flow run --renderer actavatar --checkpoint DIR`."""
+    try:
+        from flows.train import export_checkpoint
+
+        path = export_checkpoint(ref, out_dir, base=base, wav2vec=str(wav2vec) if wav2vec else None)
+    except (Exception, KeyboardInterrupt) as exc:
+        _fail(exc)
+    out.print(f"[bold green]exported[/] {path}", highlight=False)
+
+
+@checkpoints_app.command("push")
+def checkpoints_push(
+    ref: Annotated[str, typer.Argument(metavar="ID", help="Checkpoint id or name.")],
+    repo: Annotated[str, typer.Argument(metavar="REPO", help="Hub model repo: OWNER/NAME.")],
+    public: Annotated[bool, typer.Option(help="Create the repo public (default private).")] = False,
+) -> None:
+    """Upload the weights, adapter and training records to the Hugging Face Hub (HF_TOKEN)."""
+    try:
+        from flows.train import push_checkpoint
+
+        url = push_checkpoint(ref, repo, private=not public)
+    except (Exception, KeyboardInterrupt) as exc:
+        _fail(exc)
+    out.print(f"[bold green]pushed[/] {url}", highlight=False)
+
+
+@checkpoints_app.command("pull")
+def checkpoints_pull(
+    repo: Annotated[str, typer.Argument(metavar="REPO", help="Hub model repo: OWNER/NAME.")],
+    revision: Annotated[str | None, typer.Option(help="Branch, tag or commit.")] = None,
+) -> None:
+    """Download a pushed checkpoint and register it (export it to render with it)."""
+    try:
+        from flows.train import pull_checkpoint
+
+        cid = pull_checkpoint(repo, revision=revision)
+    except (Exception, KeyboardInterrupt) as exc:
+        _fail(exc)
+    out.print(f"[bold green]pulled[/] {repo} as checkpoint {cid}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `dataset`, `train` and `checkpoints` to the `avatar-flow` app."""
+    app.add_typer(dataset_app, name="dataset")
+    app.add_typer(train_app, name="train")
+    app.add_typer(checkpoints_app, name="checkpoints")

@@ -1,0 +1,218 @@
+"""`avatar-flow dataset|train|checkpoints`: input errors, the training flows, the registry,
+export to a renderer-ready pipeline folder and Hub push/pull against a local stand-in."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from generator.train import CONFIG_DIR
+
+
+@pytest.fixture
+def cli(fresh_home):
+    from orchestrator.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+def _write(tmp: Path, text: str) -> Path:
+    path = tmp / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_input_errors_exit_2_with_one_line(cli, tmp_path, tiny_cache):
+    r = cli("train", "stage1", tmp_path / "nope.yaml")
+    assert r.exit_code == 2 and "config file not found" in r.output
+    bad = _write(
+        tmp_path, f"stage: stage1\ndata:\n  dataset: {tiny_cache}\ntrain:\n  max_step: 3\n"
+    )
+    r = cli("train", "stage1", bad)
+    assert r.exit_code == 2
+    assert "field 'train.max_step'" in r.output and "did you mean 'max_steps'" in r.output
+    r = cli("train", "stage2", bad)
+    assert r.exit_code == 2 and "train.max_step" in r.output
+    ok = _write(tmp_path, f"stage: stage1\ndata:\n  dataset: {tiny_cache}\n")
+    r = cli("train", "stage2", ok)
+    assert r.exit_code == 2 and "field 'stage'" in r.output and "train stage1" in r.output
+    r = cli("train", "stage1", ok, "--set", "optim.lr=fast")
+    assert r.exit_code == 2 and "optim.lr" in r.output and "expected a number" in r.output
+    r = cli("train", "stage1", _write(tmp_path, "stage: stage1\ndata: {dataset: /nowhere}\n"))
+    assert r.exit_code == 2 and "data.dataset" in r.output
+    r = cli("train", "stage1", _write(tmp_path, "stage: [stage1\n"))
+    assert r.exit_code == 2 and "invalid YAML" in r.output and "cfg.yaml:2:" in r.output
+
+    r = cli("dataset", "build", tmp_path / "missing")
+    assert r.exit_code == 2 and "folder not found" in r.output
+    (tmp_path / "empty").mkdir()
+    r = cli("dataset", "build", tmp_path / "empty")
+    assert r.exit_code == 2 and "no videos" in r.output
+
+    r = cli("checkpoints", "show", "999")
+    assert r.exit_code == 2 and "no checkpoint '999'" in r.output
+    r = cli("checkpoints", "pull", "not a repo")
+    assert r.exit_code == 2 and "bad Hugging Face repo id" in r.output
+    r = cli("checkpoints", "list", "--json")
+    assert r.exit_code == 0 and json.loads(r.output) == []
+
+
+def test_every_shipped_config_loads():
+    from generator.train.config import load_config
+
+    for name in ("tiny-stage1", "tiny-stage2", "paper-stage1", "paper-stage2"):
+        cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+        assert cfg.stage == name.split("-")[1]
+    paper = load_config(CONFIG_DIR / "paper-stage1.yaml")
+    assert (paper.train.max_steps, paper.optim.lr, paper.train.mixed_precision) == (
+        20000,
+        5e-6,
+        "bf16",
+    )
+    assert load_config(CONFIG_DIR / "paper-stage2.yaml").train.max_steps == 14000
+    import yaml
+
+    fsdp = yaml.safe_load((CONFIG_DIR / "fsdp.yaml").read_text())
+    assert fsdp["num_processes"] == 40 and fsdp["distributed_type"] == "FSDP"
+    assert fsdp["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"] == "ActAvatarTransformerBlock"
+
+
+@pytest.mark.slow
+def test_train_flows_register_export_push_pull(cli, tmp_path, tiny_cache, monkeypatch):
+    from safetensors.torch import load_file
+
+    from generator.train.trainer import model_files_sha256
+
+    s1 = tmp_path / "s1"
+    r = cli(
+        "train",
+        "stage1",
+        CONFIG_DIR / "tiny-stage1.yaml",
+        "--set",
+        f"output_dir={s1}",
+        "--set",
+        f"data.dataset={tiny_cache}",
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "train.checkpoint_every=2",
+        "--json",
+    )
+    assert r.exit_code == 0, r.output
+    rep1 = json.loads(r.output[r.output.index("{") :])
+    assert rep1["step"] == 4 and len(rep1["checkpoint_ids"]) == 2
+    assert Path(rep1["adapter"]).is_file() and (s1 / "loss.png").is_file()
+
+    r = cli(
+        "train",
+        "stage2",
+        CONFIG_DIR / "tiny-stage2.yaml",
+        "--set",
+        f"output_dir={tmp_path / 's2'}",
+        "--set",
+        f"data.dataset={tiny_cache}",
+        "--set",
+        f"model.adapter={rep1['adapter']}",
+        "--set",
+        "train.max_steps=2",
+        "--set",
+        "train.checkpoint_every=2",
+        "--json",
+    )
+    assert r.exit_code == 0, r.output
+    rep2 = json.loads(r.output[r.output.index("{") :])
+    (cid2,) = rep2["checkpoint_ids"]
+
+    r = cli("checkpoints", "list", "--json")
+    rows = json.loads(r.output)
+    assert [(x["stage"], x["step"]) for x in rows] == [("stage1", 2), ("stage1", 4), ("stage2", 2)]
+    for row in rows:
+        assert row["sha256"] == model_files_sha256(Path(row["path"]) / "transformer")
+        assert row["config_hash"] and row["data_hash"] and "loss" in row["metrics"]
+    assert rows[0]["config_hash"] == rows[1]["config_hash"] != rows[2]["config_hash"]
+    r = cli("checkpoints", "show", str(cid2))
+    shown = json.loads(r.output)
+    assert (
+        shown["train_config"]["stage"] == "stage2"
+        and shown["train_config"]["trainable"]["phase"] > 0
+    )
+
+    # export: a pipeline folder the actavatar renderer loads, holding the trained weights
+    export = tmp_path / "export"
+    r = cli("checkpoints", "export", str(cid2), export)
+    assert r.exit_code == 0, r.output
+    from generator.renderer_actavatar import load_actavatar_renderer
+
+    renderer = load_actavatar_renderer(export, device="cpu")
+    trained = load_file(
+        str(Path(rows[2]["path"]) / "transformer" / "diffusion_pytorch_model.safetensors")
+    )
+    state = renderer.pipeline.transformer.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in trained.items())
+
+    # Hub push / pull against a local stand-in for the Hub (HfApi and snapshot_download)
+    hub = tmp_path / "hub"
+    calls: list[str] = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            assert token == "hf_test"
+
+        def create_repo(self, repo, repo_type, private, exist_ok):
+            calls.append(f"create {repo} private={private}")
+
+        def upload_file(self, path_or_fileobj, path_in_repo, repo_id, repo_type):
+            (hub / repo_id).mkdir(parents=True, exist_ok=True)
+            (hub / repo_id / path_in_repo).write_bytes(path_or_fileobj)
+
+        def upload_folder(self, folder_path, repo_id, repo_type, allow_patterns, commit_message):
+            import fnmatch
+
+            for f in Path(folder_path).rglob("*"):
+                rel = f.relative_to(folder_path).as_posix()
+                if f.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns):
+                    (hub / repo_id / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(f, hub / repo_id / rel)
+            return f"local://{repo_id}"
+
+    def fake_snapshot(repo, revision, local_dir, token, allow_patterns):
+        shutil.copytree(hub / repo, local_dir, dirs_exist_ok=True)
+        return local_dir
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    r = cli("checkpoints", "push", str(cid2), "me/tiny-actavatar")
+    assert r.exit_code == 2 and "HF_TOKEN" in r.output
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    r = cli("checkpoints", "push", str(cid2), "me/tiny-actavatar")
+    assert r.exit_code == 0, r.output
+    assert calls == ["create me/tiny-actavatar private=True"]
+    pushed = {
+        p.relative_to(hub / "me/tiny-actavatar").as_posix()
+        for p in (hub / "me/tiny-actavatar").rglob("*")
+        if p.is_file()
+    }
+    assert {
+        "README.md",
+        "train_config.json",
+        "transformer/diffusion_pytorch_model.safetensors",
+    } <= pushed
+    assert not any(n.endswith((".bin", ".pkl")) for n in pushed)  # no optimizer / RNG pickles
+    r = cli("checkpoints", "pull", "me/tiny-actavatar")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(cli("checkpoints", "list", "--json").output)
+    assert rows[-1]["name"] == "me/tiny-actavatar" and rows[-1]["stage"] == "stage2"
+    assert rows[-1]["sha256"] == rows[2]["sha256"]
