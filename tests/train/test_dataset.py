@@ -77,7 +77,7 @@ def videos(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_build_dataset_twice(videos, tmp_path, fresh_home, monkeypatch):
+def test_build_dataset_twice(videos, tmp_path, fresh_home, monkeypatch, stage1_adapter):
     from sqlmodel import select
 
     from flows.dataset import build_dataset
@@ -140,6 +140,25 @@ def test_build_dataset_twice(videos, tmp_path, fresh_home, monkeypatch):
     assert again["videos_done_before"] == 2
     assert again["data_hash"] == report["data_hash"]
     assert read_index(out / "cache")["shards"] == index["shards"]
+
+    # the built dataset trains (stage 2, 125-frame clips) and feeds the sample renders
+    from generator.train import CONFIG_DIR
+    from generator.train.config import load_config
+    from generator.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    cfg = load_config(CONFIG_DIR / "tiny-stage2.yaml", [
+        f"output_dir={run}", f"data.dataset={out}", f"model.adapter={stage1_adapter}",
+        "train.max_steps=1", "train.sample_every=1", "train.sample_steps=2", "data.text_len=256",
+        "data.batch_size=1",
+    ])  # fmt: skip
+    summary = Trainer(cfg, echo=False).train()
+    assert summary["finished"] and summary["loss"] > 0
+    (sheet,) = (run / "samples").glob("step-0000001-*.png")
+    from PIL import Image
+
+    img = Image.open(sheet)
+    assert img.height in (64,) and img.width in (4 * 64, 4 * 96)
 
 
 def test_dataset_input_errors(tmp_path):
