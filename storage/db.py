@@ -1,11 +1,11 @@
 """Engine and session factory: SQLite (WAL) by default, any SQLAlchemy URL otherwise."""
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -34,17 +34,35 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-@lru_cache(maxsize=8)
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+# Any fixed number: serialises table creation across processes sharing one PostgreSQL.
+_CREATE_LOCK_ID = 0x61766174
+
+
 def get_engine(url: str) -> Engine:
-    """One engine per URL per process; tables are created on first use."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
-        _configure_sqlite(engine)
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
-    return engine
+    """One engine per URL per process; tables are created on first use.
+
+    Creation is serialised across threads (a lock) and, on PostgreSQL, across processes
+    (an advisory lock): two workers starting on a fresh database would otherwise race on
+    CREATE TYPE/TABLE. Production databases are migrated with `avatar-flow db upgrade`.
+    """
+    with _engines_lock:
+        if url in _engines:
+            return _engines[url]
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+            _configure_sqlite(engine)
+            SQLModel.metadata.create_all(engine)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK_ID})
+                SQLModel.metadata.create_all(conn)
+        _engines[url] = engine
+        return engine
 
 
 @contextmanager
