@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support import EXAMPLES, REPO, write_script  # noqa: F401
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="avatar-flow-tests-"))
 os.environ["AVATAR_FLOW_HOME"] = str(_SESSION_HOME / "home")
@@ -21,10 +22,6 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 for key in ("OPENAI_API_KEY", "AVATAR_FLOW_LLM_BASE_URL", "AVATAR_FLOW_DATABASE_URL",
             "AVATAR_FLOW_CHECKPOINT", "PREFECT_API_URL"):
     os.environ.pop(key, None)
-
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
-
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
@@ -46,11 +43,3 @@ def fresh_home(tmp_path, monkeypatch) -> Path:
     yield home
     monkeypatch.undo()
     get_settings(refresh=True)
-
-
-def write_script(folder: Path, body: str, name: str = "script.md", **front) -> Path:
-    """Write a script with front matter `front` (values as YAML scalars) and `body`."""
-    lines = ["---"] + [f"{k}: {v}" for k, v in front.items()] + ["---", body]
-    path = folder / name
-    path.write_text("\n".join(lines) + "\n")
-    return path

@@ -4,7 +4,7 @@ the real diffusion path end to end (segments chained by their tails), at toy siz
 import json
 
 import pytest
-from conftest import EXAMPLES, write_script
+from support import EXAMPLES, write_script
 from test_produce import _run_cli
 
 from flows.media import probe

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES
+from support import EXAMPLES
 from test_produce import _run_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "planners"))

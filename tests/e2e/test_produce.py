@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, REPO
+from support import EXAMPLES, REPO
 
 from flows.media import probe
 from flows.script import parse_script

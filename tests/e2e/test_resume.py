@@ -1,8 +1,8 @@
 """An interrupted job resumes and renders only the missing segments (in-process flow runs)."""
 
 import pytest
-from conftest import EXAMPLES
 from sqlmodel import select
+from support import EXAMPLES
 
 import flows.produce as produce
 from flows.settings import get_settings

@@ -1,8 +1,8 @@
 """Bad input stops before any heavy work with a one-line error naming the file and field."""
 
 import pytest
-from conftest import EXAMPLES, write_script
 from PIL import Image
+from support import EXAMPLES, write_script
 
 from flows.avatar import check_avatar, default_avatar
 from flows.errors import InputError

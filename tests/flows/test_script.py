@@ -1,5 +1,5 @@
 import pytest
-from conftest import EXAMPLES, write_script
+from support import EXAMPLES, write_script
 
 from flows.errors import InputError
 from flows.script import parse_script

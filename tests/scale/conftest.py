@@ -4,50 +4,16 @@ a `prefect server` subprocess and a PostgreSQL server started from the Debian bi
 import glob
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test environment without Prefect/avatar-flow settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AVATAR_FLOW_"))}
-    env.update(
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-    )
-    env.update(extra)
-    return env
-
-
-def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
-    """SIGINT, then SIGKILL after `timeout`: never hang the session."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+from scale_support import REPO, clean_env, create_database, free_port, stop  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -196,17 +162,6 @@ def postgres_server() -> Iterator[str]:
             timeout=60,
         )
         shutil.rmtree(root, ignore_errors=True)
-
-
-def create_database(server: str) -> str:
-    """A new empty database on the server; returns its SQLAlchemy URL."""
-    import psycopg
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    dsn = server.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{server}/{name}"
 
 
 @pytest.fixture

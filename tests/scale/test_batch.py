@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, clean_env
+from scale_support import REPO, clean_env
 
 from flows.batch import load_manifest
 from flows.errors import InputError

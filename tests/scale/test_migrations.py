@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import REPO, clean_env
+from scale_support import REPO, clean_env
 
 from storage import get_engine, sqlite_url
 from storage.migrations import current, head, schema_diff, upgrade

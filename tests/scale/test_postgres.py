@@ -4,7 +4,7 @@ import importlib.util
 import threading
 
 import pytest
-from conftest import REPO
+from scale_support import REPO
 from sqlalchemy import text
 from sqlmodel import select
 
@@ -43,7 +43,7 @@ def test_engine_talks_to_postgresql(db):
 
 
 def test_migrations_create_the_models_schema(postgres_server):
-    from conftest import create_database
+    from scale_support import create_database
 
     from storage.migrations import current, head, schema_diff, upgrade
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, clean_env, stop
+from scale_support import REPO, clean_env, stop
 from test_webhooks import Receiver
 
 from flows import webhooks
