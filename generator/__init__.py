@@ -48,6 +48,9 @@ _EXPORTS: dict[str, str] = {
     "meta_transformer": "generator.presets",
     "build_tiny_pipeline": "generator.presets",
     "build_tiny_components": "generator.presets",
+    # training (two stages on accelerate)
+    "TrainConfig": "generator.train.config",
+    "Trainer": "generator.train.trainer",
     # renderer
     "ActAvatarRenderer": "generator.renderer_actavatar",
     "load_actavatar_renderer": "generator.renderer_actavatar",
