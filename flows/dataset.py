@@ -598,8 +598,7 @@ def dataset_report(out: Path) -> dict[str, Any]:
     return report
 
 
-@flow(name="build-dataset", log_prints=False)
-def build_dataset(
+def prepare(
     videos: str,
     out: str | None = None,
     planner: str = "rule",
@@ -612,8 +611,8 @@ def build_dataset(
     buckets: list[list[int]] | None = None,
     text_len: int = 512,
     max_phases: int = 8,
-) -> dict[str, Any]:
-    """Cut, score, transcribe, annotate, record and cache every clip of a folder of videos."""
+) -> tuple[list[Path], Path, DatasetOptions]:
+    """Check everything cheap before any work: folder, videos, options, an existing manifest."""
     videos_dir = Path(videos).expanduser()
     out_dir = Path(out).expanduser() if out else videos_dir.with_name(videos_dir.name + "-dataset")
     opts = DatasetOptions(
@@ -631,7 +630,48 @@ def build_dataset(
         opts.buckets = [list(map(int, b)) for b in buckets]
     check_options(opts)
     paths = scan_videos(videos_dir)
-    builder = DatasetBuilder(videos_dir, out_dir, opts)
+    manifest = out_dir / "dataset.json"
+    if manifest.is_file():
+        data = json.loads(manifest.read_text())
+        if data.get("cut_key") != opts.cut_key() and data.get("videos"):
+            raise InputError(
+                f"{out_dir} was built with other cut settings; use a new --out folder",
+                file=str(manifest),
+            )
+    return paths, out_dir, opts
+
+
+@flow(name="build-dataset", log_prints=False)
+def build_dataset(
+    videos: str,
+    out: str | None = None,
+    planner: str = "rule",
+    motion_threshold: float = 0.02,
+    encoders: str = "preset:tiny",
+    wav2vec: str | None = None,
+    dwpose: str | None = None,
+    fps: int = 25,
+    clip_frames: int = 125,
+    buckets: list[list[int]] | None = None,
+    text_len: int = 512,
+    max_phases: int = 8,
+) -> dict[str, Any]:
+    """Cut, score, transcribe, annotate, record and cache every clip of a folder of videos."""
+    paths, out_dir, opts = prepare(
+        videos,
+        out,
+        planner,
+        motion_threshold,
+        encoders,
+        wav2vec,
+        dwpose,
+        fps,
+        clip_frames,
+        buckets,
+        text_len,
+        max_phases,
+    )
+    builder = DatasetBuilder(paths[0].parent, out_dir, opts)
     try:
         for i, path in enumerate(paths):
             progress.emit("dataset", i, len(paths), path.name)

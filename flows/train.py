@@ -411,3 +411,22 @@ def train_stage2(
 ) -> dict[str, Any]:
     """Stage 2: full fine-tuning with the stage-1 adapter and PACA; registers checkpoints."""
     return _train("stage2", config, overrides, accelerate_config, nproc, stop_after)
+
+
+@flow(name="train", log_prints=False)
+def train_both(
+    stage1_config: str,
+    stage2_config: str,
+    stage1_overrides: list[str] | None = None,
+    stage2_overrides: list[str] | None = None,
+    accelerate_config: str | None = None,
+    nproc: int | None = None,
+) -> dict[str, Any]:
+    """Both stages: stage 1, then stage 2 with the adapter stage 1 just extracted."""
+    check_config(stage1_config, "stage1", stage1_overrides)
+    first = _train("stage1", stage1_config, stage1_overrides, accelerate_config, nproc, None)
+    if not first.get("adapter"):
+        raise RuntimeError("stage 1 finished without an extracted adapter")
+    second_overrides = [*(stage2_overrides or []), f"model.adapter={first['adapter']}"]
+    second = _train("stage2", stage2_config, second_overrides, accelerate_config, nproc, None)
+    return {"stage1": first, "stage2": second}

@@ -104,10 +104,9 @@ def dataset_build(
     """Cut, score, transcribe, annotate and cache clips for training (resumable)."""
     _quiet()
     try:
-        from flows.dataset import scan_videos
+        from flows.dataset import build_dataset, prepare
         from flows.errors import InputError
 
-        scan_videos(videos)
         buckets = None
         if bucket:
             try:
@@ -116,10 +115,7 @@ def dataset_build(
                 raise InputError(
                     f"bucket must be HxW (e.g. 704x1280), got {bucket}", field="bucket"
                 ) from None
-        from flows.dataset import build_dataset
-
-        report = _with_progress(
-            build_dataset,
+        options = dict(
             videos=str(videos),
             out=str(out_dir) if out_dir else None,
             planner=planner,
@@ -132,6 +128,8 @@ def dataset_build(
             buckets=buckets,
             text_len=text_len,
         )
+        prepare(**options)  # one-line input errors before Prefect starts
+        report = _with_progress(build_dataset, **options)
     except (Exception, KeyboardInterrupt) as exc:
         _fail(exc)
     if as_json:

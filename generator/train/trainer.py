@@ -141,6 +141,7 @@ class Trainer:
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> Trainer:
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState, GradientState
         from accelerate.utils import (
             DistributedType,
             GradientAccumulationPlugin,
@@ -150,6 +151,10 @@ class Trainer:
         from diffusers.optimization import get_scheduler
 
         cfg = self.cfg
+        # A Trainer owns the process's accelerate state: drop what an earlier in-process run
+        # (tests, notebooks, benchmarks) configured; the process group (PartialState) stays.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
         self.accelerator = acc = Accelerator(
             mixed_precision=cfg.train.mixed_precision,
             # without an accelerator, torchrun's RANK/WORLD_SIZE mean MULTI_CPU (gloo)

@@ -162,3 +162,22 @@ def test_resume_gives_the_same_next_loss(tmp_path, tiny_cache, stage1_adapter):
     eb = load_file(str(tmp_path / "cut/stage2/checkpoints/step-0000004/ema.safetensors"))
     assert all(torch.allclose(ea[k], eb[k], atol=1e-6) for k in ea)
     assert (tmp_path / "cut/stage2/loss.png").stat().st_size > 1000
+
+
+def test_bf16_autocast_with_gradient_checkpointing(tmp_path, tiny_cache):
+    """The paper settings' code path (bf16 autocast, checkpointed blocks) runs and learns on CPU;
+    master weights stay float32."""
+    cfg = tiny_config(
+        tmp_path,
+        "stage1",
+        tiny_cache,
+        train__max_steps=2,
+        train__checkpoint_every=2,
+        train__mixed_precision="bf16",
+        model__gradient_checkpointing=True,
+    )
+    tr = Trainer(cfg, echo=False)
+    summary = tr.train()
+    assert summary["finished"] and 0 < summary["loss"] < 10
+    assert tr.unwrapped.is_gradient_checkpointing
+    assert all(p.dtype == torch.float32 for p in tr.unwrapped.parameters())
