@@ -1,0 +1,151 @@
+"""Drive the real two-stage trainer (`generator.train.Trainer`) on the synthetic world.
+
+Why: the ablation must measure the code that trains real checkpoints, not a look-alike.
+The world's clips are written as the trainer's sharded latent cache (`CacheWriter`), the
+starting weights as an ActAvatar folder (`model_index.json` + `transformer/`, what
+`resolve_base` accepts), and each row is one or two `Trainer` runs configured with its
+public `TrainConfig`. Mapping of the ablation switches onto the trainer's API:
+
+- no PACA: the cache stores every token's block id as the padding id (the embedding's
+  `padding_idx` row is zero and gets no gradient), i.e. exactly `phase_ids=None`;
+- constant audio scale: `model.audio_gamma = 0` makes `(l/L)**0 = 1` in every block;
+- backbone pre-training: a stage-2 run on brief captions with `audio_dropout = 1`
+  (every sample's audio gate is 0, so the adapter neither acts nor learns);
+- two-stage: a stage-1 run (adapter only, frozen backbone, brief captions, T2V) whose
+  extracted `audio_adapter.safetensors` is injected into the stage-2 run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from generator.eval.train_loop import TensorSet
+
+__all__ = ["load_trained", "run_trainer", "write_base", "write_cache"]
+
+
+def write_cache(
+    directory: Path,
+    latents: torch.Tensor,
+    audio: torch.Tensor,
+    prompt: tuple[torch.Tensor, torch.Tensor] | None,
+    caption: torch.Tensor | None,
+    pad_id: int,
+    paca: bool = True,
+    shard_size: int = 256,
+) -> Path:
+    """Write clips as a trainer cache. `prompt` = (states (N, S, D), block ids (N, S)),
+    `caption` = brief-caption states (N, S, D); text is stored trimmed to real tokens."""
+    from generator.train.data import CacheWriter
+
+    directory = Path(directory)
+    text_dim = (prompt[0] if prompt is not None else caption).shape[-1]  # type: ignore[union-attr]
+    encoders = {
+        "name": "synthetic-world",
+        "text_dim": int(text_dim),
+        "audio_in_dim": int(audio.shape[-1]),
+        "audio_layers": int(audio.shape[-2]),
+        "z_dim": int(latents.shape[1]),
+    }
+    with CacheWriter(directory, shard_size=shard_size, encoders=encoders) as writer:
+        for i in range(latents.shape[0]):
+            tensors = {"latents": latents[i], "audio": audio[i]}
+            if prompt is not None:
+                states, ids = prompt[0][i], prompt[1][i]
+                n = int((ids != pad_id).sum())
+                tensors["prompt_embeds"] = states[:n]
+                tensors["phase_ids"] = ids[:n] if paca else torch.full((n,), pad_id)
+            if caption is not None:
+                n = int(caption[i].abs().sum(-1).gt(0).sum())
+                tensors["caption_embeds"] = caption[i][:n]
+            meta = {"latent_shape": list(latents[i].shape), "stage2": prompt is not None}
+            writer.add(f"clip{i:05d}", tensors, meta)
+    return directory
+
+
+def write_base(directory: Path, model: Any) -> Path:
+    """An ActAvatar folder the trainer can start from (transformer + model index)."""
+    directory = Path(directory)
+    model.save_pretrained(directory / "transformer", safe_serialization=True)
+    (directory / "model_index.json").write_text(
+        json.dumps(
+            {"_class_name": "ActAvatarPipeline", "transformer": ["generator", "transformer"]}
+        )
+    )
+    return directory
+
+
+def run_trainer(
+    stage: str,
+    base: Path,
+    dataset: Path,
+    out: Path,
+    steps: int,
+    *,
+    seed: int,
+    lr: float,
+    batch_size: int,
+    text_len: int,
+    adapter: Path | None = None,
+    audio_gamma: float | None = None,
+    audio_dropout: float = 0.0,
+    timestep_shift: float = 1.0,
+    warmup: int = 50,
+) -> dict[str, Any]:
+    """One `Trainer` run; returns its summary plus `losses` (per step) and `transformer` dir."""
+    from generator.train.config import config_from_dict
+    from generator.train.logs import read_log
+    from generator.train.trainer import Trainer
+
+    cfg = config_from_dict(
+        {
+            "name": out.name,
+            "stage": stage,
+            "output_dir": str(out),
+            "seed": seed,
+            "model": {
+                "base": str(base),
+                "adapter": str(adapter) if adapter else None,
+                "gradient_checkpointing": False,
+                "audio_gamma": audio_gamma,
+            },
+            "data": {
+                "dataset": str(dataset),
+                "batch_size": batch_size,
+                "text_len": text_len,
+                "audio_dropout": audio_dropout,
+            },
+            "optim": {"lr": lr, "warmup_steps": min(warmup, steps), "max_grad_norm": 1.0},
+            "train": {
+                "max_steps": steps,
+                "timestep_shift": timestep_shift,
+                "checkpoint_every": steps,
+                "keep_checkpoints": 1,
+                "log_every": 1,
+                "resume": "never",
+            },
+        }
+    )
+    summary = Trainer(cfg, echo=False).train()
+    ckpt = Path(summary["checkpoint"])
+    summary["transformer"] = str(ckpt / "transformer")
+    summary["losses"] = [float(r["loss"]) for r in read_log(out / "log.jsonl")]
+    return summary
+
+
+def load_trained(transformer_dir: str | Path, audio_gamma: float | None = None) -> Any:
+    """A trained checkpoint's transformer in eval mode (gamma as trained)."""
+    from generator.transformer_actavatar import ActAvatarTransformer3DModel
+
+    kwargs = {} if audio_gamma is None else {"audio_gamma": audio_gamma}
+    model = ActAvatarTransformer3DModel.from_pretrained(str(transformer_dir), **kwargs)
+    return model.eval()
+
+
+def tensorset_phase_pad(data: TensorSet, pad_id: int) -> TensorSet:
+    """The same set with every block id set to padding (what the base row's model sees)."""
+    return TensorSet(data.latents, data.audio, data.text, torch.full_like(data.phase_ids, pad_id))

@@ -1,0 +1,376 @@
+"""A synthetic Action Bench in latent space: a small, controlled world for the ablation.
+
+Why: the 5B model cannot be trained here, and nobody can judge a talking-avatar model by
+reading its code. This world is built so that each ActAvatar mechanism has something to
+explain, and so that every property can be read back exactly from a generated clip:
+
+- **body** (channels `body`): inside the window of phase k the body shows the template
+  of phase k's action (``waves`` alternates between two templates frame by frame);
+  outside every window it rests (zero). Only the structured prompt explains it.
+- **mouth** (channels `mouth`): a fixed template scaled by the clip's audio envelope,
+  averaged over the video frames of each latent frame. The audio features carry the
+  envelope (plus per-clip nuisance), so only the audio path can explain the mouth.
+- **identity** (channels `identity`): a per-clip random pattern, present in every frame
+  including the clean conditioning frame 0; only frame 0 tells the model what it is.
+
+Layout: latent (C, F, H, W) with F = 1 + `num_gen_frames`; frame 0 is the clean
+conditioning frame (the TI2V reference image), generated frame j (latent j + 1) covers
+``[j * frame_seconds, (j + 1) * frame_seconds)`` of the clip and the video frames
+``4j + 1 .. 4j + 4`` of the audio (the Wan VAE's 1 + 4k layout).
+
+Prompts use the real structured-prompt format with time anchors
+(`generator.prompting.render_structured_prompt`), a Unigram tokenizer trained offline on
+this world's sentences, and a small frozen randomly initialised umT5 encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from generator.render_types import PromptPhase, StructuredPrompt
+
+__all__ = [
+    "ACTIONS",
+    "BRIEF_PROMPT",
+    "Clip",
+    "SyntheticWorld",
+    "WorldConfig",
+    "build_world_tokenizer",
+    "build_world_text_encoder",
+]
+
+REST = "rest"
+# Index 0 is rest; the others are the phase actions (prompt text = the action name).
+ACTIONS: tuple[str, ...] = (REST, "raises left hand", "raises right hand", "points down", "waves")
+BASE_PROMPTS: tuple[str, ...] = (
+    "A person speaking to the camera.",
+    "A presenter talking in a studio.",
+    "A speaker in an office, calm light.",
+)
+BRIEF_PROMPT = "A person speaking."
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Sizes of the synthetic world (defaults: 5 s clips, 0.5 s per latent frame)."""
+
+    channels: int = 12
+    height: int = 4
+    width: int = 4
+    num_gen_frames: int = 10  # generated latent frames; the clip has 1 + this
+    frame_seconds: float = 0.5
+    temporal_stride: int = 4  # video frames per latent frame (Wan VAE)
+    identity_channels: tuple[int, int] = (0, 4)  # [start, end)
+    body_channels: tuple[int, int] = (4, 10)
+    mouth_channels: tuple[int, int] = (10, 12)
+    audio_layers: int = 2
+    audio_dim: int = 16
+    audio_nuisance: float = 0.3
+    observation_noise: float = 0.05
+    num_phases: int = 2
+    phase_len: tuple[int, int] = (2, 4)  # inclusive range, in generated frames
+    max_start: int = 1
+    max_gap: int = 1
+    heldout_fraction: float = 0.2
+    text_len: int = 48
+    text_dim: int = 32
+    world_seed: int = 0
+
+    @property
+    def num_latent_frames(self) -> int:
+        return 1 + self.num_gen_frames
+
+    @property
+    def num_video_frames(self) -> int:
+        return 1 + self.temporal_stride * self.num_gen_frames
+
+    @property
+    def duration(self) -> float:
+        return self.num_gen_frames * self.frame_seconds
+
+    @property
+    def fps(self) -> float:
+        return self.temporal_stride / self.frame_seconds
+
+
+@dataclass
+class Clip:
+    """One sample: latents, audio features, prompt and the ground truth to score against."""
+
+    latents: np.ndarray  # (C, F, H, W) float32, F = 1 + num_gen_frames
+    audio: np.ndarray  # (F_video, audio_layers, audio_dim) float32
+    prompt: StructuredPrompt
+    windows: list[tuple[int, int]]  # per phase: [start, end) in generated frames
+    actions: list[int]  # per phase: index into ACTIONS (never 0)
+    labels: np.ndarray  # (num_gen_frames,) int: ground-truth action per generated frame
+    mouth: np.ndarray  # (num_gen_frames,) float: ground-truth mouth opening
+    envelope: np.ndarray  # (F_video,) float: audio envelope per video frame
+    identity: np.ndarray  # (n_id, H, W) float32
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _hash01(*parts: Any) -> float:
+    """Deterministic value in [0, 1) from a key: decides which prompt combos are held out."""
+    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    return int(digest[:8], 16) / 2**32
+
+
+class SyntheticWorld:
+    """Templates (fixed by `world_seed`) and the clip generator.
+
+    The templates, the audio directions and the held-out split depend only on the world
+    seed, so every ablation run and every training seed sees the same world.
+    """
+
+    def __init__(self, config: WorldConfig | None = None) -> None:
+        self.config = cfg = config or WorldConfig()
+        rng = np.random.default_rng(cfg.world_seed)
+        nb = cfg.body_channels[1] - cfg.body_channels[0]
+        nm = cfg.mouth_channels[1] - cfg.mouth_channels[0]
+        shape = (cfg.height, cfg.width)
+        # body templates: raise left, raise right, point down, wave A, wave B (unit std)
+        self.body_templates = rng.standard_normal((5, nb, *shape)).astype(np.float32)
+        self.template_actions = np.array([1, 2, 3, 4, 4])  # template -> action index
+        self.mouth_template = np.abs(rng.standard_normal((nm, *shape))).astype(np.float32) + 0.5
+        self.audio_directions = rng.standard_normal((cfg.audio_layers, cfg.audio_dim)).astype(
+            np.float32
+        )
+        self.layouts = self._layouts()
+        pairs = list(itertools.permutations(range(1, len(ACTIONS)), cfg.num_phases))
+        combos = [(p, lay) for p in pairs for lay in self.layouts]
+        held = [c for c in combos if _hash01(cfg.world_seed, c) < cfg.heldout_fraction]
+        self.heldout_combos = held
+        self.train_combos = [c for c in combos if c not in set(held)]
+
+    # ------------------------------------------------------------------ structure
+    def _layouts(self) -> list[tuple[tuple[int, int], ...]]:
+        """All phase-window layouts: ordered, non-overlapping, on the latent-frame grid."""
+        cfg = self.config
+        lo, hi = cfg.phase_len
+        out: list[tuple[tuple[int, int], ...]] = []
+
+        def rec(pos: int, left: int, acc: tuple[tuple[int, int], ...]) -> None:
+            if left == 0:
+                out.append(acc)
+                return
+            gaps = range(0, cfg.max_start + 1) if not acc else range(0, cfg.max_gap + 1)
+            for gap in gaps:
+                for length in range(lo, hi + 1):
+                    s, e = pos + gap, pos + gap + length
+                    if e <= cfg.num_gen_frames:
+                        rec(e, left - 1, (*acc, (s, e)))
+
+        rec(0, cfg.num_phases, ())
+        return out
+
+    def frame_labels(self, windows: list[tuple[int, int]], actions: list[int]) -> np.ndarray:
+        """(num_gen_frames,) action index per generated frame (0 = rest)."""
+        labels = np.zeros(self.config.num_gen_frames, dtype=np.int64)
+        for (s, e), a in zip(windows, actions):
+            labels[s:e] = a
+        return labels
+
+    def prompt_for(
+        self, windows: list[tuple[int, int]], actions: list[int], base: str
+    ) -> StructuredPrompt:
+        """The structured prompt (base + time-anchored phases) for a clip."""
+        fs = self.config.frame_seconds
+        phases = tuple(
+            PromptPhase(ACTIONS[a], s * fs, e * fs) for (s, e), a in zip(windows, actions)
+        )
+        return StructuredPrompt(base=base, phases=phases, duration=self.config.duration)
+
+    # ------------------------------------------------------------------ signals
+    def envelope(self, rng: np.random.Generator) -> np.ndarray:
+        """(F_video,) speech-like envelope in [0, 1]: syllables of 2-6 frames and pauses."""
+        n = self.config.num_video_frames
+        env = np.zeros(n + 8, dtype=np.float32)
+        pos = 0
+        while pos < n:
+            length = int(rng.integers(2, 7))
+            amp = 0.0 if rng.random() < 0.3 else float(rng.uniform(0.2, 1.0))
+            env[pos : pos + length] = amp
+            pos += length
+        env = np.convolve(env, np.array([0.25, 0.5, 0.25], dtype=np.float32), mode="same")
+        return env[:n]
+
+    def mouth_from_envelope(self, env: np.ndarray) -> np.ndarray:
+        """(1 + num_gen_frames,) mouth opening per latent frame (mean over its video frames)."""
+        s = self.config.temporal_stride
+        rest = env[1:].reshape(-1, s).mean(axis=1)
+        return np.concatenate([env[:1], rest]).astype(np.float32)
+
+    def audio_features(self, env: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(F_video, L, D) features: envelope along fixed directions + per-clip nuisance."""
+        cfg = self.config
+        nuisance = rng.standard_normal((len(env), cfg.audio_layers, cfg.audio_dim))
+        feats = env[:, None, None] * self.audio_directions[None] + cfg.audio_nuisance * nuisance
+        return feats.astype(np.float32)
+
+    def render(
+        self,
+        labels: np.ndarray,
+        mouth: np.ndarray,
+        identity: np.ndarray,
+        phase_starts: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """Latents (C, F, H, W) for per-generated-frame labels and per-latent-frame mouth.
+
+        `phase_starts[j]` is the first frame of the window frame j belongs to (for the
+        wave's alternation); frame 0 (conditioning) always rests.
+        """
+        cfg = self.config
+        F = cfg.num_latent_frames
+        x = np.zeros((cfg.channels, F, cfg.height, cfg.width), dtype=np.float32)
+        i0, i1 = cfg.identity_channels
+        b0, b1 = cfg.body_channels
+        m0, m1 = cfg.mouth_channels
+        x[i0:i1] = identity[:, None]
+        for j, a in enumerate(labels):
+            if a == 0:
+                continue
+            t = int(np.flatnonzero(self.template_actions == a)[0])
+            if a == 4:  # waves: alternate A, B from the window start
+                start = 0 if phase_starts is None else int(phase_starts[j])
+                t += (j - start) % 2
+            x[b0:b1, j + 1] = self.body_templates[t]
+        x[m0:m1] = mouth[None, :, None, None] * self.mouth_template[:, None]
+        if rng is not None and cfg.observation_noise > 0:
+            x += cfg.observation_noise * rng.standard_normal(x.shape).astype(np.float32)
+        return x
+
+    def make_clip(
+        self,
+        rng: np.random.Generator,
+        combo: tuple[tuple[int, ...], tuple[tuple[int, int], ...]] | None = None,
+        talking_head: bool = False,
+        brief: bool = False,
+    ) -> Clip:
+        """A random clip; `combo` = (actions, windows) fixes the prompt's action/layout.
+
+        `talking_head=True` gives a stage-1 style clip: no actions (body rests), brief caption.
+        """
+        cfg = self.config
+        if talking_head:
+            actions: list[int] = []
+            windows: list[tuple[int, int]] = []
+        else:
+            if combo is None:
+                combo = self.train_combos[int(rng.integers(len(self.train_combos)))]
+            actions, windows = list(combo[0]), [tuple(w) for w in combo[1]]
+        labels = self.frame_labels(windows, actions)
+        starts = np.zeros(cfg.num_gen_frames, dtype=np.int64)
+        for s, e in windows:
+            starts[s:e] = s
+        env = self.envelope(rng)
+        mouth = self.mouth_from_envelope(env)
+        ni = cfg.identity_channels[1] - cfg.identity_channels[0]
+        identity = rng.standard_normal((ni, cfg.height, cfg.width)).astype(np.float32)
+        latents = self.render(labels, mouth, identity, starts, rng)
+        base = BASE_PROMPTS[int(rng.integers(len(BASE_PROMPTS)))]
+        prompt = (
+            StructuredPrompt(base=BRIEF_PROMPT, duration=cfg.duration)
+            if (brief or talking_head)
+            else self.prompt_for(windows, actions, base)
+        )
+        return Clip(
+            latents=latents,
+            audio=self.audio_features(env, rng),
+            prompt=prompt,
+            windows=windows,
+            actions=actions,
+            labels=labels,
+            mouth=mouth[1:],
+            envelope=env,
+            identity=identity,
+        )
+
+    def dataset(self, n: int, seed: int, split: str = "train") -> list[Clip]:
+        """`n` clips: ``train`` (training combos), ``test`` (held-out combos, cycled in a
+        seeded order), ``talking_head`` (rest body, brief prompt: stage-1 data)."""
+        rng = np.random.default_rng(seed)
+        if split == "talking_head":
+            return [self.make_clip(rng, talking_head=True) for _ in range(n)]
+        if split == "train":
+            return [self.make_clip(rng) for _ in range(n)]
+        if split == "test":
+            order = rng.permutation(len(self.heldout_combos))
+            return [
+                self.make_clip(rng, combo=self.heldout_combos[int(order[i % len(order)])])
+                for i in range(n)
+            ]
+        raise ValueError(f"unknown split {split!r}")
+
+    def corpus(self) -> list[str]:
+        """Every sentence this world can prompt with (the offline tokenizer's corpus)."""
+        from generator.prompting import render_structured_prompt
+
+        lines = [BRIEF_PROMPT, *BASE_PROMPTS]
+        for (acts, lay), base in itertools.product(
+            self.train_combos + self.heldout_combos, BASE_PROMPTS
+        ):
+            lines.append(
+                render_structured_prompt(self.prompt_for(list(lay), list(acts), base)).text
+            )
+        return lines
+
+
+def build_world_tokenizer(world: SyntheticWorld):
+    """A word-level Unigram `T5Tokenizer` for the world's vocabulary, built offline.
+
+    umT5's layout (Metaspace `▁` pieces, `<pad>`=0, `</s>`=1, `<unk>`=2, `</s>` appended)
+    so character offsets behave as with the real tokenizer. Every word of the corpus is one
+    piece; digits and punctuation are single-character pieces, so a time anchor such as
+    `[1.5s-3.0s]` is spelled out digit by digit, as umT5 does with numbers.
+    """
+    import re
+
+    from transformers import T5Tokenizer
+
+    words: set[str] = set()
+    chars: set[str] = set()
+    for line in world.corpus():
+        for w in re.findall(r"[A-Za-z]+", line):
+            words.add("▁" + w)
+        chars.update(c for c in line if not c.isspace())
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
+    vocab += [(w, -1.0) for w in sorted(words)]
+    vocab += [(c, -5.0) for c in sorted(chars)]
+    vocab += [("▁" + c, -4.0) for c in sorted(chars) if not c.isalpha()]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=world.config.text_len)
+
+
+def build_world_text_encoder(vocab_size: int, text_dim: int = 32, seed: int = 0):
+    """A small umT5 encoder, randomly initialised from `seed` and frozen (eval mode)."""
+    import torch
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        enc = UMT5EncoderModel(
+            UMT5Config(
+                vocab_size=vocab_size,
+                d_model=text_dim,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                pad_token_id=0,
+                eos_token_id=1,
+                decoder_start_token_id=0,
+            )
+        ).eval()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    return enc
