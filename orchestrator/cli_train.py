@@ -169,9 +169,11 @@ def _train(
         out.print_json(json.dumps(report, default=str))
         return
     loss = report.get("loss")
+    loss_text = f"loss {loss:.4f}" if isinstance(loss, (int, float)) else "no loss"
+    rate = f", {report['steps_per_s']} steps/s" if report.get("steps_per_s") else ""
+    ran = report.get("steps_run", 0)
     out.print(
-        f"[bold green]{stage}[/] step {report.get('step')} "
-        f"(loss {loss:.4f}, {report.get('steps_per_s')} steps/s); "
+        f"[bold green]{stage}[/] step {report.get('step')} ({loss_text}{rate}; {ran} steps this run); "
         f"checkpoints registered: {report['checkpoint_ids']}",
         highlight=False,
     )

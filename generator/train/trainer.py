@@ -587,6 +587,9 @@ class Trainer:
         ckpts = find_checkpoints(self.run_dir)
         if ckpts:
             summary["checkpoint"] = str(ckpts[-1].resolve())
+            if summary["loss"] is None:  # nothing left to run: report the checkpoint's loss
+                state = json.loads((ckpts[-1] / "trainer_state.json").read_text())
+                summary["loss"] = state.get("metrics", {}).get("loss")
             if cfg.stage == "stage1":
                 summary["adapter"] = str((ckpts[-1] / "audio_adapter.safetensors").resolve())
         self.accelerator.wait_for_everyone()
