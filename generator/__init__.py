@@ -51,6 +51,9 @@ _EXPORTS: dict[str, str] = {
     # training (two stages on accelerate)
     "TrainConfig": "generator.train.config",
     "Trainer": "generator.train.trainer",
+    # evaluation (synthetic Action Bench)
+    "SyntheticWorld": "generator.eval.world",
+    "capture_text_attention": "generator.eval.phase_focus",
     # renderer
     "ActAvatarRenderer": "generator.renderer_actavatar",
     "load_actavatar_renderer": "generator.renderer_actavatar",

@@ -233,6 +233,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 def _register_extensions() -> None:
     """Scale-out commands (serve, deploy, batch, db) live in their own module."""
+    __import__("orchestrator.cli_eval").cli_eval.register(app)  # eval synthetic / judge
     __import__("orchestrator.cli_train").cli_train.register(app)  # dataset, train, checkpoints
     try:
         from orchestrator import cli_scale
