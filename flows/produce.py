@@ -261,7 +261,9 @@ def plan_script(script: str, planner: str = "rule", voice: str | None = None,
                                                segment_seconds=segment_seconds), settings)
     _speech, transcript, plan, _trace, _key = prepare_plan(inputs, settings, force=force,
                                                           script_file=str(script))
-    return {"plan": plan.model_dump(mode="json"), "transcript": transcript.model_dump(mode="json")}
+    return {"plan": plan.model_dump(mode="json"), "transcript": transcript.model_dump(mode="json"),
+            "fps": inputs.script.fps, "segment_seconds": inputs.segment_seconds,
+            "title": inputs.script.title}
 
 
 @flow(name="produce-video", log_prints=False,

@@ -109,7 +109,10 @@ def run(
 
 
 def _plan_table(plan: dict, words: list[dict]) -> Table:
-    table = Table(title=f"Plan ({plan['planner']})", caption=f"Base: {plan['base']}", show_lines=False)
+    from planners.schema import BaseBlock
+
+    base = BaseBlock.model_validate(plan["base"]).render()
+    table = Table(title=f"Plan ({plan['planner']})", caption=f"Base: {base}", show_lines=False)
     for col in ("#", "start", "end", "words", "action", "source"):
         table.add_column(col)
     for i, p in enumerate(plan["phases"], start=1):
@@ -123,7 +126,7 @@ def plan(
     script: ScriptArg,
     planner: PlannerOpt = "rule",
     voice: VoiceOpt = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Write plan.json and timeline.png here.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where plan.json and timeline.png go (default out/<script>).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
@@ -134,23 +137,26 @@ def plan(
         from flows.produce import plan_script
 
         result = plan_script(script=str(script), planner=planner, voice=voice)
-        if out_dir:
-            from flows.segments import plan_segments
-            from flows.timeline import draw_timeline
-            from planners.schema import Plan, Transcript
-            from storage import atomic_write_text
+        out_dir = out_dir or Path("out") / script.stem
+        from flows.segments import plan_segments
+        from flows.timeline import draw_timeline
+        from planners.schema import Plan, Transcript
+        from storage import atomic_write_text
 
-            p, t = Plan.model_validate(result["plan"]), Transcript.model_validate(result["transcript"])
-            out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out_dir / "plan.json", p.model_dump_json(indent=2) + "\n")
-            cuts = [s.end for s in plan_segments(t.words, t.duration, p, fps=25)[:-1]]
-            draw_timeline(t.words, p.phases, cuts, t.duration, out_dir / "timeline.png")
+        p, t = Plan.model_validate(result["plan"]), Transcript.model_validate(result["transcript"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "plan.json", p.model_dump_json(indent=2) + "\n")
+        specs = plan_segments(t.words, t.duration, p, fps=result["fps"],
+                              max_seconds=result["segment_seconds"])
+        draw_timeline(t.words, p.phases, [s.end for s in specs[:-1]], t.duration,
+                      out_dir / "timeline.png", title=result["title"])
     except (Exception, KeyboardInterrupt) as exc:
         _fail(exc)
     if as_json:
         out.print_json(json.dumps(result["plan"]))
         return
     out.print(_plan_table(result["plan"], result["transcript"]["words"]))
+    out.print(f"wrote {out_dir / 'plan.json'} and {out_dir / 'timeline.png'}", highlight=False)
     if result["plan"].get("fallback_reason"):
         out.print(f"[yellow]fell back:[/] {result['plan']['fallback_reason']}")
 
