@@ -490,10 +490,21 @@ def run_bench(
             "windows": [list(w) for w in data.test_clips[0].windows],
         },
     }
-    (out / "results.json").write_text(json.dumps(results))
+    (out / "results.json").write_text(json.dumps(_rounded(results)))
     write_report(results, out)
     log(f"report: {out / 'README.md'} ({time.time() - t0:.0f}s total)")
     return results
+
+
+def _rounded(obj: Any, digits: int = 4) -> Any:
+    """Floats rounded for a small results.json (curves and attention maps are long)."""
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: _rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v, digits) for v in obj]
+    return obj
 
 
 def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
