@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from orchestrator.console import console, fail, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Turn a written script into a talking-avatar video with word-timed gestures.")
 jobs_app = typer.Typer(help="List and inspect jobs.", invoke_without_command=True)
 app.add_typer(jobs_app, name="jobs")
-console = Console(stderr=True)
-out = Console()
 
 ScriptArg = Annotated[Path, typer.Argument(help="Script: Markdown with YAML front matter.")]
 RendererOpt = Annotated[str, typer.Option(help="animatic (CPU preview) or actavatar (GPU model).")]
@@ -24,14 +23,6 @@ PlannerOpt = Annotated[str, typer.Option(help="rule (offline) or mllm (OpenAI-co
 VoiceOpt = Annotated[str | None, typer.Option(help="Override the voice: piper, openai:<name>.")]
 
 
-def _fail(exc: BaseException) -> None:
-    from flows.errors import InputError
-
-    if isinstance(exc, InputError):
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -95,7 +86,7 @@ def run(
                                    planner=planner, voice=voice, checkpoint=ckpt,
                                    segment_seconds=segment_seconds, steps=steps, force=force)
     except (Exception, KeyboardInterrupt) as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         out.print_json(json.dumps(report))
         return
@@ -151,7 +142,7 @@ def plan(
         draw_timeline(t.words, p.phases, [s.end for s in specs[:-1]], t.duration,
                       out_dir / "timeline.png", title=result["title"])
     except (Exception, KeyboardInterrupt) as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         out.print_json(json.dumps(result["plan"]))
         return

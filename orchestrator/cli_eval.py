@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from orchestrator.console import console, out
 
 eval_app = typer.Typer(
     help="Measure the method: synthetic ablation bench, MLLM judge.", no_args_is_help=True
 )
-console = Console(stderr=True)
-out = Console()
 
 
 @eval_app.command("synthetic")

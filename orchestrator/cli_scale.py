@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
-out = Console()
+from orchestrator.console import console, fail, out
 
 ConfigOpt = Annotated[
     Path | None,
@@ -27,16 +25,6 @@ GpusOpt = Annotated[
 ]
 
 
-def _fail(exc: BaseException) -> None:
-    from flows.errors import InputError
-
-    if isinstance(exc, InputError):
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    console.print(
-        f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True
-    )
-    raise typer.Exit(1)
 
 
 def _set_gpus(gpus: int | None) -> None:
@@ -44,7 +32,7 @@ def _set_gpus(gpus: int | None) -> None:
         if gpus < 1:
             from flows.errors import InputError
 
-            _fail(InputError(f"--gpus must be at least 1, got {gpus}", field="gpus"))
+            fail(InputError(f"--gpus must be at least 1, got {gpus}", field="gpus"))
         os.environ["AVATAR_FLOW_GPUS"] = str(gpus)
 
 
@@ -74,7 +62,7 @@ def serve(
         deployments = build_deployments(config)
         limits = ensure_gpu_limits()
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
     if not _api_url():
         console.print(
             "[yellow]PREFECT_API_URL is not set: serving against Prefect's ephemeral "
@@ -124,9 +112,9 @@ def deploy(
             config, work_pool=pool, job_variables={"env": env} if env else None
         )
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
     if not _api_url():
-        _fail(RuntimeError("deploy needs a Prefect server: set PREFECT_API_URL"))
+        fail(RuntimeError("deploy needs a Prefect server: set PREFECT_API_URL"))
     try:
         if create_pool and _ensure_pool(pool, pool_type):
             console.print(f"created work pool [bold]{pool}[/] ({pool_type})")
@@ -134,7 +122,7 @@ def deploy(
         # applied directly (prefect.deploy's online-worker check fails on prefect 3.8.8's API).
         ids = [d.apply(work_pool_name=pool) for d in deployments]
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
     for d, dep_id in zip(deployments, ids):
         out.print(f"{d.flow_name}/{d.name}  {dep_id}  pool={pool}", highlight=False)
 
@@ -158,7 +146,7 @@ def worker(
         if not ids or not all(i.isdigit() for i in ids):
             from flows.errors import InputError
 
-            _fail(InputError(f"--gpu takes GPU indices like 0 or 2,3, got {gpu!r}", field="gpu"))
+            fail(InputError(f"--gpu takes GPU indices like 0 or 2,3, got {gpu!r}", field="gpu"))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
         env.setdefault("AVATAR_FLOW_GPUS", "1")
         from flows.gpu import host_name
@@ -258,7 +246,7 @@ def batch(
                 webhook=webhook,
             )
     except (Exception, KeyboardInterrupt) as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         out.print_json(json.dumps(report, default=str))
     else:
@@ -319,7 +307,7 @@ def db_upgrade(
     try:
         before, after = upgrade(target, revision)
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
     out.print(f"{_shown(target)}: {before or 'empty'} -> {after}", highlight=False, soft_wrap=True)
 
 

@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
-out = Console()
+from orchestrator.console import fail, out
 
 dataset_app = typer.Typer(help="Build training datasets from talking videos.", no_args_is_help=True)
 train_app = typer.Typer(
@@ -42,16 +40,6 @@ StopOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 
 
-def _fail(exc: BaseException) -> None:
-    from flows.errors import InputError
-
-    if isinstance(exc, InputError):
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    console.print(
-        f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True
-    )
-    raise typer.Exit(1)
 
 
 def _quiet() -> None:
@@ -131,7 +119,7 @@ def dataset_build(
         prepare(**options)  # one-line input errors before Prefect starts
         report = _with_progress(build_dataset, **options)
     except (Exception, KeyboardInterrupt) as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         out.print_json(json.dumps(report))
         return
@@ -164,7 +152,7 @@ def _train(
             stop_after=stop_after,
         )
     except (Exception, KeyboardInterrupt) as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         out.print_json(json.dumps(report, default=str))
         return
@@ -244,7 +232,7 @@ def checkpoints_list(
 
         rows = [_row_dict(r) for r in list_checkpoints(stage)]
     except (Exception, KeyboardInterrupt) as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -278,7 +266,7 @@ def checkpoints_show(
         if cfg.is_file():
             row["train_config"] = json.loads(cfg.read_text())
     except (Exception, KeyboardInterrupt) as exc:
-        _fail(exc)
+        fail(exc)
     out.print_json(json.dumps(row, default=str))
 
 
@@ -297,7 +285,7 @@ def checkpoints_export(
 
         path = export_checkpoint(ref, out_dir, base=base, wav2vec=str(wav2vec) if wav2vec else None)
     except (Exception, KeyboardInterrupt) as exc:
-        _fail(exc)
+        fail(exc)
     out.print(f"[bold green]exported[/] {path}", highlight=False)
 
 
@@ -313,7 +301,7 @@ def checkpoints_push(
 
         url = push_checkpoint(ref, repo, private=not public)
     except (Exception, KeyboardInterrupt) as exc:
-        _fail(exc)
+        fail(exc)
     out.print(f"[bold green]pushed[/] {url}", highlight=False)
 
 
@@ -328,7 +316,7 @@ def checkpoints_pull(
 
         cid = pull_checkpoint(repo, revision=revision)
     except (Exception, KeyboardInterrupt) as exc:
-        _fail(exc)
+        fail(exc)
     out.print(f"[bold green]pulled[/] {repo} as checkpoint {cid}", highlight=False)
 
 
