@@ -267,32 +267,12 @@ class _TrainerRuns:
         pad = cfg.model.get("max_phases", 4) + 1
         tr, th, br = data.train, data.talking_head, data.train_brief
         self.cache = {
-            "flat": write_cache(
-                work / "cache-flat",
-                tr.latents,
-                tr.audio,
-                (tr.text, tr.phase_ids),
-                None,
-                pad,
-                paca=False,
-            ),
-            "paca": write_cache(
-                work / "cache-paca",
-                tr.latents,
-                tr.audio,
-                (tr.text, tr.phase_ids),
-                None,
-                pad,
-                paca=True,
+            # block ids are stored; rows without PACA train with `use_phase_ids=False`
+            "prompt": write_cache(
+                work / "cache-prompt", tr.latents, tr.audio, (tr.text, tr.phase_ids), None, pad
             ),
             "brief": write_cache(
-                work / "cache-brief",
-                tr.latents,
-                tr.audio,
-                (br.text, br.phase_ids),
-                None,
-                pad,
-                paca=False,
+                work / "cache-brief", tr.latents, tr.audio, (br.text, br.phase_ids), None, pad
             ),
             "talking": write_cache(
                 work / "cache-talking", th.latents, th.audio, None, th.text, pad
@@ -333,6 +313,7 @@ class _TrainerRuns:
             seed,
             adapter=adapter0,
             audio_dropout=1.0,
+            use_phase_ids=False,
         )
         model = load_trained(res["transformer"])
         backbone = write_base(self.work / f"backbone-{seed}", model)
@@ -342,7 +323,6 @@ class _TrainerRuns:
     def variant(self, variant: Variant, seed: int, backbone: Path) -> tuple[Any, dict]:
         from generator.eval.trainer_backend import load_trained
 
-        gamma = float(self.cfg.model.get("audio_gamma", 1.5)) if variant.progressive else 0.0
         tag = variant.name.strip("+")
         curves: dict[str, list[float]] = {}
         adapter = backbone / "audio_adapter.safetensors"
@@ -350,19 +330,26 @@ class _TrainerRuns:
         if variant.two_stage:
             s1 = _stage1_steps(self.cfg)
             res1 = self._run(
-                "stage1", backbone, "talking", f"{tag}-s1-{seed}", s1, seed, audio_gamma=gamma
+                "stage1",
+                backbone,
+                "talking",
+                f"{tag}-s1-{seed}",
+                s1,
+                seed,
+                audio_progressive=variant.progressive,
             )
             curves["stage1"] = res1["losses"]
             adapter, steps = Path(res1["adapter"]), steps - s1
         res = self._run(
             "stage2",
             backbone,
-            "paca" if variant.paca else "flat",
+            "prompt",
             f"{tag}-{seed}",
             steps,
             seed,
             adapter=adapter,
-            audio_gamma=gamma,
+            audio_progressive=variant.progressive,
+            use_phase_ids=variant.paca,
         )
         curves["stage2" if variant.two_stage else "train"] = res["losses"]
         return load_trained(res["transformer"]), curves

@@ -6,9 +6,10 @@ starting weights as an ActAvatar folder (`model_index.json` + `transformer/`, wh
 `resolve_base` accepts), and each row is one or two `Trainer` runs configured with its
 public `TrainConfig`. Mapping of the ablation switches onto the trainer's API:
 
-- no PACA: the cache stores every token's block id as the padding id (the embedding's
-  `padding_idx` row is zero and gets no gradient), i.e. exactly `phase_ids=None`;
-- constant audio scale: `model.audio_gamma = 0` makes `(l/L)**0 = 1` in every block;
+- no PACA: `data.use_phase_ids = False` (the model gets `phase_ids=None`; the phase
+  embedding neither acts nor learns);
+- constant audio scale: `model.audio_progressive = False` (the base's `audio_scale`, 1.0,
+  in every block instead of `(l/L)**gamma`);
 - backbone pre-training: a stage-2 run on brief captions with `audio_dropout = 1`
   (every sample's audio gate is 0, so the adapter neither acts nor learns);
 - two-stage: a stage-1 run (adapter only, frozen backbone, brief captions, T2V) whose
@@ -23,8 +24,6 @@ from typing import Any
 
 import torch
 
-from generator.eval.train_loop import TensorSet
-
 __all__ = ["load_trained", "run_trainer", "write_base", "write_cache"]
 
 
@@ -35,11 +34,12 @@ def write_cache(
     prompt: tuple[torch.Tensor, torch.Tensor] | None,
     caption: torch.Tensor | None,
     pad_id: int,
-    paca: bool = True,
     shard_size: int = 256,
 ) -> Path:
     """Write clips as a trainer cache. `prompt` = (states (N, S, D), block ids (N, S)),
-    `caption` = brief-caption states (N, S, D); text is stored trimmed to real tokens."""
+    `caption` = brief-caption states (N, S, D); text is stored trimmed to real tokens (the
+    first `pad_id` of each row's block ids ends it). Block ids are always stored; a run
+    trains without them with `use_phase_ids=False`."""
     from generator.train.data import CacheWriter
 
     directory = Path(directory)
@@ -58,7 +58,7 @@ def write_cache(
                 states, ids = prompt[0][i], prompt[1][i]
                 n = int((ids != pad_id).sum())
                 tensors["prompt_embeds"] = states[:n]
-                tensors["phase_ids"] = ids[:n] if paca else torch.full((n,), pad_id)
+                tensors["phase_ids"] = ids[:n]
             if caption is not None:
                 n = int(caption[i].abs().sum(-1).gt(0).sum())
                 tensors["caption_embeds"] = caption[i][:n]
@@ -92,14 +92,15 @@ def run_trainer(
     text_len: int,
     adapter: Path | None = None,
     audio_gamma: float | None = None,
+    audio_progressive: bool = True,
+    use_phase_ids: bool = True,
     audio_dropout: float = 0.0,
     timestep_shift: float = 1.0,
     warmup: int = 50,
 ) -> dict[str, Any]:
     """One `Trainer` run; returns its summary plus `losses` (per step) and `transformer` dir."""
-    from generator.train.config import config_from_dict
+    from generator.train import Trainer, config_from_dict
     from generator.train.logs import read_log
-    from generator.train.trainer import Trainer
 
     cfg = config_from_dict(
         {
@@ -112,12 +113,14 @@ def run_trainer(
                 "adapter": str(adapter) if adapter else None,
                 "gradient_checkpointing": False,
                 "audio_gamma": audio_gamma,
+                "audio_progressive": audio_progressive,
             },
             "data": {
                 "dataset": str(dataset),
                 "batch_size": batch_size,
                 "text_len": text_len,
                 "audio_dropout": audio_dropout,
+                "use_phase_ids": use_phase_ids,
             },
             "optim": {"lr": lr, "warmup_steps": min(warmup, steps), "max_grad_norm": 1.0},
             "train": {
@@ -144,8 +147,3 @@ def load_trained(transformer_dir: str | Path, audio_gamma: float | None = None) 
     kwargs = {} if audio_gamma is None else {"audio_gamma": audio_gamma}
     model = ActAvatarTransformer3DModel.from_pretrained(str(transformer_dir), **kwargs)
     return model.eval()
-
-
-def tensorset_phase_pad(data: TensorSet, pad_id: int) -> TensorSet:
-    """The same set with every block id set to padding (what the base row's model sees)."""
-    return TensorSet(data.latents, data.audio, data.text, torch.full_like(data.phase_ids, pad_id))

@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "generator.train.config",
     "ConfigError": "generator.train.config",
     "load_config": "generator.train.config",
+    "config_from_dict": "generator.train.config",
     "config_hash": "generator.train.config",
     "Trainer": "generator.train.trainer",
     "find_checkpoints": "generator.train.trainer",

@@ -27,6 +27,7 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_from_dict",
     "config_hash",
     "config_to_dict",
     "load_config",
@@ -56,6 +57,9 @@ class ModelConfig:
     reset_phase_embedding: bool | None = None  # None: True for stage 2 (PACA starts at zero)
     gradient_checkpointing: bool = True
     audio_gamma: float | None = None  # override the progressive exponent (paper: 1.5)
+    # progressive audio alignment (paper): block l scales the audio residual by (l/L)**gamma;
+    # False: the constant `audio_scale` of the base in every block (the ablation's base row)
+    audio_progressive: bool = True
 
 
 @dataclass
@@ -69,6 +73,9 @@ class DataConfig:
     text_dropout: float = 0.0  # per-sample probability of null text (for text guidance)
     audio_dropout: float = 0.0  # per-sample probability of no audio (for audio guidance)
     min_motion: float | None = None  # stage 2: override the dataset's stage-2 selection
+    # stage 2: feed the PACA block ids of the structured prompt; False trains without them
+    # (phase_ids=None: the phase embedding neither acts nor learns; the cache may lack them)
+    use_phase_ids: bool = True
 
 
 @dataclass
@@ -264,6 +271,8 @@ def apply_overrides(data: dict, overrides: list[str] | None, file: str | None = 
 
 
 def config_from_dict(data: dict, file: str | None = None) -> TrainConfig:
+    """Build and check a config from a raw mapping (what a YAML file holds); `file` only
+    names the source in error messages. Unknown keys and bad values raise `ConfigError`."""
     cfg = _build(TrainConfig, data, "", file)
     cfg.source = file
     return _validate(cfg, file)
@@ -295,6 +304,9 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return data
 
 
+_HASH_DEFAULTS = (("model", "audio_progressive", True), ("data", "use_phase_ids", True))
+
+
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 over what determines the weights (paths to outputs and logging excluded)."""
     data = config_to_dict(cfg)
@@ -312,5 +324,9 @@ def config_hash(cfg: TrainConfig) -> str:
     ):
         loop.pop(key, None)
     data.pop("debug", None)
+    # switches added later are hashed only when changed, so earlier hashes stay valid
+    for section, key, default in _HASH_DEFAULTS:
+        if data[section].get(key) == default:
+            data[section].pop(key, None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -160,7 +160,8 @@ class CachedClipDataset(Dataset):
     """Map-style view of a cache for one stage; items are indexed by (sample, stream position).
 
     Stage 1 reads the brief caption states; stage 2 reads the structured-prompt states with
-    their PACA block indices and keeps only clips selected for stage 2 (motion threshold).
+    their PACA block indices (`phase_ids` is None when `use_phase_ids` is False) and keeps
+    only clips selected for stage 2 (motion threshold).
     """
 
     def __init__(
@@ -172,6 +173,7 @@ class CachedClipDataset(Dataset):
         text_dropout: float = 0.0,
         audio_dropout: float = 0.0,
         min_motion: float | None = None,
+        use_phase_ids: bool = True,
     ):
         self.dir = find_cache_dir(cache_dir)
         self.index = read_index(self.dir)
@@ -180,6 +182,7 @@ class CachedClipDataset(Dataset):
         self.shift = timestep_shift
         self.text_dropout = text_dropout
         self.audio_dropout = audio_dropout
+        self.use_phase_ids = use_phase_ids
         samples = self.index["samples"]
         ids = sorted(samples)
         if stage == "stage2":
@@ -227,7 +230,8 @@ class CachedClipDataset(Dataset):
         u, drop_text, drop_audio = torch.rand(3, generator=g)
         sigma = shift_sigma(u.clamp(1e-4, 1.0), self.shift)
         if self.stage == "stage2":
-            text, phase_ids = t["prompt_embeds"], t["phase_ids"].long()
+            text = t["prompt_embeds"]
+            phase_ids = t["phase_ids"].long() if self.use_phase_ids else None
         else:
             text, phase_ids = t["caption_embeds"], None
         return {

@@ -189,13 +189,18 @@ class Trainer:
             text_dropout=cfg.data.text_dropout,
             audio_dropout=cfg.data.audio_dropout,
             min_motion=cfg.data.min_motion,
+            use_phase_ids=cfg.data.use_phase_ids,
         )
         self.cache_dir = self.dataset.dir
         self.data_hash = data_hash(self.cache_dir)
 
         # model
         self.base: BaseModel = resolve_base(cfg.model.base, cfg.model.wav2vec)
-        model = load_transformer(self.base, audio_gamma=cfg.model.audio_gamma)
+        model = load_transformer(
+            self.base,
+            audio_gamma=cfg.model.audio_gamma,
+            audio_progressive=cfg.model.audio_progressive,
+        )
         self._check_dims(model)
         if cfg.stage == "stage1":
             if cfg.model.reset_adapter:

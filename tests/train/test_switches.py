@@ -1,0 +1,178 @@
+"""Public config API and the ablation switches: `config_from_dict`, `model.audio_progressive`,
+`data.use_phase_ids` (tiny preset, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from train_helpers import tiny_config
+
+import generator.train as gt
+from generator.train.config import ConfigError, config_hash
+from generator.train.trainer import Trainer, param_group
+
+
+def _raw(tmp_path, dataset, **sections):
+    data = {
+        "name": "switches",
+        "stage": "stage1",
+        "output_dir": str(tmp_path / "run"),
+        "data": {"dataset": str(dataset)},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return data
+
+
+def test_config_from_dict_is_public_and_strict(tmp_path, tiny_cache):
+    assert "config_from_dict" in gt.__all__
+    from generator.train.config import config_from_dict
+
+    assert gt.config_from_dict is config_from_dict
+    cfg = gt.config_from_dict(_raw(tmp_path, tiny_cache, model={"audio_progressive": False}))
+    assert cfg.model.audio_progressive is False
+    assert cfg.data.use_phase_ids is True  # default
+    assert cfg.source is None
+    with pytest.raises(ConfigError, match="did you mean 'use_phase_ids'"):
+        gt.config_from_dict(_raw(tmp_path, tiny_cache, data={"use_phase_id": False}))
+    with pytest.raises(ConfigError, match="expected true/false"):
+        gt.config_from_dict(_raw(tmp_path, tiny_cache, model={"audio_progressive": "no"}))
+
+
+def test_new_switches_keep_old_hashes_and_change_when_set(tmp_path, tiny_cache):
+    plain = gt.config_from_dict(_raw(tmp_path, tiny_cache))
+    explicit = gt.config_from_dict(
+        _raw(tmp_path, tiny_cache, model={"audio_progressive": True}, data={"use_phase_ids": True})
+    )
+    assert config_hash(plain) == config_hash(explicit)
+    # the hash of a default config is what it was before the switches existed
+    assert config_hash(plain) == _legacy_hash(plain)
+    no_prog = gt.config_from_dict(_raw(tmp_path, tiny_cache, model={"audio_progressive": False}))
+    no_ids = gt.config_from_dict(_raw(tmp_path, tiny_cache, data={"use_phase_ids": False}))
+    assert len({config_hash(plain), config_hash(no_prog), config_hash(no_ids)}) == 3
+
+
+def _legacy_hash(cfg) -> str:
+    import hashlib
+    import json
+
+    from generator.train.config import config_to_dict
+
+    data = config_to_dict(cfg)
+    for key in ("output_dir", "name", "debug"):
+        data.pop(key)
+    del data["model"]["audio_progressive"], data["data"]["use_phase_ids"]
+    for key in (
+        "resume",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "sample_every",
+        "sample_steps",
+        "sample_clips",
+    ):
+        data["train"].pop(key)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("progressive", [True, False])
+def test_audio_progressive_sets_block_scales(tmp_path, tiny_cache, progressive):
+    from generator.transformer_actavatar import ActAvatarTransformer3DModel
+
+    cfg = tiny_config(
+        tmp_path,
+        "stage1",
+        tiny_cache,
+        model__audio_progressive=progressive,
+        model__audio_gamma=2.0,
+        train__max_steps=1,
+        train__checkpoint_every=1,
+    )
+    tr = Trainer(cfg, echo=False)
+    summary = tr.train()
+    model = tr.unwrapped
+    n = len(model.blocks)
+    assert n >= 2
+    expected = [((i + 1) / n) ** 2.0 for i in range(n)] if progressive else [1.0] * n
+    assert model.audio_block_scales == pytest.approx(expected)
+    assert model.config.audio_progressive is progressive
+    # the checkpoint keeps the schedule it was trained with
+    saved = ActAvatarTransformer3DModel.from_pretrained(f"{summary['checkpoint']}/transformer")
+    assert saved.audio_block_scales == pytest.approx(expected)
+
+
+def _cache_without_phase_ids(src, dst):
+    """A copy of the tiny cache whose samples carry no `phase_ids` at all."""
+    from generator.train.data import CachedClipDataset, CacheWriter
+
+    ds = CachedClipDataset(src, stage="stage2")
+    with CacheWriter(dst, shard_size=4, encoders=ds.encoders) as writer:
+        for sid in ds.ids:
+            tensors = {k: v for k, v in ds.load(sid).items() if k != "phase_ids"}
+            meta = {k: v for k, v in ds.index["samples"][sid].items() if k not in ("keys", "shard")}
+            writer.add(sid, tensors, meta)
+    return dst
+
+
+def test_use_phase_ids_false_trains_without_paca(tmp_path, tiny_cache, stage1_adapter):
+    cache = _cache_without_phase_ids(tiny_cache, tmp_path / "noids")
+    cfg = tiny_config(
+        tmp_path,
+        "stage2",
+        cache,
+        model__adapter=str(stage1_adapter),
+        data__use_phase_ids=False,
+        train__max_steps=3,
+        train__checkpoint_every=3,
+    )
+    tr = Trainer(cfg, echo=False).setup()
+    batch = next(iter(tr.make_dataloader(0, 1)))
+    assert batch["phase_ids"] is None
+    model = tr.unwrapped
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    tr.train()
+    after = model.state_dict()
+    changed = {param_group(k) for k, v in after.items() if not torch.equal(v, before[k])}
+    assert changed == {"backbone", "adapter"}  # everything trains except the PACA table
+    assert torch.count_nonzero(after["phase_embedding.weight"]) == 0
+
+    # with ids (default) the same cache is an error: it has none to feed
+    cfg_ids = tiny_config(tmp_path / "ids", "stage2", cache, model__adapter=str(stage1_adapter))
+    tr_ids = Trainer(cfg_ids, echo=False).setup()
+    with pytest.raises(Exception, match="phase_ids"):
+        next(iter(tr_ids.make_dataloader(0, 1)))
+
+
+def test_use_phase_ids_false_equals_padding_ids(tmp_path, tiny_cache, stage1_adapter):
+    """No ids is exactly the old trick of padding ids: same loss on the same batch."""
+    cfg = tiny_config(
+        tmp_path,
+        "stage2",
+        tiny_cache,
+        model__adapter=str(stage1_adapter),
+        data__use_phase_ids=False,
+    )
+    tr = Trainer(cfg, echo=False).setup()
+    with torch.no_grad():  # a non-zero table so that real ids would change the output
+        tr.unwrapped.phase_embedding.weight[: tr.phase_pad_id].normal_(std=0.5)
+    batch = next(iter(tr.make_dataloader(0, 1)))
+    padded = dict(batch, phase_ids=torch.full(batch["prompt_embeds"].shape[:2], tr.phase_pad_id))
+    # the same samples and positions with their real block ids (use_phase_ids=True)
+    from generator.train.data import CachedClipDataset, collate_clips
+
+    ds_ids = CachedClipDataset(
+        tr.cache_dir, stage="stage2", seed=cfg.seed, timestep_shift=cfg.train.timestep_shift
+    )
+    items = [
+        ds_ids[(ds_ids.ids.index(sid), int(pos))]
+        for sid, pos in zip(batch["ids"], batch["positions"])
+    ]
+    real = collate_clips(items, cfg.data.text_len, tr.phase_pad_id)
+    assert torch.equal(real["noise"], batch["noise"]) and real["phase_ids"] is not None
+    with torch.no_grad():
+        none_loss = float(tr.compute_loss(batch))
+        pad_loss = float(tr.compute_loss(padded))
+        real_loss = float(tr.compute_loss(real))
+    assert none_loss == pytest.approx(pad_loss, rel=1e-6)
+    assert abs(real_loss - none_loss) > 1e-4
