@@ -1,6 +1,6 @@
 """The synthetic ablation: base -> +PACA -> +progressive audio -> +two-stage, on CPU.
 
-Protocol (same world, data, seeds and optimizer-step budget for every row):
+Protocol (same world, data, seeds and stage-2 optimizer-step budget for every row):
 
 0. *Backbone pre-training* (the stand-in for the public Wan2.2 checkpoint, shared by all
    rows of a seed): full model, brief prompt, no audio, on the training clips. It learns
@@ -11,11 +11,13 @@ Protocol (same world, data, seeds and optimizer-step budget for every row):
      *no* phase ids (no PACA embedding), constant audio scale 1.0 in every block;
    - **+PACA**: the same text plus the per-token block ids (phase embeddings);
    - **+progressive**: + audio scale (l/L)^gamma;
-   - **+two-stage**: stage 1 = `stage1_fraction * steps` steps of audio-adapter-only
+   - **+two-stage**: stage 1 = `stage1_steps` extra steps of audio-adapter-only
      training on the frozen backbone with brief prompts on talking-head clips (body at
      rest); the adapter is extracted and injected into a fresh copy of the backbone;
-     stage 2 = the remaining steps of full fine-tuning with PACA + progressive audio.
-     The total step budget is the same as the other rows (stage 1 is not extra compute).
+     stage 2 = exactly the +progressive run (same `steps`, data and seeds: full
+     fine-tuning with PACA + progressive audio), started from the stage-1 adapter. As in
+     the paper (stage 1 20K steps, then stage 2 14K), stage 1 is additional pre-training,
+     so this row differs from +progressive only in the adapter stage 2 starts from.
 2. Held-out test prompts (action pair x window layout combinations never seen in
    training), sampled with the Euler flow-matching sampler, text cross-attention recorded.
 """
@@ -81,7 +83,7 @@ class BenchConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     pretrain_steps: int = 500
     steps: int = 1000
-    stage1_fraction: float = 0.3
+    stage1_steps: int = 300  # +two-stage: extra adapter-only steps before its stage 2
     batch_size: int = 16
     lr: float = 2e-3
     n_train: int = 1024
@@ -106,6 +108,7 @@ class BenchConfig:
             seeds=(0,),
             pretrain_steps=10,
             steps=12,
+            stage1_steps=4,
             n_train=64,
             n_talking_head=32,
             n_test=8,
@@ -215,10 +218,8 @@ def _train_variant(
     model.load_state_dict(backbone)
     model.set_audio_scales(progressive=variant.progressive, scale=1.0)
     curves: dict[str, list[float]] = {}
-    steps2 = cfg.steps
     if variant.two_stage:
         steps1 = _stage1_steps(cfg)
-        steps2 = cfg.steps - steps1
         model.freeze_backbone()
         curves["stage1"] = train(
             model,
@@ -243,7 +244,7 @@ def _train_variant(
     curves["stage2" if variant.two_stage else "train"] = train(
         model,
         data.train,
-        steps2,
+        cfg.steps,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         seed=seed + 300,
@@ -254,7 +255,8 @@ def _train_variant(
 
 
 def _stage1_steps(cfg: BenchConfig) -> int:
-    return max(1, int(round(cfg.stage1_fraction * cfg.steps)))
+    """Stage-1 steps of +two-stage: extra, on top of the `steps` of its stage 2."""
+    return max(1, cfg.stage1_steps)
 
 
 class _TrainerRuns:
@@ -339,7 +341,7 @@ class _TrainerRuns:
                 audio_progressive=variant.progressive,
             )
             curves["stage1"] = res1["losses"]
-            adapter, steps = Path(res1["adapter"]), steps - s1
+            adapter = Path(res1["adapter"])  # stage 2 below = the +progressive run otherwise
         res = self._run(
             "stage2",
             backbone,

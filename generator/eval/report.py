@@ -225,8 +225,12 @@ distinguishable from seed noise at this scale.)
   Unigram tokenizer, a frozen random umT5 encoder ({w["text_dim"]}-d).
 - Model: `{cfg["model"]}`.
 - Budget: backbone pre-training {cfg["pretrain_steps"]} steps (shared by all rows of a
-  seed), then {cfg["steps"]} optimizer steps per row (+two-stage: {cfg["stage1_fraction"]:.0%}
-  of them in stage 1), batch {cfg["batch_size"]}, lr {cfg["lr"]}, {cfg["n_train"]} training
+  seed), then {cfg["steps"]} stage-2 optimizer steps per row; +two-stage first runs
+  {cfg["stage1_steps"]} stage-1 steps (adapter only, frozen backbone, brief captions) and then
+  the same {cfg["steps"]} stage-2 steps, data and seeds as +progressive. Stage 1 is extra
+  pre-training because the paper adds it before an unchanged stage 2 (20K + 14K steps), so
+  the row isolates the effect of the pre-trained adapter rather than of fewer stage-2 steps.
+  Batch {cfg["batch_size"]}, lr {cfg["lr"]}, {cfg["n_train"]} training
   clips, {cfg["n_talking_head"]} talking-head clips (stage 1), {cfg["n_test"]} test clips,
   {cfg["sample_steps"]} Euler sampling steps, no classifier-free guidance.
 - Metrics (from the decoded signals): H@S = share of phases whose action is detected in

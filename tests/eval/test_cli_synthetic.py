@@ -46,8 +46,13 @@ def test_eval_synthetic_quick(tmp_path):
     runs = results["runs"]
     assert set(runs) == {"base", "+PACA", "+progressive", "+two-stage"}
     assert list(runs["+two-stage"][0]["curves"]) == ["stage1", "stage2"]
-    assert len(runs["+two-stage"][0]["curves"]["stage1"]) == 4  # 30 % of 12 steps
+    # stage 1 is extra: +two-stage gets the same 12 stage-2 steps as every other row
+    assert len(runs["+two-stage"][0]["curves"]["stage1"]) == 4
+    assert len(runs["+two-stage"][0]["curves"]["stage2"]) == 12
     assert len(runs["base"][0]["curves"]["train"]) == 12
+    assert len(runs["+progressive"][0]["curves"]["train"]) == 12
+    assert results["config"]["stage1_steps"] == 4 and results["config"]["steps"] == 12
+    assert "4 stage-1 steps" in text and "the same 12 stage-2 steps" in text
     # the ablation switches reached the model: constant vs (l/L)^1.5 audio scales
     assert runs["+PACA"][0]["audio_scales"] == [1.0, 1.0, 1.0, 1.0]
     assert runs["+progressive"][0]["audio_scales"] == pytest.approx(
