@@ -538,3 +538,25 @@ def syncnet_scores(
         "Sync-D": float(minval),
         "offset_frames": float(vshift - int(minidx)),
     }
+
+
+def store_with_job(video: str | Path, report: dict[str, Any], db_url: str) -> str | None:
+    """Keep a judge report with the job that produced `video` (judge.json + an asset row).
+
+    Returns the job id, or None when the video is not a recorded job output.
+    """
+    from sqlmodel import select
+
+    from flows.records import record_assets
+    from storage import Asset, atomic_write_text, session_scope
+
+    path = Path(video).resolve()
+    with session_scope(db_url) as s:
+        asset = s.exec(select(Asset).where(Asset.kind == "video", Asset.path == str(path))).first()
+        job_id = asset.job_id if asset else None
+    if job_id is None:
+        return None
+    dest = path.with_name("judge.json")
+    atomic_write_text(dest, json.dumps(report, indent=1) + "\n")
+    record_assets(db_url, job_id, {"judge": dest})
+    return job_id

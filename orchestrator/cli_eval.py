@@ -95,6 +95,12 @@ def judge(
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
     data = result.model_dump()
+    from flows.judge import store_with_job
+    from flows.settings import get_settings
+
+    job_id = store_with_job(video, data, get_settings().db_url)
+    if job_id:
+        out.print(f"stored with job {job_id}: {video.resolve().with_name('judge.json')}", highlight=False)
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(data, indent=1))
