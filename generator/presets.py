@@ -316,29 +316,36 @@ def _tiny_wav2vec2_config():
     )
 
 
+def tiny_umt5_config(vocab_size: int, d_model: int):
+    """The small umT5 encoder config used by tests, benchmarks and the synthetic bench."""
+    from transformers import UMT5Config
+
+    return UMT5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+
+
 def build_tiny_components(seed: int = 0) -> dict[str, Any]:
     """Random tiny components (CPU, float32), seeded: the kwargs of `ActAvatarPipeline`."""
     import torch
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
-    from transformers import UMT5Config, UMT5EncoderModel, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers import UMT5EncoderModel, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     from generator.transformer_actavatar import ActAvatarTransformer3DModel
 
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(seed)
     text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=TINY_TRANSFORMER_CONFIG["text_dim"],
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
+        tiny_umt5_config(len(tokenizer), TINY_TRANSFORMER_CONFIG["text_dim"])
     ).eval()
     torch.manual_seed(seed + 1)
     vae = AutoencoderKLWan(**TINY_VAE_CONFIG).eval()

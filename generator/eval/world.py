@@ -350,25 +350,14 @@ def build_world_tokenizer(world: SyntheticWorld):
 def build_world_text_encoder(vocab_size: int, text_dim: int = 32, seed: int = 0):
     """A small umT5 encoder, randomly initialised from `seed` and frozen (eval mode)."""
     import torch
-    from transformers import UMT5Config, UMT5EncoderModel
+    from transformers import UMT5EncoderModel
+
+    from generator.presets import tiny_umt5_config
 
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        enc = UMT5EncoderModel(
-            UMT5Config(
-                vocab_size=vocab_size,
-                d_model=text_dim,
-                d_kv=8,
-                d_ff=64,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                pad_token_id=0,
-                eos_token_id=1,
-                decoder_start_token_id=0,
-            )
-        ).eval()
+        enc = UMT5EncoderModel(tiny_umt5_config(vocab_size, text_dim)).eval()
     finally:
         torch.random.set_rng_state(gen_state)
     for p in enc.parameters():
