@@ -72,6 +72,10 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
         if script.width % 32 or script.height % 32:
             raise InputError(f"{script.width}x{script.height}: the actavatar renderer needs multiples "
                              "of 32 (VAE stride 16 x patch 2)", file=spath, field="resolution")
+    c = options.continuity_frames
+    if not (c == 0 or (1 <= c <= 33 and c % 4 == 1)):
+        raise InputError(f"continuity must be 0 or 1, 5, 9, ... 33 frames (1 + 4k, one latent frame "
+                         f"per 4 video frames), got {c}", field="continuity")
     if options.steps is not None and not 1 <= options.steps <= 200:
         raise InputError(f"steps must be between 1 and 200, got {options.steps}", field="steps")
     if options.planner == "mllm" and not (settings.llm_base_url or settings.openai_api_key):

@@ -271,7 +271,7 @@ def plan_script(script: str, planner: str = "rule", voice: str | None = None,
 def produce_video(script: str, out: str | None = None, renderer: str = "animatic",
                   planner: str = "rule", voice: str | None = None, checkpoint: str | None = None,
                   segment_seconds: float | None = None, steps: int | None = None,
-                  force: bool = False, webhook: str | None = None) -> dict:
+                  continuity: int = 1, force: bool = False, webhook: str | None = None) -> dict:
     """Turn a script into a finished talking-avatar video.
 
     Args:
@@ -283,13 +283,17 @@ def produce_video(script: str, out: str | None = None, renderer: str = "animatic
         checkpoint: ActAvatar pipeline directory for `--renderer actavatar`.
         segment_seconds: Longest segment in seconds (default 5).
         steps: Denoising steps per segment for `actavatar` (default AVATAR_FLOW_RENDER_STEPS, 40).
+        continuity: Frames of the previous segment held clean at the start of the next
+            (`actavatar`): 0 = every segment starts from the avatar image, 1 = the TI2V rule,
+            5 or 9 = more latent frames (InfiniteTalk keeps 9).
         force: Recompute every step instead of reusing cached results.
         webhook: URL called with an HMAC-signed JSON body when the job finishes or fails.
     """
     settings = get_settings()
     options = JobOptions(renderer=renderer, planner=planner, voice=voice,
                          checkpoint=checkpoint or (str(settings.checkpoint) if settings.checkpoint else None),
-                         segment_seconds=segment_seconds, steps=steps)
+                         segment_seconds=segment_seconds, steps=steps,
+                         continuity_frames=continuity)
     inputs = prepare_inputs(script, options, settings)
     s = inputs.script
     out_dir = Path(out).resolve() if out else (

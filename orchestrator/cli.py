@@ -66,6 +66,9 @@ def run(
     checkpoint: Annotated[Path | None, typer.Option(help="ActAvatar pipeline directory.")] = None,
     segment_seconds: Annotated[float | None, typer.Option(help="Longest segment, seconds.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps per segment (actavatar).")] = None,
+    continuity: Annotated[int, typer.Option(
+        help="Frames of the previous segment the next one continues from (actavatar): "
+             "0 = restart from the avatar, 1 = TI2V rule, 5/9 = more.")] = 1,
     force: Annotated[bool, typer.Option(help="Recompute every step.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show Prefect logs.")] = False,
@@ -75,7 +78,7 @@ def run(
     ckpt = str(checkpoint) if checkpoint else None
     try:
         _check_inputs(script, renderer=renderer, planner=planner, voice=voice, checkpoint=ckpt,
-                      segment_seconds=segment_seconds, steps=steps)
+                      segment_seconds=segment_seconds, steps=steps, continuity_frames=continuity)
         out_dir = out_dir or Path("out") / script.stem
         from flows import progress
         from flows.produce import produce_video
@@ -84,7 +87,8 @@ def run(
         with bar, progress.listening(on_event):
             report = produce_video(script=str(script), out=str(out_dir), renderer=renderer,
                                    planner=planner, voice=voice, checkpoint=ckpt,
-                                   segment_seconds=segment_seconds, steps=steps, force=force)
+                                   segment_seconds=segment_seconds, steps=steps,
+                                   continuity=continuity, force=force)
     except (Exception, KeyboardInterrupt) as exc:
         fail(exc)
     if as_json:

@@ -34,6 +34,15 @@ def test_actavatar_renderer_end_to_end(tmp_path):
     again = json.loads(_run_cli(home, *args).stdout)
     assert again["segments_rendered"] == 0
 
+    # Continuing from 5 tail frames (2 clean latents) instead of 1: more overlap, same length.
+    proc = _run_cli(home, *args[:-1], "--continuity", "5", "--out", str(tmp_path / "out5"), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    five = json.loads(proc.stdout)
+    # Only the first segment can be reused: it has no predecessor, so continuity cannot change it.
+    assert five["segments"] >= 2 and five["segments_rendered"] >= five["segments"] - 1
+    info5 = probe(tmp_path / "out5" / "video.mp4")
+    assert abs(info5.video_frames / info5.fps - audio.duration) <= 1 / info5.fps + 1e-6
+
     bad = write_script(tmp_path, "Hello there.", name="bad.md", resolution="144x144")
     proc = _run_cli(home, "run", str(bad), "--renderer", "actavatar", "--checkpoint", str(ckpt))
     assert proc.returncode == 2 and "multiples of 32" in proc.stderr

@@ -41,6 +41,7 @@ def test_prepare_inputs_rejects_each_bad_option(tmp_path, fresh_home, monkeypatc
     # The key depends on options and content, not on when it was computed.
     assert prepare_inputs(good, JobOptions(), settings).input_key == base.input_key
     assert prepare_inputs(good, JobOptions(planner="rule", segment_seconds=4), settings).input_key != base.input_key
+    assert prepare_inputs(good, JobOptions(continuity_frames=9), settings).input_key != base.input_key
     bad = [
         (JobOptions(renderer="magic"), "renderer", "unknown renderer"),
         (JobOptions(planner="oracle"), "planner", "unknown planner"),
@@ -48,6 +49,8 @@ def test_prepare_inputs_rejects_each_bad_option(tmp_path, fresh_home, monkeypatc
         (JobOptions(planner="mllm"), "planner", "AVATAR_FLOW_LLM_BASE_URL"),
         (JobOptions(voice="openai:nova"), "voice", "OPENAI_API_KEY"),
         (JobOptions(voice="klingon"), "voice", "unknown voice"),
+        (JobOptions(continuity_frames=4), "continuity", "0 or 1, 5, 9"),
+        (JobOptions(steps=0), "steps", "between 1 and 200"),
     ]
     for options, field, fragment in bad:
         with pytest.raises(InputError, match=fragment) as e:
