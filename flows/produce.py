@@ -193,13 +193,14 @@ def _run_cached(step, check, **kwargs) -> Any:
     return result
 
 
-def _plan_request(inputs: JobInputs, transcript: Transcript) -> PlanRequest:
+def _plan_request(inputs: JobInputs, transcript: Transcript,
+                  speech_audio: str | None = None) -> PlanRequest:
     s = inputs.script
     same_words = [w.word for w in transcript.words] == s.words
     return PlanRequest(
         transcript=transcript, scenes=s.scenes if same_words else [],
         cues=s.cues if same_words else [], style=s.style, title=s.title,
-        avatar_image=str(s.avatar) if s.avatar else None,
+        avatar_image=str(s.avatar) if s.avatar else None, speech_audio=speech_audio,
         constraints=PlanConstraints(segment_seconds=inputs.segment_seconds),
     )
 
@@ -229,7 +230,7 @@ def prepare_plan(inputs: JobInputs, settings: Settings, *, force: bool = False,
     if not transcript.words:
         raise InputError("no speech was recognised in the audio", file=script_file, field="audio")
     # 3. Plan.
-    request = _plan_request(inputs, transcript)
+    request = _plan_request(inputs, transcript, speech_audio=speech["analysis"])
     plan_key = content_key("plan", planner, _planner_cache_key(planner, request))
     plan_data = plan_step.with_options(**refresh)(key=plan_key, request=request.model_dump(mode="json"),
                                                   planner=planner)

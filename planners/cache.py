@@ -30,12 +30,13 @@ def plan_cache_key(request: PlanRequest, settings: MLLMSettings | None = None) -
     """Hex sha256 identifying the plan for `request` (rule planner when settings is None)."""
     if settings is None:
         planner: dict[str, object] = {"planner": "rules"}
-        image = None
+        image = audio = None
     else:
         planner = {
             "planner": "mllm",
             "model": settings.model,
             "send_image": settings.send_image,
+            "send_audio": settings.send_audio,
             "use_tools": settings.use_tools,
             "structured_outputs": settings.structured_outputs,
             "max_repair_turns": settings.max_repair_turns,
@@ -43,10 +44,12 @@ def plan_cache_key(request: PlanRequest, settings: MLLMSettings | None = None) -
             "seed": settings.seed,
         }
         image = file_sha256(request.avatar_image) if settings.send_image else None
+        audio = file_sha256(request.speech_audio) if settings.send_audio else None
     payload = {
         "version": PLANNER_VERSION,
-        "request": request.model_dump(mode="json", exclude={"avatar_image"}),
+        "request": request.model_dump(mode="json", exclude={"avatar_image", "speech_audio"}),
         "image_sha256": image,
+        "audio_sha256": audio,
         "planner": planner,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -34,6 +34,7 @@ from planners.mllm_prompt import (
     PlanAnswer,
     answer_phases,
     answer_to_plan,
+    audio_part,
     bytes_data_url,
     image_data_url,
     numbered_words,
@@ -124,9 +125,16 @@ class MLLMPlanner:
                 images.append(url)
             else:
                 warnings.append("avatar image not sent: missing, unreadable or too large")
+        audio: list[dict] = []
+        if self.settings.send_audio and request.speech_audio:
+            part = audio_part(request.speech_audio)
+            if part:
+                audio.append(part)
+            else:
+                warnings.append("speech audio not sent: missing, not a WAV or too large")
         messages = [
             {"role": "system", "content": SYSTEM_PLAN},
-            user_message(plan_user_text(request), images),
+            user_message(plan_user_text(request), images, audio),
         ]
 
         def build(answer: PlanAnswer) -> tuple[Plan, list[str]]:

@@ -184,12 +184,29 @@ def plan_user_text(request: PlanRequest) -> str:
     return "\n\n".join(parts)
 
 
-def user_message(text: str, image_urls: Sequence[str]) -> dict[str, Any]:
-    """A user message: plain text, or text plus images as content parts."""
-    if not image_urls:
+MAX_AUDIO_BYTES = 16 * 1024 * 1024
+
+
+def audio_part(path: str | Path | None) -> dict[str, Any] | None:
+    """The speech as an OpenAI `input_audio` content part (WAV, base64), or None."""
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() != ".wav" or p.stat().st_size > MAX_AUDIO_BYTES:
+        return None
+    data = base64.b64encode(p.read_bytes()).decode("ascii")
+    return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
+
+
+def user_message(
+    text: str, image_urls: Sequence[str], audio_parts: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """A user message: plain text, or text plus images and audio as content parts."""
+    if not image_urls and not audio_parts:
         return {"role": "user", "content": text}
     content: list[dict[str, Any]] = [{"type": "text", "text": text}]
     content += [{"type": "image_url", "image_url": {"url": u}} for u in image_urls]
+    content += list(audio_parts)
     return {"role": "user", "content": content}
 
 
@@ -205,6 +222,10 @@ def summarise_messages(messages: Sequence[dict[str, Any]], chars: int = 160) -> 
                     url = part["image_url"]["url"]
                     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
                     bits.append(f"[image {len(url)} chars sha256:{digest}]")
+                elif part.get("type") == "input_audio":
+                    data = part["input_audio"]["data"]
+                    digest = hashlib.sha256(data.encode()).hexdigest()[:12]
+                    bits.append(f"[audio {len(data)} chars sha256:{digest}]")
                 else:
                     bits.append(str(part.get("text", ""))[:chars])
             text = " ".join(bits)

@@ -21,6 +21,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "max_retries": ("AVATAR_FLOW_LLM_MAX_RETRIES",),
     "max_repair_turns": ("AVATAR_FLOW_LLM_MAX_REPAIR_TURNS",),
     "send_image": ("AVATAR_FLOW_LLM_SEND_IMAGE",),
+    "send_audio": ("AVATAR_FLOW_LLM_SEND_AUDIO",),
     "use_tools": ("AVATAR_FLOW_LLM_USE_TOOLS",),
     "structured_outputs": ("AVATAR_FLOW_LLM_STRUCTURED_OUTPUTS",),
 }
@@ -37,6 +38,8 @@ class MLLMSettings(BaseModel):
     max_repair_turns: int = Field(3, ge=0, description="re-asks with validation errors")
     max_tool_steps: int = Field(4, ge=0, description="tool-call rounds before a final answer")
     send_image: bool = True
+    # Omni models (Qwen-Omni on vLLM, gpt-4o-audio) can hear the speech as an `input_audio` part.
+    send_audio: bool = False
     use_tools: bool = False
     # auto: json_schema, degrading to json_object then plain text when the server says 400.
     structured_outputs: StructuredMode = "auto"

@@ -134,6 +134,9 @@ class PlanRequest(BaseModel):
     style: str = ""
     title: str = ""
     avatar_image: str | None = Field(None, description="path of the avatar image, if any")
+    speech_audio: str | None = Field(
+        None, description="path of the speech as a WAV file, for omni models that listen"
+    )
     constraints: PlanConstraints = Field(default_factory=PlanConstraints)
     # Optional sentence spans from the script: (first_word, last_word inclusive, text with
     # punctuation). Aligners often drop punctuation from words; planners use these spans to
