@@ -54,6 +54,14 @@ def _hash_json(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _llm_configured() -> bool:
+    """An endpoint or a key is set, by the same rules the planner itself reads them."""
+    from planners import MLLMSettings
+
+    llm = MLLMSettings()
+    return bool(llm.base_url) or llm.api_key.get_secret_value() not in ("", "EMPTY")
+
+
 def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Settings) -> JobInputs:
     """Parse and check everything; raises InputError (exit code 2) on the first problem."""
     script = parse_script(script_path)
@@ -78,7 +86,7 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
                          f"per 4 video frames), got {c}", field="continuity")
     if options.steps is not None and not 1 <= options.steps <= 200:
         raise InputError(f"steps must be between 1 and 200, got {options.steps}", field="steps")
-    if options.planner == "mllm" and not (settings.llm_base_url or settings.openai_api_key):
+    if options.planner == "mllm" and not _llm_configured():
         raise InputError("the mllm planner needs AVATAR_FLOW_LLM_BASE_URL or OPENAI_API_KEY",
                          field="planner")
     if options.voice is not None:

@@ -19,10 +19,7 @@ class Settings(BaseSettings):
     align_model: str | None = None  # wav2vec2 CTC model dir or name in the HF cache
     # Segmentation.
     segment_seconds: float = 5.0
-    # MLLM planner (OpenAI-compatible endpoint).
-    llm_base_url: str | None = None
-    llm_model: str | None = None
-    llm_timeout: float = 60.0
+    # The MLLM planner's endpoint is read by planners.MLLMSettings (AVATAR_FLOW_LLM_*).
     # ActAvatar renderer.
     checkpoint: Path | None = None
     device: str | None = None

@@ -59,9 +59,12 @@ def collect() -> dict[str, dict[str, Any]]:
     from flows.speech import ffmpeg_exe
 
     hardware["ffmpeg"] = ffmpeg_exe()
+    from planners import MLLMSettings
+
+    llm = MLLMSettings()
     storage = {"home": str(settings.home), "database": _mask(settings.db_url),
                "assets": str(settings.assets_dir),
-               "llm endpoint": settings.llm_base_url or ("OpenAI" if settings.openai_api_key else "not set"),
-               "llm model": settings.llm_model or "-",
+               "llm endpoint": llm.base_url or ("OpenAI" if settings.openai_api_key else "not set"),
+               "llm model": llm.model,
                "OPENAI_API_KEY": "set" if settings.openai_api_key else "not set"}
     return {"packages": versions, "models": models, "hardware": hardware, "storage": storage}

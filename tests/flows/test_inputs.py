@@ -73,3 +73,13 @@ def test_overlong_text_is_refused_before_synthesis(tmp_path, fresh_home, monkeyp
     with pytest.raises(InputError, match="60 words would take at least 15 s") as e:
         prepare_inputs(p, JobOptions(), settings)
     assert e.value.field == "text"
+
+
+def test_mllm_planner_is_configured_by_the_planner_s_own_rules(fresh_home, monkeypatch):
+    settings = get_settings()
+    good = EXAMPLES / "hello.md"
+    with pytest.raises(InputError, match="AVATAR_FLOW_LLM_BASE_URL"):
+        prepare_inputs(good, JobOptions(planner="mllm"), settings)
+    # A local server named only by OPENAI_BASE_URL (no key needed) is enough, as for the planner.
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert prepare_inputs(good, JobOptions(planner="mllm"), settings).options.planner == "mllm"
