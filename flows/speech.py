@@ -5,7 +5,6 @@ track for analysis (word timing, audio features). Loudness follows EBU R128 thro
 ffmpeg's `loudnorm` (the ffmpeg binary ships in the imageio-ffmpeg wheel).
 """
 
-import subprocess
 import wave
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from flows.errors import InputError
+from flows.media import run_ffmpeg
 from storage import atomic_path
 
 ANALYSIS_RATE = 16000
@@ -40,12 +40,6 @@ class SpeechTracks:
     sample_rate: int
     duration: float
     source: str  # "piper:en_US-joe-medium", "openai:nova", "file:talk.mp3"
-
-
-def ffmpeg_exe() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def parse_voice(spec: str, *, file: str | None = None) -> Voice:
@@ -133,14 +127,6 @@ def probe_audio(path: Path, *, max_seconds: float, file: str | None = None) -> f
     return duration
 
 
-def _run_ffmpeg(args: list[str]) -> None:
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", *args],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {tail}")
-
-
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """Mono float32 samples in [-1, 1] and the sample rate of a 16-bit PCM WAV."""
     with wave.open(str(path)) as wf:
@@ -163,10 +149,10 @@ def normalise(src: Path, full: Path, analysis: Path, *, rate: int | None = None)
             rate = c.streams.audio[0].rate
     rate = max(16000, min(int(rate), 48000))
     with atomic_path(full) as tmp:
-        _run_ffmpeg(["-i", str(src), "-af", f"loudnorm=I={LOUDNESS_LUFS}:TP=-1.5:LRA=11",
+        run_ffmpeg(["-i", str(src), "-af", f"loudnorm=I={LOUDNESS_LUFS}:TP=-1.5:LRA=11",
                      "-ac", "1", "-ar", str(rate), "-c:a", "pcm_s16le", "-f", "wav", str(tmp)])
     with atomic_path(analysis) as tmp:
-        _run_ffmpeg(["-i", str(full), "-ac", "1", "-ar", str(ANALYSIS_RATE), "-c:a", "pcm_s16le",
+        run_ffmpeg(["-i", str(full), "-ac", "1", "-ar", str(ANALYSIS_RATE), "-c:a", "pcm_s16le",
                      "-f", "wav", str(tmp)])
     samples, _ = read_wav(analysis)
     return rate, len(samples) / ANALYSIS_RATE
@@ -200,7 +186,7 @@ def prepare_speech(*, text: str, voice: str, audio: Path | None, work_dir: Path,
     # Check silence on the raw decode: loudness normalisation would amplify noise.
     raw16 = work_dir / "raw16k.wav"
     with atomic_path(raw16) as tmp:
-        _run_ffmpeg(["-i", str(src), "-ac", "1", "-ar", str(ANALYSIS_RATE), "-c:a", "pcm_s16le",
+        run_ffmpeg(["-i", str(src), "-ac", "1", "-ar", str(ANALYSIS_RATE), "-c:a", "pcm_s16le",
                      "-f", "wav", str(tmp)])
     check_not_silent(raw16, file=script_file, field="audio" if audio else "voice")
     raw16.unlink(missing_ok=True)

@@ -56,7 +56,7 @@ def collect() -> dict[str, dict[str, Any]]:
     else:
         hardware = {"gpu": "none (CPU only: the animatic renderer works, actavatar is slow)"}
     hardware["python"] = platform.python_version()
-    from flows.speech import ffmpeg_exe
+    from flows.media import ffmpeg_exe
 
     hardware["ffmpeg"] = ffmpeg_exe()
     from planners import MLLMSettings

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from flows.errors import InputError
+from flows.media import ffmpeg_exe
 from flows.speech import (
     ANALYSIS_RATE,
-    ffmpeg_exe,
     parse_voice,
     prepare_speech,
     probe_audio,
