@@ -311,7 +311,7 @@ def produce_video(script: str, out: str | None = None, renderer: str = "animatic
         set_status(db, job_id, JobStatus.speech)
         speech, transcript, plan, trace, plan_key = prepare_plan(inputs, settings, force=force,
                                                                  script_file=str(script))
-        _store_plan(db, job_id, plan, trace, plan_key)
+        record_plan(db, job_id, plan, plan_key, trace)
         set_status(db, job_id, JobStatus.planned, duration=transcript.duration)
         # 4. Segments.
         overlap = renderer_overlap(renderer, options.continuity_frames)
@@ -396,13 +396,6 @@ def _renderer_identity(renderer: str, checkpoint: str | None, steps: int) -> str
         index = Path(checkpoint) / "model_index.json"
         return f"actavatar:{sha256_file(index)}:{Path(checkpoint).resolve()}:steps={steps}"
     return f"{renderer}:v1"
-
-
-def _store_plan(db: str, job_id: str, plan: Plan, trace: list[dict], key: str) -> None:
-    from planners.schema import PlannerTurn
-
-    plan_with_trace = plan.model_copy(update={"trace": [PlannerTurn.model_validate(t) for t in trace]})
-    record_plan(db, job_id, plan_with_trace, key)
 
 
 def _publish_artifact(report: dict, plan: Plan) -> None:

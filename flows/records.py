@@ -48,7 +48,9 @@ def set_status(db: str, job_id: str, status: str, **fields: Any) -> None:
         s.add(job)
 
 
-def record_plan(db: str, job_id: str, plan: Plan, cache_key: str) -> int:
+def record_plan(db: str, job_id: str, plan: Plan, cache_key: str,
+                turns: list[dict] | None = None) -> int:
+    """Store a plan once per job and content, with its planner turns (JSON records)."""
     data = plan.model_dump(mode="json")
     sha = sha256_bytes(json.dumps(data, sort_keys=True).encode())
     with session_scope(db) as s:
@@ -60,8 +62,8 @@ def record_plan(db: str, job_id: str, plan: Plan, cache_key: str) -> int:
                          plan=data, fallback_reason=plan.fallback_reason)
         s.add(rec)
         s.flush()
-        for i, turn in enumerate(getattr(plan, "trace", []) or []):
-            s.add(PlannerTurnRecord(plan_id=rec.id, turn=i, data=turn.model_dump(mode="json")))
+        for i, turn in enumerate(turns or []):
+            s.add(PlannerTurnRecord(plan_id=rec.id, turn=i, data=turn))
         return rec.id
 
 
