@@ -28,14 +28,23 @@ def check_avatar(path: Path, *, file: str | None = None) -> tuple[int, int]:
             width, height = im.size
             im.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        reason = "not an image" if isinstance(exc, UnidentifiedImageError) else f"unreadable ({exc})"
+        reason = (
+            "not an image" if isinstance(exc, UnidentifiedImageError) else f"unreadable ({exc})"
+        )
         raise InputError(f"{path.name} is {reason}", file=file, field=field) from None
     if min(width, height) < MIN_SIDE:
-        raise InputError(f"{path.name} is {width}x{height}; the shorter side must be at least "
-                         f"{MIN_SIDE} px", file=file, field=field)
+        raise InputError(
+            f"{path.name} is {width}x{height}; the shorter side must be at least {MIN_SIDE} px",
+            file=file,
+            field=field,
+        )
     if width * height > MAX_PIXELS:
-        raise InputError(f"{path.name} is {width}x{height} ({width * height / 1e6:.1f} MP); the "
-                         f"limit is {MAX_PIXELS / 1e6:.0f} MP", file=file, field=field)
+        raise InputError(
+            f"{path.name} is {width}x{height} ({width * height / 1e6:.1f} MP); the "
+            f"limit is {MAX_PIXELS / 1e6:.0f} MP",
+            file=file,
+            field=field,
+        )
     return width, height
 
 
@@ -60,7 +69,9 @@ def default_avatar(width: int = 768, height: int = 768, seed: int = 0) -> Image.
     skin, shirt, hair = (224, 178, 150), (52, 86, 140), (58, 40, 30)
     # Shoulders and torso.
     d.ellipse([cx - 0.42 * w, 0.70 * h, cx + 0.42 * w, 1.35 * h], fill=shirt)
-    d.polygon([(cx - 0.07 * w, 0.70 * h), (cx + 0.07 * w, 0.70 * h), (cx, 0.80 * h)], fill=(235, 235, 240))
+    d.polygon(
+        [(cx - 0.07 * w, 0.70 * h), (cx + 0.07 * w, 0.70 * h), (cx, 0.80 * h)], fill=(235, 235, 240)
+    )
     # Neck and head.
     d.rectangle([cx - 0.07 * w, 0.52 * h, cx + 0.07 * w, 0.72 * h], fill=(210, 164, 136))
     d.ellipse([cx - 0.17 * w, 0.20 * h, cx + 0.17 * w, 0.62 * h], fill=skin)
@@ -70,9 +81,19 @@ def default_avatar(width: int = 768, height: int = 768, seed: int = 0) -> Image.
         ex = cx + sx * 0.065 * w
         d.ellipse([ex - 0.022 * w, 0.37 * h, ex + 0.022 * w, 0.40 * h], fill=(250, 250, 250))
         d.ellipse([ex - 0.011 * w, 0.372 * h, ex + 0.011 * w, 0.398 * h], fill=(60, 40, 30))
-        d.line([ex - 0.03 * w, 0.345 * h, ex + 0.03 * w, 0.34 * h], fill=hair, width=max(2, w // 150))
-    d.line([cx, 0.40 * h, cx - 0.012 * w, 0.46 * h, cx + 0.01 * w, 0.465 * h], fill=(190, 140, 115),
-           width=max(2, w // 200))
-    d.arc([cx - 0.06 * w, 0.47 * h, cx + 0.06 * w, 0.53 * h], 20, 160, fill=(150, 70, 70),
-          width=max(2, w // 150))
+        d.line(
+            [ex - 0.03 * w, 0.345 * h, ex + 0.03 * w, 0.34 * h], fill=hair, width=max(2, w // 150)
+        )
+    d.line(
+        [cx, 0.40 * h, cx - 0.012 * w, 0.46 * h, cx + 0.01 * w, 0.465 * h],
+        fill=(190, 140, 115),
+        width=max(2, w // 200),
+    )
+    d.arc(
+        [cx - 0.06 * w, 0.47 * h, cx + 0.06 * w, 0.53 * h],
+        20,
+        160,
+        fill=(150, 70, 70),
+        width=max(2, w // 150),
+    )
     return bg.filter(ImageFilter.SMOOTH)

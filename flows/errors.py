@@ -6,8 +6,14 @@ class InputError(ValueError):
 
     exit_code = 2
 
-    def __init__(self, message: str, *, file: str | None = None, field: str | None = None,
-                 line: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        field: str | None = None,
+        line: int | None = None,
+    ) -> None:
         self.file, self.field, self.line, self.detail = file, field, line, message
         where = file or ""
         if line is not None:

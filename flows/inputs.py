@@ -67,40 +67,61 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
     script = parse_script(script_path)
     spath = str(script_path)
     if options.renderer not in RENDERERS:
-        raise InputError(f"unknown renderer '{options.renderer}' (one of: {', '.join(RENDERERS)})",
-                         field="renderer")
+        raise InputError(
+            f"unknown renderer '{options.renderer}' (one of: {', '.join(RENDERERS)})",
+            field="renderer",
+        )
     if options.planner not in PLANNERS:
-        raise InputError(f"unknown planner '{options.planner}' (one of: {', '.join(PLANNERS)})",
-                         field="planner")
+        raise InputError(
+            f"unknown planner '{options.planner}' (one of: {', '.join(PLANNERS)})", field="planner"
+        )
     if options.renderer == "actavatar":
         ckpt = options.checkpoint or (str(settings.checkpoint) if settings.checkpoint else None)
         if not ckpt or not (Path(ckpt) / "model_index.json").is_file():
-            raise InputError(f"the actavatar renderer needs a pipeline directory with model_index.json, "
-                             f"got {ckpt!r}", field="checkpoint")
+            raise InputError(
+                f"the actavatar renderer needs a pipeline directory with model_index.json, "
+                f"got {ckpt!r}",
+                field="checkpoint",
+            )
         if script.width % 32 or script.height % 32:
-            raise InputError(f"{script.width}x{script.height}: the actavatar renderer needs multiples "
-                             "of 32 (VAE stride 16 x patch 2)", file=spath, field="resolution")
+            raise InputError(
+                f"{script.width}x{script.height}: the actavatar renderer needs multiples "
+                "of 32 (VAE stride 16 x patch 2)",
+                file=spath,
+                field="resolution",
+            )
     c = options.continuity_frames
     if not (c == 0 or (1 <= c <= 33 and c % 4 == 1)):
-        raise InputError(f"continuity must be 0 or 1, 5, 9, ... 33 frames (1 + 4k, one latent frame "
-                         f"per 4 video frames), got {c}", field="continuity")
+        raise InputError(
+            f"continuity must be 0 or 1, 5, 9, ... 33 frames (1 + 4k, one latent frame "
+            f"per 4 video frames), got {c}",
+            field="continuity",
+        )
     if options.steps is not None and not 1 <= options.steps <= 200:
         raise InputError(f"steps must be between 1 and 200, got {options.steps}", field="steps")
     if options.planner == "mllm" and not _llm_configured():
-        raise InputError("the mllm planner needs AVATAR_FLOW_LLM_BASE_URL or OPENAI_API_KEY",
-                         field="planner")
+        raise InputError(
+            "the mllm planner needs AVATAR_FLOW_LLM_BASE_URL or OPENAI_API_KEY", field="planner"
+        )
     if options.voice is not None:
         parse_voice(options.voice, file=spath)
     if script.audio is None:
         voice = parse_voice(options.voice or script.voice, file=spath)
         if voice.engine == "openai" and settings.openai_api_key is None:
-            raise InputError("voice openai:* needs OPENAI_API_KEY in the environment",
-                             file=spath, field="voice")
-    if script.audio is None and len(script.words) / FAST_WORDS_PER_SECOND > settings.max_audio_seconds:
-        raise InputError(f"{len(script.words)} words would take at least "
-                         f"{len(script.words) / FAST_WORDS_PER_SECOND:.0f} s to speak, over the limit of "
-                         f"{settings.max_audio_seconds:.0f} s (AVATAR_FLOW_MAX_AUDIO_SECONDS)",
-                         file=spath, field="text")
+            raise InputError(
+                "voice openai:* needs OPENAI_API_KEY in the environment", file=spath, field="voice"
+            )
+    if (
+        script.audio is None
+        and len(script.words) / FAST_WORDS_PER_SECOND > settings.max_audio_seconds
+    ):
+        raise InputError(
+            f"{len(script.words)} words would take at least "
+            f"{len(script.words) / FAST_WORDS_PER_SECOND:.0f} s to speak, over the limit of "
+            f"{settings.max_audio_seconds:.0f} s (AVATAR_FLOW_MAX_AUDIO_SECONDS)",
+            file=spath,
+            field="text",
+        )
     avatar_sha = "default"
     if script.avatar is not None:
         check_avatar(script.avatar, file=spath)
@@ -109,10 +130,16 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
     if script.audio is not None:
         probe_audio(script.audio, max_seconds=settings.max_audio_seconds, file=spath)
         audio_sha = sha256_file(script.audio)
-    key = _hash_json({
-        "script": script.content_hash(), "avatar": avatar_sha, "audio": audio_sha,
-        "options": asdict(options), "voice": options.voice or script.voice,
-        "version": PIPELINE_VERSION,
-    })
-    return JobInputs(script=script, options=options, avatar_sha=avatar_sha, audio_sha=audio_sha,
-                     input_key=key)
+    key = _hash_json(
+        {
+            "script": script.content_hash(),
+            "avatar": avatar_sha,
+            "audio": audio_sha,
+            "options": asdict(options),
+            "voice": options.voice or script.voice,
+            "version": PIPELINE_VERSION,
+        }
+    )
+    return JobInputs(
+        script=script, options=options, avatar_sha=avatar_sha, audio_sha=audio_sha, input_key=key
+    )

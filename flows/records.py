@@ -48,18 +48,26 @@ def set_status(db: str, job_id: str, status: str, **fields: Any) -> None:
         s.add(job)
 
 
-def record_plan(db: str, job_id: str, plan: Plan, cache_key: str,
-                turns: list[dict] | None = None) -> int:
+def record_plan(
+    db: str, job_id: str, plan: Plan, cache_key: str, turns: list[dict] | None = None
+) -> int:
     """Store a plan once per job and content, with its planner turns (JSON records)."""
     data = plan.model_dump(mode="json")
     sha = sha256_bytes(json.dumps(data, sort_keys=True).encode())
     with session_scope(db) as s:
-        same = s.exec(select(PlanRecord).where(PlanRecord.job_id == job_id,
-                                               PlanRecord.sha256 == sha)).first()
+        same = s.exec(
+            select(PlanRecord).where(PlanRecord.job_id == job_id, PlanRecord.sha256 == sha)
+        ).first()
         if same is not None:  # a re-run with the cached plan: nothing new to record
             return same.id
-        rec = PlanRecord(job_id=job_id, planner=plan.planner, cache_key=cache_key, sha256=sha,
-                         plan=data, fallback_reason=plan.fallback_reason)
+        rec = PlanRecord(
+            job_id=job_id,
+            planner=plan.planner,
+            cache_key=cache_key,
+            sha256=sha,
+            plan=data,
+            fallback_reason=plan.fallback_reason,
+        )
         s.add(rec)
         s.flush()
         for i, turn in enumerate(turns or []):
@@ -74,22 +82,46 @@ def record_segments(db: str, job_id: str, specs: list[dict]) -> None:
             s.delete(old)
         s.flush()
         for d in specs:
-            s.add(Segment(job_id=job_id, index=d["index"], start=d["start"], end=d["end"],
-                          num_frames=d["num_frames"], render_frames=d["render_frames"]))
+            s.add(
+                Segment(
+                    job_id=job_id,
+                    index=d["index"],
+                    start=d["start"],
+                    end=d["end"],
+                    num_frames=d["num_frames"],
+                    render_frames=d["render_frames"],
+                )
+            )
         s.get(Job, job_id).segments_total = len(specs)
 
 
-def record_segment_done(db: str, job_id: str, index: int, *, status: str, cache_key: str,
-                        path: str, sha256: str, seconds: float | None) -> None:
+def record_segment_done(
+    db: str,
+    job_id: str,
+    index: int,
+    *,
+    status: str,
+    cache_key: str,
+    path: str,
+    sha256: str,
+    seconds: float | None,
+) -> None:
     with session_scope(db) as s:
         seg = s.exec(select(Segment).where(Segment.job_id == job_id, Segment.index == index)).one()
-        seg.status, seg.cache_key, seg.video_path, seg.video_sha256 = status, cache_key, path, sha256
+        seg.status, seg.cache_key, seg.video_path, seg.video_sha256 = (
+            status,
+            cache_key,
+            path,
+            sha256,
+        )
         seg.render_seconds, seg.updated_at = seconds, utcnow()
         s.add(seg)
         job = s.get(Job, job_id)
         job.segments_rendered = sum(
-            1 for x in s.exec(select(Segment).where(Segment.job_id == job_id)).all()
-            if x.status in ("rendered", "cached"))
+            1
+            for x in s.exec(select(Segment).where(Segment.job_id == job_id)).all()
+            if x.status in ("rendered", "cached")
+        )
         if status == "rendered" and seconds:
             job.render_seconds = (job.render_seconds or 0.0) + seconds
         s.add(job)
@@ -104,8 +136,9 @@ def record_assets(db: str, job_id: str, files: dict[str, Path]) -> dict[str, str
             hashes[kind] = sha
             asset = s.exec(select(Asset).where(Asset.job_id == job_id, Asset.kind == kind)).first()
             if asset is None:
-                asset = Asset(job_id=job_id, kind=kind, path=str(path), sha256=sha,
-                              bytes=path.stat().st_size)
+                asset = Asset(
+                    job_id=job_id, kind=kind, path=str(path), sha256=sha, bytes=path.stat().st_size
+                )
             else:
                 asset.path, asset.sha256, asset.bytes = str(path), sha, path.stat().st_size
                 asset.created_at = utcnow()

@@ -27,8 +27,9 @@ def renderer_overlap(name: str, continuity_frames: int = 1) -> int:
 
 
 @lru_cache(maxsize=2)
-def get_renderer(name: str, checkpoint: str | None = None, device: str | None = None,
-                 steps: int = 40) -> Renderer:
+def get_renderer(
+    name: str, checkpoint: str | None = None, device: str | None = None, steps: int = 40
+) -> Renderer:
     """Load a renderer once per process (the ActAvatar pipeline is expensive to load)."""
     with _lock:
         if name == "animatic":
@@ -37,8 +38,9 @@ def get_renderer(name: str, checkpoint: str | None = None, device: str | None = 
             return AnimaticRenderer()
         if name == "actavatar":
             if not checkpoint:
-                raise ValueError("the actavatar renderer needs --checkpoint DIR "
-                                 "(or AVATAR_FLOW_CHECKPOINT)")
+                raise ValueError(
+                    "the actavatar renderer needs --checkpoint DIR (or AVATAR_FLOW_CHECKPOINT)"
+                )
             from generator.renderer_actavatar import load_actavatar_renderer
 
             return load_actavatar_renderer(checkpoint, device=device, num_inference_steps=steps)
@@ -56,26 +58,53 @@ def slice_audio(audio: np.ndarray, rate: int, start: float, seconds: float) -> n
     return out
 
 
-def build_request(spec: SegmentSpec, *, words: list[Word], plan: Plan, audio16k: np.ndarray,
-                  avatar: Image.Image, width: int, height: int, seed: int, total_duration: float,
-                  cuts: list[float], title: str, context: list[Image.Image]) -> RenderRequest:
+def build_request(
+    spec: SegmentSpec,
+    *,
+    words: list[Word],
+    plan: Plan,
+    audio16k: np.ndarray,
+    avatar: Image.Image,
+    width: int,
+    height: int,
+    seed: int,
+    total_duration: float,
+    cuts: list[float],
+    title: str,
+    context: list[Image.Image],
+) -> RenderRequest:
     t0 = spec.render_start
     seconds = spec.render_frames / spec.fps
-    captions = [CaptionWord(w.word, round(w.start - t0, 4), round(w.end - t0, 4))
-                for w in words if w.end > t0 and w.start < t0 + seconds]
+    captions = [
+        CaptionWord(w.word, round(w.start - t0, 4), round(w.end - t0, 4))
+        for w in words
+        if w.end > t0 and w.start < t0 + seconds
+    ]
     prompt = StructuredPrompt(
         base=spec.base,
         phases=tuple(PromptPhase(p.action, p.start, p.end) for p in spec.phases),
         duration=seconds,
     )
     return RenderRequest(
-        index=spec.index, num_frames=spec.render_frames, fps=spec.fps, width=width, height=height,
-        audio=slice_audio(audio16k, 16000, t0, seconds), prompt=prompt,
-        image=context[-1] if context else avatar, sample_rate=16000, seed=seed + spec.index,
-        reference_image=avatar, overlap_frames=spec.overlap, context_frames=list(context),
-        captions=captions, segment_start=t0, total_duration=total_duration,
+        index=spec.index,
+        num_frames=spec.render_frames,
+        fps=spec.fps,
+        width=width,
+        height=height,
+        audio=slice_audio(audio16k, 16000, t0, seconds),
+        prompt=prompt,
+        image=context[-1] if context else avatar,
+        sample_rate=16000,
+        seed=seed + spec.index,
+        reference_image=avatar,
+        overlap_frames=spec.overlap,
+        context_frames=list(context),
+        captions=captions,
+        segment_start=t0,
+        total_duration=total_duration,
         timeline_phases=[PromptPhase(p.action, p.start, p.end) for p in plan.phases],
-        timeline_cuts=cuts, title=title,
+        timeline_cuts=cuts,
+        title=title,
     )
 
 

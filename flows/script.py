@@ -87,8 +87,17 @@ class Script:
         h.update(self.text.encode())
         h.update(repr([(c.text, c.word_index) for c in self.cues]).encode())
         h.update(repr([(s.title, s.first_word, s.last_word) for s in self.scenes]).encode())
-        for key in ("title", "voice", "style", "width", "height", "fps", "seed", "language",
-                    "segment_seconds"):
+        for key in (
+            "title",
+            "voice",
+            "style",
+            "width",
+            "height",
+            "fps",
+            "seed",
+            "language",
+            "segment_seconds",
+        ):
             h.update(f"{key}={getattr(self, key)!r};".encode())
         return h.hexdigest()
 
@@ -112,7 +121,9 @@ def _split_front_matter(text: str, path: str) -> tuple[dict[str, Any], str, int]
                 mark = getattr(exc, "problem_mark", None)
                 line = mark.line + 2 if mark is not None else None
                 problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-                raise InputError(f"bad YAML front matter: {problem}", file=path, line=line) from None
+                raise InputError(
+                    f"bad YAML front matter: {problem}", file=path, line=line
+                ) from None
             if not isinstance(data, dict):
                 raise InputError("front matter must be a mapping of key: value", file=path, line=2)
             return data, "".join(lines[i + 1 :]), i + 2
@@ -131,17 +142,30 @@ def _key_lines(text: str) -> dict[str, int]:
 
 
 def _parse_resolution(value: Any, path: str, line: int | None) -> tuple[int, int]:
-    presets = {"720p": (1280, 704), "480p": (832, 480), "square": (704, 704), "portrait": (704, 1280)}
+    presets = {
+        "720p": (1280, 704),
+        "480p": (832, 480),
+        "square": (704, 704),
+        "portrait": (704, 1280),
+    }
     if isinstance(value, str) and value.lower() in presets:
         return presets[value.lower()]
     m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(value))
     if not m:
-        raise InputError(f"expected WIDTHxHEIGHT like 1280x704 or one of {', '.join(presets)}, "
-                         f"got {value!r}", file=path, field="resolution", line=line)
+        raise InputError(
+            f"expected WIDTHxHEIGHT like 1280x704 or one of {', '.join(presets)}, got {value!r}",
+            file=path,
+            field="resolution",
+            line=line,
+        )
     w, h = int(m.group(1)), int(m.group(2))
     if w % 16 or h % 16 or not (128 <= w <= 3840 and 128 <= h <= 3840):
-        raise InputError(f"{w}x{h}: width and height must be multiples of 16 between 128 and 3840",
-                         file=path, field="resolution", line=line)
+        raise InputError(
+            f"{w}x{h}: width and height must be multiples of 16 between 128 and 3840",
+            file=path,
+            field="resolution",
+            line=line,
+        )
     return w, h
 
 
@@ -167,8 +191,12 @@ def parse_script(path: str | Path) -> Script:
     options = list(FRONT_MATTER_KEYS)
     for key in meta:
         if key not in FRONT_MATTER_KEYS:
-            raise InputError(f"unknown key '{key}'{_did_you_mean(str(key), options)}",
-                             file=spath, field=str(key), line=key_line.get(str(key)))
+            raise InputError(
+                f"unknown key '{key}'{_did_you_mean(str(key), options)}",
+                file=spath,
+                field=str(key),
+                line=key_line.get(str(key)),
+            )
 
     def line_of(k: str) -> int | None:
         return key_line.get(k)
@@ -178,7 +206,9 @@ def parse_script(path: str | Path) -> Script:
         if v in (None, ""):
             return None
         if not isinstance(v, str):
-            raise InputError(f"expected a file path, got {v!r}", file=spath, field=k, line=line_of(k))
+            raise InputError(
+                f"expected a file path, got {v!r}", file=spath, field=k, line=line_of(k)
+            )
         p = Path(v).expanduser()
         return p if p.is_absolute() else (path.parent / p).resolve()
 
@@ -187,33 +217,55 @@ def parse_script(path: str | Path) -> Script:
     audio = rel("audio")
     voice = meta.get("voice", "piper")
     if audio is not None and "voice" in meta:
-        raise InputError("give either 'voice' (synthesised speech) or 'audio' (recorded speech), "
-                         "not both", file=spath, field="voice", line=line_of("voice"))
+        raise InputError(
+            "give either 'voice' (synthesised speech) or 'audio' (recorded speech), not both",
+            file=spath,
+            field="voice",
+            line=line_of("voice"),
+        )
     if not isinstance(voice, str) or not voice.strip():
-        raise InputError(f"expected a voice name, got {voice!r}", file=spath, field="voice",
-                         line=line_of("voice"))
+        raise InputError(
+            f"expected a voice name, got {voice!r}",
+            file=spath,
+            field="voice",
+            line=line_of("voice"),
+        )
     if not words and audio is None:
-        raise InputError("the script has nothing to say: write some text or give 'audio'",
-                         file=spath)
+        raise InputError(
+            "the script has nothing to say: write some text or give 'audio'", file=spath
+        )
     width, height = DEFAULT_RESOLUTION
     if "resolution" in meta:
         width, height = _parse_resolution(meta["resolution"], spath, line_of("resolution"))
     fps = meta.get("fps", DEFAULT_FPS)
     if not isinstance(fps, int) or isinstance(fps, bool) or not 8 <= fps <= 60:
-        raise InputError(f"expected a whole number from 8 to 60, got {fps!r}", file=spath,
-                         field="fps", line=line_of("fps"))
+        raise InputError(
+            f"expected a whole number from 8 to 60, got {fps!r}",
+            file=spath,
+            field="fps",
+            line=line_of("fps"),
+        )
     seed = meta.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise InputError(f"expected a non-negative integer, got {seed!r}", file=spath,
-                         field="seed", line=line_of("seed"))
+        raise InputError(
+            f"expected a non-negative integer, got {seed!r}",
+            file=spath,
+            field="seed",
+            line=line_of("seed"),
+        )
     seg = meta.get("segment_seconds")
     if seg is not None and (not isinstance(seg, int | float) or not 1.0 <= float(seg) <= 10.0):
-        raise InputError(f"expected seconds between 1 and 10, got {seg!r}", file=spath,
-                         field="segment_seconds", line=line_of("segment_seconds"))
+        raise InputError(
+            f"expected seconds between 1 and 10, got {seg!r}",
+            file=spath,
+            field="segment_seconds",
+            line=line_of("segment_seconds"),
+        )
     for key in ("title", "style", "language"):
         if key in meta and not isinstance(meta[key], str | int | float):
-            raise InputError(f"expected text, got {meta[key]!r}", file=spath, field=key,
-                             line=line_of(key))
+            raise InputError(
+                f"expected text, got {meta[key]!r}", file=spath, field=key, line=line_of(key)
+            )
     return Script(
         path=path.resolve(),
         title=str(meta.get("title", "") or path.stem),
@@ -263,8 +315,12 @@ def _parse_body(body: str, body_line: int, spath: str) -> tuple[list[str], list[
             pos = m.end()
         rest = line[pos:]
         if "[[" in rest or "]]" in rest:
-            raise InputError("unbalanced cue brackets: write cues as [[action text]]",
-                             file=spath, line=n, field="cue")
+            raise InputError(
+                "unbalanced cue brackets: write cues as [[action text]]",
+                file=spath,
+                line=n,
+                field="cue",
+            )
         tokens.extend(rest.split())
     # Punctuation-only tokens ("-", "...") are not spoken: map token positions to word indices.
     kept_before = [0]
@@ -277,8 +333,12 @@ def _parse_body(body: str, body_line: int, spath: str) -> tuple[list[str], list[
         idx = kept_before[pos]
         if kind == "cue":
             if idx >= len(words):
-                raise InputError(f"cue [[{text}]] has no word after it to pin to", file=spath,
-                                 field="cue", line=n)
+                raise InputError(
+                    f"cue [[{text}]] has no word after it to pin to",
+                    file=spath,
+                    field="cue",
+                    line=n,
+                )
             cues.append(Cue(text=text, word_index=idx))
         else:
             heads.append((text, idx))

@@ -90,8 +90,10 @@ def choose_cuts(words: list[Word], duration: float, fps: int, max_frames: int) -
             mid = min(max(round((g0 + g1) / 2 * fps), lo), hi)
             gaps.append((g1 - g0, mid))
         if not gaps:
-            raise ValueError(f"no pause between words within {max_frames / fps:.2f} s after "
-                             f"{start / fps:.2f} s: a single word is longer than a segment")
+            raise ValueError(
+                f"no pause between words within {max_frames / fps:.2f} s after "
+                f"{start / fps:.2f} s: a single word is longer than a segment"
+            )
         near = [g for g in gaps if g[1] >= limit - PAUSE_SEARCH_WINDOW * fps]
         if near:
             cut = max(near, key=lambda g: (round(g[0], 3), g[1]))[1]
@@ -108,8 +110,13 @@ def _words_in(words: list[Word], t0: float, t1: float) -> tuple[int | None, int 
     return (idx[0], idx[-1]) if idx else (None, None)
 
 
-def retime_phases(phases: list[Phase], render_start: float, render_seconds: float,
-                  seg_start: float, seg_end: float) -> tuple[SegmentPhase, ...]:
+def retime_phases(
+    phases: list[Phase],
+    render_start: float,
+    render_seconds: float,
+    seg_start: float,
+    seg_end: float,
+) -> tuple[SegmentPhase, ...]:
     """Phases overlapping [seg_start, seg_end), clipped and put on the render's own clock."""
     out = []
     for p in phases:
@@ -117,17 +124,33 @@ def retime_phases(phases: list[Phase], render_start: float, render_seconds: floa
         if e - s <= 1e-6:
             continue
         ls, le = s - render_start, e - render_start
-        out.append(SegmentPhase(p.action, round(ls, 4), round(le, 4),
-                                round(ls / render_seconds, 4), round(le / render_seconds, 4)))
+        out.append(
+            SegmentPhase(
+                p.action,
+                round(ls, 4),
+                round(le, 4),
+                round(ls / render_seconds, 4),
+                round(le / render_seconds, 4),
+            )
+        )
     return tuple(out)
 
 
-def plan_segments(words: list[Word], duration: float, plan: Plan, *, fps: int,
-                  max_seconds: float = 5.0, overlap: int = 0) -> list[SegmentSpec]:
+def plan_segments(
+    words: list[Word],
+    duration: float,
+    plan: Plan,
+    *,
+    fps: int,
+    max_seconds: float = 5.0,
+    overlap: int = 0,
+) -> list[SegmentSpec]:
     """Segments covering the whole audio, each carrying its base block and re-timed phases."""
     max_frames = max_content_frames(max_seconds, fps, overlap)
     if max_frames < fps:
-        raise ValueError(f"segments of {max_seconds} s at {fps} fps leave no room for {overlap} overlap frames")
+        raise ValueError(
+            f"segments of {max_seconds} s at {fps} fps leave no room for {overlap} overlap frames"
+        )
     cuts = choose_cuts(words, duration, fps, max_frames)
     base = plan.base.render()
     specs: list[SegmentSpec] = []
@@ -139,10 +162,23 @@ def plan_segments(words: list[Word], duration: float, plan: Plan, *, fps: int,
         start_s, end_s = first / fps, end_frame / fps
         render_start = (first - ov) / fps
         fw, lw = _words_in(words, start_s, end_s)
-        specs.append(SegmentSpec(
-            index=k, start=start_s, end=end_s, first_frame=first, num_frames=n, overlap=ov,
-            render_frames=render_frames, fps=fps, first_word=fw, last_word=lw, base=base,
-            phases=retime_phases(plan.phases, render_start, render_frames / fps, start_s, end_s),
-        ))
+        specs.append(
+            SegmentSpec(
+                index=k,
+                start=start_s,
+                end=end_s,
+                first_frame=first,
+                num_frames=n,
+                overlap=ov,
+                render_frames=render_frames,
+                fps=fps,
+                first_word=fw,
+                last_word=lw,
+                base=base,
+                phases=retime_phases(
+                    plan.phases, render_start, render_frames / fps, start_s, end_s
+                ),
+            )
+        )
         first = end_frame
     return specs

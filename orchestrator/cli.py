@@ -12,17 +12,21 @@ from rich.table import Table
 
 from orchestrator.console import console, fail, out
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  help="Turn a written script into a talking-avatar video with word-timed gestures.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Turn a written script into a talking-avatar video with word-timed gestures.",
+)
 jobs_app = typer.Typer(help="List and inspect jobs.", invoke_without_command=True)
 app.add_typer(jobs_app, name="jobs")
 
 ScriptArg = Annotated[Path, typer.Argument(help="Script: Markdown with YAML front matter.")]
 RendererOpt = Annotated[str, typer.Option(help="animatic (CPU preview) or actavatar (GPU model).")]
-PlannerOpt = Annotated[str, typer.Option(help="rule (offline) or mllm (OpenAI-compatible endpoint).")]
+PlannerOpt = Annotated[
+    str, typer.Option(help="rule (offline) or mllm (OpenAI-compatible endpoint).")
+]
 VoiceOpt = Annotated[str | None, typer.Option(help="Override the voice: piper, openai:<name>.")]
-
-
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -33,9 +37,15 @@ def _progress_listener():
     """Rich progress bars fed by flow progress events."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console,
-                   transient=False)
+    bar = Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
     tasks: dict[str, int] = {}
 
     def on_event(ev) -> None:
@@ -65,10 +75,16 @@ def run(
     voice: VoiceOpt = None,
     checkpoint: Annotated[Path | None, typer.Option(help="ActAvatar pipeline directory.")] = None,
     segment_seconds: Annotated[float | None, typer.Option(help="Longest segment, seconds.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps per segment (actavatar).")] = None,
-    continuity: Annotated[int, typer.Option(
-        help="Frames of the previous segment the next one continues from (actavatar): "
-             "0 = restart from the avatar, 1 = TI2V rule, 5/9 = more.")] = 1,
+    steps: Annotated[
+        int | None, typer.Option(help="Denoising steps per segment (actavatar).")
+    ] = None,
+    continuity: Annotated[
+        int,
+        typer.Option(
+            help="Frames of the previous segment the next one continues from (actavatar): "
+            "0 = restart from the avatar, 1 = TI2V rule, 5/9 = more."
+        ),
+    ] = 1,
     force: Annotated[bool, typer.Option(help="Recompute every step.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show Prefect logs.")] = False,
@@ -77,26 +93,44 @@ def run(
     _quiet_prefect(verbose)
     ckpt = str(checkpoint) if checkpoint else None
     try:
-        _check_inputs(script, renderer=renderer, planner=planner, voice=voice, checkpoint=ckpt,
-                      segment_seconds=segment_seconds, steps=steps, continuity_frames=continuity)
+        _check_inputs(
+            script,
+            renderer=renderer,
+            planner=planner,
+            voice=voice,
+            checkpoint=ckpt,
+            segment_seconds=segment_seconds,
+            steps=steps,
+            continuity_frames=continuity,
+        )
         out_dir = out_dir or Path("out") / script.stem
         from flows import progress
         from flows.produce import produce_video
 
         bar, on_event = _progress_listener()
         with bar, progress.listening(on_event):
-            report = produce_video(script=str(script), out=str(out_dir), renderer=renderer,
-                                   planner=planner, voice=voice, checkpoint=ckpt,
-                                   segment_seconds=segment_seconds, steps=steps,
-                                   continuity=continuity, force=force)
+            report = produce_video(
+                script=str(script),
+                out=str(out_dir),
+                renderer=renderer,
+                planner=planner,
+                voice=voice,
+                checkpoint=ckpt,
+                segment_seconds=segment_seconds,
+                steps=steps,
+                continuity=continuity,
+                force=force,
+            )
     except (Exception, KeyboardInterrupt) as exc:
         fail(exc)
     if as_json:
         out.print_json(json.dumps(report))
         return
-    out.print(f"[bold green]done[/] job {report['job_id']}: {report['segments']} segments "
-              f"({report['segments_rendered']} rendered, {report['segments_cached']} cached), "
-              f"{report['duration']:.1f} s of video")
+    out.print(
+        f"[bold green]done[/] job {report['job_id']}: {report['segments']} segments "
+        f"({report['segments_rendered']} rendered, {report['segments_cached']} cached), "
+        f"{report['duration']:.1f} s of video"
+    )
     for kind, path in report["outputs"].items():
         out.print(f"  {kind:<13} {path}", highlight=False)
     if report.get("fallback_reason"):
@@ -112,7 +146,9 @@ def _plan_table(plan: dict, words: list[dict]) -> Table:
         table.add_column(col)
     for i, p in enumerate(plan["phases"], start=1):
         text = " ".join(w["word"] for w in words[p["first_word"] : p["last_word"] + 1])
-        table.add_row(str(i), f"{p['start']:.2f}", f"{p['end']:.2f}", text, p["action"], p["source"])
+        table.add_row(
+            str(i), f"{p['start']:.2f}", f"{p['end']:.2f}", text, p["action"], p["source"]
+        )
     return table
 
 
@@ -121,7 +157,10 @@ def plan(
     script: ScriptArg,
     planner: PlannerOpt = "rule",
     voice: VoiceOpt = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Where plan.json and timeline.png go (default out/<script>).")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where plan.json and timeline.png go (default out/<script>)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
@@ -141,10 +180,17 @@ def plan(
         p, t = Plan.model_validate(result["plan"]), Transcript.model_validate(result["transcript"])
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "plan.json", p.model_dump_json(indent=2) + "\n")
-        specs = plan_segments(t.words, t.duration, p, fps=result["fps"],
-                              max_seconds=result["segment_seconds"])
-        draw_timeline(t.words, p.phases, [s.end for s in specs[:-1]], t.duration,
-                      out_dir / "timeline.png", title=result["title"])
+        specs = plan_segments(
+            t.words, t.duration, p, fps=result["fps"], max_seconds=result["segment_seconds"]
+        )
+        draw_timeline(
+            t.words,
+            p.phases,
+            [s.end for s in specs[:-1]],
+            t.duration,
+            out_dir / "timeline.png",
+            title=result["title"],
+        )
     except (Exception, KeyboardInterrupt) as exc:
         fail(exc)
     if as_json:
@@ -157,10 +203,12 @@ def plan(
 
 
 @jobs_app.callback()
-def jobs_list(ctx: typer.Context,
-              limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20,
-              status: Annotated[str | None, typer.Option(help="Only jobs with this status.")] = None,
-              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def jobs_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20,
+    status: Annotated[str | None, typer.Option(help="Only jobs with this status.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Recent jobs (newest first)."""
     if ctx.invoked_subcommand:
         return
@@ -174,15 +222,23 @@ def jobs_list(ctx: typer.Context,
     for col in ("id", "status", "title", "segments", "duration", "updated", "out"):
         table.add_column(col, no_wrap=col in ("id", "status", "updated"))
     for j in jobs:
-        table.add_row(j.id, j.status, j.title, f"{j.segments_rendered}/{j.segments_total}",
-                      f"{j.duration:.1f} s" if j.duration else "-",
-                      j.updated_at.strftime("%Y-%m-%d %H:%M:%S"), j.out_dir)
+        table.add_row(
+            j.id,
+            j.status,
+            j.title,
+            f"{j.segments_rendered}/{j.segments_total}",
+            f"{j.duration:.1f} s" if j.duration else "-",
+            j.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            j.out_dir,
+        )
     out.print(table)
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: Annotated[str, typer.Argument(help="Job id (see `avatar-flow jobs`).")],
-              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def jobs_show(
+    job_id: Annotated[str, typer.Argument(help="Job id (see `avatar-flow jobs`).")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """One job with its segments, plan and assets."""
     from orchestrator.queries import job_details
 
@@ -201,9 +257,15 @@ def jobs_show(job_id: Annotated[str, typer.Argument(help="Job id (see `avatar-fl
     for col in ("#", "start", "end", "frames", "status", "render s", "sha256"):
         seg.add_column(col)
     for s in details["segments"]:
-        seg.add_row(str(s["index"]), f"{s['start']:.2f}", f"{s['end']:.2f}", str(s["num_frames"]),
-                    s["status"], f"{s['render_seconds']:.2f}" if s["render_seconds"] else "-",
-                    (s["video_sha256"] or "")[:12])
+        seg.add_row(
+            str(s["index"]),
+            f"{s['start']:.2f}",
+            f"{s['end']:.2f}",
+            str(s["num_frames"]),
+            s["status"],
+            f"{s['render_seconds']:.2f}" if s["render_seconds"] else "-",
+            (s["video_sha256"] or "")[:12],
+        )
     out.print(seg)
     assets = Table(title="Assets")
     for col in ("kind", "bytes", "sha256", "path"):

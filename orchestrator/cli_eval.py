@@ -100,7 +100,9 @@ def judge(
 
     job_id = store_with_job(video, data, get_settings().db_url)
     if job_id:
-        out.print(f"stored with job {job_id}: {video.resolve().with_name('judge.json')}", highlight=False)
+        out.print(
+            f"stored with job {job_id}: {video.resolve().with_name('judge.json')}", highlight=False
+        )
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(data, indent=1))

@@ -25,8 +25,6 @@ GpusOpt = Annotated[
 ]
 
 
-
-
 def _set_gpus(gpus: int | None) -> None:
     if gpus is not None:
         if gpus < 1:

@@ -40,8 +40,6 @@ StopOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 
 
-
-
 def _quiet() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 

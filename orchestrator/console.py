@@ -15,5 +15,7 @@ def fail(exc: BaseException) -> None:
     if isinstance(exc, InputError):
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True
+    )
     raise typer.Exit(1)

@@ -8,8 +8,19 @@ from typing import Any
 
 from flows.settings import get_settings
 
-PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "whisperx", "faster-whisper",
-            "piper-tts", "prefect", "sqlmodel", "openai", "av")
+PACKAGES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "whisperx",
+    "faster-whisper",
+    "piper-tts",
+    "prefect",
+    "sqlmodel",
+    "openai",
+    "av",
+)
 
 
 def _mask(url: str) -> str:
@@ -40,14 +51,17 @@ def collect() -> dict[str, dict[str, Any]]:
         models["whisper (ASR)"] = f"missing ({exc})"
     try:
         align = resolve_align_model(settings.align_model)
-        models["wav2vec2 (align)"] = (f"{align[0]} ({align[1]})" if align else
-                                      "none found: word times from faster-whisper")
+        models["wav2vec2 (align)"] = (
+            f"{align[0]} ({align[1]})" if align else "none found: word times from faster-whisper"
+        )
     except Exception as exc:
         models["wav2vec2 (align)"] = f"missing ({exc})"
     ckpt = settings.checkpoint
     models["actavatar checkpoint"] = (
         f"{ckpt} ({'ok' if (Path(ckpt) / 'model_index.json').is_file() else 'no model_index.json'})"
-        if ckpt else "not set (AVATAR_FLOW_CHECKPOINT); renderer 'animatic' only")
+        if ckpt
+        else "not set (AVATAR_FLOW_CHECKPOINT); renderer 'animatic' only"
+    )
     import torch
 
     if torch.cuda.is_available():
@@ -62,9 +76,12 @@ def collect() -> dict[str, dict[str, Any]]:
     from planners import MLLMSettings
 
     llm = MLLMSettings()
-    storage = {"home": str(settings.home), "database": _mask(settings.db_url),
-               "assets": str(settings.assets_dir),
-               "llm endpoint": llm.base_url or ("OpenAI" if settings.openai_api_key else "not set"),
-               "llm model": llm.model,
-               "OPENAI_API_KEY": "set" if settings.openai_api_key else "not set"}
+    storage = {
+        "home": str(settings.home),
+        "database": _mask(settings.db_url),
+        "assets": str(settings.assets_dir),
+        "llm endpoint": llm.base_url or ("OpenAI" if settings.openai_api_key else "not set"),
+        "llm model": llm.model,
+        "OPENAI_API_KEY": "set" if settings.openai_api_key else "not set",
+    }
     return {"packages": versions, "models": models, "hardware": hardware, "storage": storage}

@@ -27,8 +27,11 @@ def job_details(job_id: str) -> dict[str, Any] | None:
             return None
         segs = s.exec(select(Segment).where(Segment.job_id == job_id).order_by(Segment.index)).all()
         assets = s.exec(select(Asset).where(Asset.job_id == job_id).order_by(Asset.kind)).all()
-        plan = s.exec(select(PlanRecord).where(PlanRecord.job_id == job_id)
-                      .order_by(col(PlanRecord.id).desc())).first()
+        plan = s.exec(
+            select(PlanRecord)
+            .where(PlanRecord.job_id == job_id)
+            .order_by(col(PlanRecord.id).desc())
+        ).first()
         return {
             "job": job.model_dump(),
             "segments": [x.model_dump() for x in segs],

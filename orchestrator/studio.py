@@ -42,23 +42,51 @@ class Studio:
 
         self.settings = get_settings(refresh=True)
 
-    def produce(self, script: str | Path, out: str | Path | None = None, *, renderer: str = "animatic",
-                planner: str = "rule", voice: str | None = None, checkpoint: str | None = None,
-                force: bool = False) -> JobResult:
+    def produce(
+        self,
+        script: str | Path,
+        out: str | Path | None = None,
+        *,
+        renderer: str = "animatic",
+        planner: str = "rule",
+        voice: str | None = None,
+        checkpoint: str | None = None,
+        force: bool = False,
+    ) -> JobResult:
         """Produce one video; raises `flows.errors.InputError` on bad input."""
         from flows.produce import produce_video
 
-        report = produce_video(script=str(script), out=str(out) if out else None, renderer=renderer,
-                               planner=planner, voice=voice, checkpoint=checkpoint, force=force)
-        return JobResult(script=str(script), ok=True, job_id=report["job_id"],
-                         out_dir=Path(report["out_dir"]),
-                         outputs={k: Path(v) for k, v in report["outputs"].items()},
-                         segments=report["segments"], segments_rendered=report["segments_rendered"],
-                         duration=report["duration"], report=report)
+        report = produce_video(
+            script=str(script),
+            out=str(out) if out else None,
+            renderer=renderer,
+            planner=planner,
+            voice=voice,
+            checkpoint=checkpoint,
+            force=force,
+        )
+        return JobResult(
+            script=str(script),
+            ok=True,
+            job_id=report["job_id"],
+            out_dir=Path(report["out_dir"]),
+            outputs={k: Path(v) for k, v in report["outputs"].items()},
+            segments=report["segments"],
+            segments_rendered=report["segments_rendered"],
+            duration=report["duration"],
+            report=report,
+        )
 
-    def produce_batch(self, rows: list[str | Path | dict], *, out_root: str | Path | None = None,
-                      concurrency: int = 1, template: str | Path | None = None,
-                      webhook: str | None = None, **options: Any) -> list[JobResult]:
+    def produce_batch(
+        self,
+        rows: list[str | Path | dict],
+        *,
+        out_root: str | Path | None = None,
+        concurrency: int = 1,
+        template: str | Path | None = None,
+        webhook: str | None = None,
+        **options: Any,
+    ) -> list[JobResult]:
         """Produce several videos through the `produce-batch` flow; one failure does not stop
         the others, and rows that are already done are skipped.
 
@@ -73,9 +101,14 @@ class Studio:
         for item in items:
             if "script" in item:
                 item["script"] = str(Path(item["script"]).resolve())
-        report = produce_batch(rows=items, template=str(Path(template).resolve()) if template else None,
-                               out_root=str(out_root) if out_root else None,
-                               concurrency=concurrency, webhook=webhook, **options)
+        report = produce_batch(
+            rows=items,
+            template=str(Path(template).resolve()) if template else None,
+            out_root=str(out_root) if out_root else None,
+            concurrency=concurrency,
+            webhook=webhook,
+            **options,
+        )
         results = []
         for r in report["rows"]:
             ok = r["status"] in ("done", "skipped")
@@ -85,11 +118,20 @@ class Studio:
                 from flows.produce import OUTPUT_NAMES
 
                 outputs = {k: out_dir / v for k, v in OUTPUT_NAMES.items()}
-            results.append(JobResult(script=r.get("script") or r["id"], ok=ok, job_id=r.get("job_id"),
-                                     out_dir=out_dir, outputs=outputs,
-                                     segments=r.get("segments") or 0,
-                                     segments_rendered=r.get("segments_rendered") or 0,
-                                     duration=r.get("duration"), error=r.get("error"), report=r))
+            results.append(
+                JobResult(
+                    script=r.get("script") or r["id"],
+                    ok=ok,
+                    job_id=r.get("job_id"),
+                    out_dir=out_dir,
+                    outputs=outputs,
+                    segments=r.get("segments") or 0,
+                    segments_rendered=r.get("segments_rendered") or 0,
+                    duration=r.get("duration"),
+                    error=r.get("error"),
+                    report=r,
+                )
+            )
         return results
 
     def jobs(self, limit: int = 20) -> list:

@@ -32,7 +32,9 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -19,9 +19,15 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-for key in ("OPENAI_API_KEY", "AVATAR_FLOW_LLM_BASE_URL", "AVATAR_FLOW_DATABASE_URL",
-            "AVATAR_FLOW_CHECKPOINT", "PREFECT_API_URL"):
+for key in (
+    "OPENAI_API_KEY",
+    "AVATAR_FLOW_LLM_BASE_URL",
+    "AVATAR_FLOW_DATABASE_URL",
+    "AVATAR_FLOW_CHECKPOINT",
+    "PREFECT_API_URL",
+):
     os.environ.pop(key, None)
+
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)

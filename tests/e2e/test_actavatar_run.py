@@ -18,12 +18,28 @@ def test_actavatar_renderer_end_to_end(tmp_path):
     ckpt = tmp_path / "tiny-pipeline"
     build_tiny_pipeline(ckpt)
     assert (ckpt / "model_index.json").is_file()
-    script = write_script(tmp_path, "Hello there! [[waves hello with the right hand]] This is a tiny "
-                          "model, rendering two short segments.", avatar=str(EXAMPLES / "presenter.png"),
-                          resolution="128x128", segment_seconds=1.5)
+    script = write_script(
+        tmp_path,
+        "Hello there! [[waves hello with the right hand]] This is a tiny "
+        "model, rendering two short segments.",
+        avatar=str(EXAMPLES / "presenter.png"),
+        resolution="128x128",
+        segment_seconds=1.5,
+    )
     home, out = tmp_path / "home", tmp_path / "out"
-    args = ["run", str(script), "--out", str(out), "--renderer", "actavatar", "--checkpoint",
-            str(ckpt), "--steps", "2", "--json"]
+    args = [
+        "run",
+        str(script),
+        "--out",
+        str(out),
+        "--renderer",
+        "actavatar",
+        "--checkpoint",
+        str(ckpt),
+        "--steps",
+        "2",
+        "--json",
+    ]
     proc = _run_cli(home, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
@@ -35,7 +51,9 @@ def test_actavatar_renderer_end_to_end(tmp_path):
     assert again["segments_rendered"] == 0
 
     # Continuing from 5 tail frames (2 clean latents) instead of 1: more overlap, same length.
-    proc = _run_cli(home, *args[:-1], "--continuity", "5", "--out", str(tmp_path / "out5"), "--json")
+    proc = _run_cli(
+        home, *args[:-1], "--continuity", "5", "--out", str(tmp_path / "out5"), "--json"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     five = json.loads(proc.stdout)
     # Only the first segment can be reused: it has no predecessor, so continuity cannot change it.

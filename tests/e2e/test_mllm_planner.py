@@ -16,26 +16,50 @@ pytestmark = pytest.mark.slow
 SECRET = "sk-test-do-not-leak-0123456789"
 
 PLAN = {
-    "base": {"identity": "A presenter in a blue sweater", "scene": "a soft studio",
-             "mood": "friendly", "style": "clean, bright", "motion": "steady upper body"},
+    "base": {
+        "identity": "A presenter in a blue sweater",
+        "scene": "a soft studio",
+        "mood": "friendly",
+        "style": "clean, bright",
+        "motion": "steady upper body",
+    },
     "phases": [
-        {"first_word": 3, "last_word": 10, "action": "points toward the viewer with the index finger"},
+        {
+            "first_word": 3,
+            "last_word": 10,
+            "action": "points toward the viewer with the index finger",
+        },
         {"first_word": 21, "last_word": 25, "action": "nods gently"},
     ],
 }
 
 
 def _cli(home: Path, server_url: str, *args: str):
-    return _run_cli(home, *args, extra_env={"AVATAR_FLOW_LLM_BASE_URL": server_url,
-                                            "AVATAR_FLOW_LLM_MODEL": "fake-omni",
-                                            "OPENAI_API_KEY": SECRET})
+    return _run_cli(
+        home,
+        *args,
+        extra_env={
+            "AVATAR_FLOW_LLM_BASE_URL": server_url,
+            "AVATAR_FLOW_LLM_MODEL": "fake-omni",
+            "OPENAI_API_KEY": SECRET,
+        },
+    )
 
 
 def test_plan_then_run_with_the_mllm_planner_uses_the_cache(tmp_path):
     home, out = tmp_path / "home", tmp_path / "out"
     with FakeOpenAIServer([PLAN]) as srv:
-        proc = _cli(home, srv.url, "plan", str(EXAMPLES / "hello.md"), "--planner", "mllm",
-                    "--out", str(out), "--json")
+        proc = _cli(
+            home,
+            srv.url,
+            "plan",
+            str(EXAMPLES / "hello.md"),
+            "--planner",
+            "mllm",
+            "--out",
+            str(out),
+            "--json",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         plan = json.loads(proc.stdout)
         n_requests = len(srv.requests)
@@ -49,8 +73,17 @@ def test_plan_then_run_with_the_mllm_planner_uses_the_cache(tmp_path):
         assert "points toward the viewer" in sent and SECRET not in sent
 
         # Same transcript, image, settings and model: the cached plan, no new request.
-        proc = _cli(home, srv.url, "run", str(EXAMPLES / "hello.md"), "--planner", "mllm",
-                    "--out", str(out), "--json")
+        proc = _cli(
+            home,
+            srv.url,
+            "run",
+            str(EXAMPLES / "hello.md"),
+            "--planner",
+            "mllm",
+            "--out",
+            str(out),
+            "--json",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert len(srv.requests) == n_requests
         report = json.loads(proc.stdout)
@@ -64,8 +97,17 @@ def test_plan_then_run_with_the_mllm_planner_uses_the_cache(tmp_path):
 def test_garbage_answers_fall_back_to_the_rule_planner_and_record_why(tmp_path):
     home, out = tmp_path / "home", tmp_path / "out"
     with FakeOpenAIServer(["this is not json at all"]) as srv:
-        proc = _cli(home, srv.url, "run", str(EXAMPLES / "hello.md"), "--planner", "mllm",
-                    "--out", str(out), "--json")
+        proc = _cli(
+            home,
+            srv.url,
+            "run",
+            str(EXAMPLES / "hello.md"),
+            "--planner",
+            "mllm",
+            "--out",
+            str(out),
+            "--json",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert len(srv.requests) >= 2  # first answer plus repair turns
     report = json.loads(proc.stdout)
@@ -73,5 +115,7 @@ def test_garbage_answers_fall_back_to_the_rule_planner_and_record_why(tmp_path):
     con = sqlite3.connect(home / "avatar-flow.db")
     reason, turns = con.execute(
         "SELECT p.fallback_reason, (SELECT count(*) FROM plannerturnrecord t WHERE t.plan_id = p.id) "
-        "FROM planrecord p WHERE p.job_id = ?", (report["job_id"],)).fetchone()
+        "FROM planrecord p WHERE p.job_id = ?",
+        (report["job_id"],),
+    ).fetchone()
     assert reason == report["fallback_reason"] and turns >= 2

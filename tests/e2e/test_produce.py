@@ -21,15 +21,26 @@ CLI = [sys.executable, "-m", "orchestrator.cli"]
 
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AVATAR_FLOW_"))}
-    env.update(AVATAR_FLOW_HOME=str(home), PREFECT_HOME=str(home / "prefect"),
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(
+        AVATAR_FLOW_HOME=str(home),
+        PREFECT_HOME=str(home / "prefect"),
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
     return env
 
 
-def _run_cli(home: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=REPO, env={**_env(home), **(extra_env or {})},
-                          capture_output=True, text=True, timeout=600)
+def _run_cli(
+    home: Path, *args: str, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=REPO,
+        env={**_env(home), **(extra_env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +58,15 @@ def _norm(w: str) -> str:
 
 def test_outputs_exist_with_exact_names(first_run):
     _home, out, report = first_run
-    names = {"video.mp4", "audio.wav", "words.json", "plan.json", "captions.srt", "captions.vtt",
-             "timeline.png"}
+    names = {
+        "video.mp4",
+        "audio.wav",
+        "words.json",
+        "plan.json",
+        "captions.srt",
+        "captions.vtt",
+        "timeline.png",
+    }
     assert names <= {p.name for p in out.iterdir()}
     assert {Path(p).name for p in report["outputs"].values()} == names
     assert report["segments"] >= 2 and report["segments_rendered"] == report["segments"]
@@ -80,7 +98,10 @@ def test_words_are_recovered_in_order_and_phases_sit_on_word_boundaries(first_ru
     assert any(p["source"] == "cue" for p in plan["phases"])
     for p in plan["phases"]:
         assert p["start"] in starts and p["end"] in ends
-        assert p["start"] == words[p["first_word"]]["start"] and p["end"] == words[p["last_word"]]["end"]
+        assert (
+            p["start"] == words[p["first_word"]]["start"]
+            and p["end"] == words[p["last_word"]]["end"]
+        )
 
 
 def test_segments_and_records_match_the_files(first_run):
@@ -89,16 +110,19 @@ def test_segments_and_records_match_the_files(first_run):
     import sqlite3
 
     con = sqlite3.connect(db)
-    segs = con.execute("SELECT start, end, num_frames, status FROM segment WHERE job_id=? ORDER BY "
-                       "\"index\"", (report["job_id"],)).fetchall()
+    segs = con.execute(
+        'SELECT start, end, num_frames, status FROM segment WHERE job_id=? ORDER BY "index"',
+        (report["job_id"],),
+    ).fetchall()
     words = json.loads((out / "words.json").read_text())
     assert len(segs) == report["segments"]
     for start, end, frames, status in segs:
         assert end - start <= 5.0 + 1e-9 and frames <= 125 and status == "rendered"
         for w in words:
             assert not (w["start"] < end < w["end"]), f"cut at {end} inside {w}"
-    assets = con.execute("SELECT kind, path, sha256, bytes FROM asset WHERE job_id=?",
-                         (report["job_id"],)).fetchall()
+    assets = con.execute(
+        "SELECT kind, path, sha256, bytes FROM asset WHERE job_id=?", (report["job_id"],)
+    ).fetchall()
     assert len(assets) == 7
     for _kind, path, sha, size in assets:
         assert sha256_file(Path(path)) == sha and Path(path).stat().st_size == size

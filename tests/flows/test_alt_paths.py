@@ -19,7 +19,7 @@ SECRET = "sk-tts-secret-42"
 
 def _wav_bytes(seconds: float = 1.5, rate: int = 24000) -> bytes:
     t = np.arange(int(seconds * rate)) / rate
-    tone = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2)
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
     buf = io.BytesIO()
     with wave.open(buf, "wb") as wf:
         wf.setnchannels(1)
@@ -62,13 +62,23 @@ def test_openai_tts_voice(tmp_path, tts_server):
     dest = synthesize_openai("Hello there.", tmp_path / "tts.wav", "nova", SECRET, tts_server)
     path, body = _TTS.bodies[0]
     assert path == "/v1/audio/speech"
-    assert body["voice"] == "nova" and body["input"] == "Hello there." and body["response_format"] == "wav"
+    assert (
+        body["voice"] == "nova"
+        and body["input"] == "Hello there."
+        and body["response_format"] == "wav"
+    )
     assert _TTS.auth[0] == f"Bearer {SECRET}"
     samples, rate = read_wav(dest)
     assert rate == 24000 and len(samples) == 36000
-    tracks = prepare_speech(text="Hello there.", voice="openai:nova", audio=None,
-                            work_dir=tmp_path / "w", max_seconds=60, openai_api_key=SECRET,
-                            openai_base_url=tts_server)
+    tracks = prepare_speech(
+        text="Hello there.",
+        voice="openai:nova",
+        audio=None,
+        work_dir=tmp_path / "w",
+        max_seconds=60,
+        openai_api_key=SECRET,
+        openai_base_url=tts_server,
+    )
     assert tracks.source == "openai:nova" and tracks.sample_rate == 24000
     assert tracks.duration == pytest.approx(1.5, abs=0.01)
 
@@ -88,13 +98,23 @@ def _tiny_ctc_model(folder):
     vocab.update({c: i + 5 for i, c in enumerate(letters)})
     (folder / "vocab.json").write_text(json.dumps(vocab))
     tok = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), word_delimiter_token="|")
-    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
-                                  return_attention_mask=False)
+    fe = Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, do_normalize=True, return_attention_mask=False
+    )
     Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok).save_pretrained(folder)
-    cfg = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=37, conv_dim=(32, 32, 32),
-                         conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8), num_conv_pos_embeddings=16,
-                         num_conv_pos_embedding_groups=2, pad_token_id=0)
+    cfg = Wav2Vec2Config(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        conv_dim=(32, 32, 32),
+        conv_stride=(5, 4, 4),
+        conv_kernel=(10, 8, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        pad_token_id=0,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -108,11 +128,15 @@ def test_whisperx_forced_alignment_path(tmp_path):
     t = np.arange(3 * rate) / rate
     audio = (0.2 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
     words = ["Hello", "there,", "2", "friends."]
-    tr = transcribe(audio, known_words=words, align_model=str(model_dir), nltk_dir=tmp_path / "nltk")
+    tr = transcribe(
+        audio, known_words=words, align_model=str(model_dir), nltk_dir=tmp_path / "nltk"
+    )
     assert tr.aligner == "whisperx-align:w2v"
     assert [w.word for w in tr.words] == words
     assert tr.words[2].interpolated  # a digit is outside the CTC alphabet: interpolated, flagged
     for a, b in zip(tr.words, tr.words[1:]):
         assert a.start <= a.end <= b.start
     assert tr.words[-1].end <= 3.0
-    assert (tmp_path / "nltk" / "tokenizers" / "punkt_tab" / "english" / "abbrev_types.txt").is_file()
+    assert (
+        tmp_path / "nltk" / "tokenizers" / "punkt_tab" / "english" / "abbrev_types.txt"
+    ).is_file()

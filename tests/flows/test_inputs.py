@@ -24,8 +24,13 @@ def test_avatar_checks(tmp_path):
     text.write_text("not an image")
     huge = tmp_path / "huge.png"
     Image.new("1", (8000, 6000)).save(huge)  # 48 MP, tiny on disk
-    cases = [(tmp_path / "missing.png", "not found"), (small, "at least 256 px"),
-             (text, "not an image"), (huge, "limit is 40 MP"), (tmp_path, "not a file")]
+    cases = [
+        (tmp_path / "missing.png", "not found"),
+        (small, "at least 256 px"),
+        (text, "not an image"),
+        (huge, "limit is 40 MP"),
+        (tmp_path, "not a file"),
+    ]
     for path, fragment in cases:
         with pytest.raises(InputError, match=fragment) as e:
             check_avatar(path, file="s.md")
@@ -40,12 +45,21 @@ def test_prepare_inputs_rejects_each_bad_option(tmp_path, fresh_home, monkeypatc
     assert base.avatar_sha != "default" and base.voice == "piper"
     # The key depends on options and content, not on when it was computed.
     assert prepare_inputs(good, JobOptions(), settings).input_key == base.input_key
-    assert prepare_inputs(good, JobOptions(planner="rule", segment_seconds=4), settings).input_key != base.input_key
-    assert prepare_inputs(good, JobOptions(continuity_frames=9), settings).input_key != base.input_key
+    assert (
+        prepare_inputs(good, JobOptions(planner="rule", segment_seconds=4), settings).input_key
+        != base.input_key
+    )
+    assert (
+        prepare_inputs(good, JobOptions(continuity_frames=9), settings).input_key != base.input_key
+    )
     bad = [
         (JobOptions(renderer="magic"), "renderer", "unknown renderer"),
         (JobOptions(planner="oracle"), "planner", "unknown planner"),
-        (JobOptions(renderer="actavatar", checkpoint=str(tmp_path)), "checkpoint", "model_index.json"),
+        (
+            JobOptions(renderer="actavatar", checkpoint=str(tmp_path)),
+            "checkpoint",
+            "model_index.json",
+        ),
         (JobOptions(planner="mllm"), "planner", "AVATAR_FLOW_LLM_BASE_URL"),
         (JobOptions(voice="openai:nova"), "voice", "OPENAI_API_KEY"),
         (JobOptions(voice="klingon"), "voice", "unknown voice"),

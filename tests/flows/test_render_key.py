@@ -9,21 +9,31 @@ def _setup():
     far = Phase(action="nods gently", first_word=25, last_word=28, start=10.0, end=11.5)
     plan = Plan(planner="t", base=BaseBlock(), phases=[far])
     specs = plan_segments(words, 12.0, plan, fps=25)
-    job = {"width": 640, "height": 352, "seed": 1, "cuts": [s.end for s in specs[:-1]],
-           "duration": 12.0, "title": "t"}
+    job = {
+        "width": 640,
+        "height": 352,
+        "seed": 1,
+        "cuts": [s.end for s in specs[:-1]],
+        "duration": 12.0,
+        "title": "t",
+    }
     return tr, plan, specs, job
 
 
 def test_animatic_key_follows_the_timeline_but_actavatar_key_does_not():
     tr, plan, specs, job = _setup()
-    moved = plan.model_copy(update={"phases": [plan.phases[0].model_copy(update={"action": "shrugs"})]})
+    moved = plan.model_copy(
+        update={"phases": [plan.phases[0].model_copy(update={"action": "shrugs"})]}
+    )
     first = specs[0]
     assert first.phases == ()  # the changed phase is far from the first segment
     keys = {}
     for renderer in ("animatic", "actavatar"):
         j = {**job, "renderer": renderer}
-        keys[renderer] = (_render_key(renderer, first, j, tr, plan, "a", "b", None),
-                          _render_key(renderer, first, j, tr, moved, "a", "b", None))
+        keys[renderer] = (
+            _render_key(renderer, first, j, tr, plan, "a", "b", None),
+            _render_key(renderer, first, j, tr, moved, "a", "b", None),
+        )
     assert keys["animatic"][0] != keys["animatic"][1]
     assert keys["actavatar"][0] == keys["actavatar"][1]
     j = {**job, "renderer": "actavatar"}

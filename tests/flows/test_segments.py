@@ -40,8 +40,14 @@ def test_cut_lands_in_the_longest_pause_near_the_limit():
 def test_segments_carry_retimed_phases_and_overlap():
     words = words_from([(0.3, 0.1)] * 40)  # 16 s of speech
     duration = words[-1].end + 0.3
-    ph = Phase(action="waves", first_word=11, last_word=16, start=words[11].start,
-               end=words[16].end, source="cue")
+    ph = Phase(
+        action="waves",
+        first_word=11,
+        last_word=16,
+        start=words[11].start,
+        end=words[16].end,
+        source="cue",
+    )
     specs = plan_segments(words, duration, plan_with([ph]), fps=25, max_seconds=5.0, overlap=1)
     assert specs[0].overlap == 0 and all(s.overlap == 1 for s in specs[1:])
     assert sum(s.num_frames for s in specs) == round(duration * 25)

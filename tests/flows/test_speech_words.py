@@ -43,10 +43,25 @@ def test_piper_gives_two_normalised_tracks(tts):
 
 def test_recorded_mp3_is_decoded_and_normalised(tts, tmp_path):
     mp3 = tmp_path / "talk.mp3"
-    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(tts.full), "-filter:a",
-                    "volume=0.2", "-c:a", "libmp3lame", str(mp3)], check=True)
-    tracks = prepare_speech(text="", voice="piper", audio=mp3, work_dir=tmp_path / "w",
-                            max_seconds=600)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-i",
+            str(tts.full),
+            "-filter:a",
+            "volume=0.2",
+            "-c:a",
+            "libmp3lame",
+            str(mp3),
+        ],
+        check=True,
+    )
+    tracks = prepare_speech(
+        text="", voice="piper", audio=mp3, work_dir=tmp_path / "w", max_seconds=600
+    )
     assert tracks.source == "file:talk.mp3"
     assert tracks.duration == pytest.approx(tts.duration, abs=0.1)
     quiet, _ = read_wav(tts.analysis)
@@ -66,7 +81,9 @@ def test_bad_audio_is_refused_before_heavy_work(tmp_path):
     silent = tmp_path / "silent.wav"
     _write_wav(silent, np.zeros(16000 * 2))
     with pytest.raises(InputError, match="silent") as e:
-        prepare_speech(text="", voice="piper", audio=silent, work_dir=tmp_path / "w", max_seconds=60)
+        prepare_speech(
+            text="", voice="piper", audio=silent, work_dir=tmp_path / "w", max_seconds=60
+        )
     assert e.value.field == "audio"
     long = tmp_path / "long.wav"
     _write_wav(long, 0.1 * np.sin(np.arange(16000 * 12) / 5))
@@ -79,14 +96,19 @@ def test_bad_audio_is_refused_before_heavy_work(tmp_path):
     with pytest.raises(InputError, match="not found"):
         probe_audio(tmp_path / "missing.wav", max_seconds=10)
     with pytest.raises(InputError, match="unsupported audio type"):
-        probe_audio(tmp_path / "notes.txt", max_seconds=10) if (tmp_path / "notes.txt").write_text("x") else None
+        probe_audio(tmp_path / "notes.txt", max_seconds=10) if (tmp_path / "notes.txt").write_text(
+            "x"
+        ) else None
 
 
 def test_voice_names_are_checked():
     assert str(parse_voice("piper")) == "piper:en_US-joe-medium"
     assert str(parse_voice("openai:nova")) == "openai:nova"
-    for bad, frag in [("openai:robot", "unknown OpenAI voice"), ("espeak", "unknown voice"),
-                      ("piper:xx", "unknown Piper voice")]:
+    for bad, frag in [
+        ("openai:robot", "unknown OpenAI voice"),
+        ("espeak", "unknown voice"),
+        ("piper:xx", "unknown Piper voice"),
+    ]:
         with pytest.raises(InputError, match=frag) as e:
             parse_voice(bad, file="s.md")
         assert e.value.field == "voice"
@@ -102,7 +124,12 @@ def test_known_text_gets_real_word_times(tts):
     assert len(timed) >= 0.9 * len(words) - 1  # "3" is spoken "three": interpolated, flagged
     three = tr.words[words.index("3")]
     assert three.interpolated
-    assert tr.words[words.index("3") - 1].end <= three.start <= three.end <= tr.words[words.index("3") + 1].start
+    assert (
+        tr.words[words.index("3") - 1].end
+        <= three.start
+        <= three.end
+        <= tr.words[words.index("3") + 1].start
+    )
     for a, b in zip(tr.words, tr.words[1:]):
         assert a.start <= a.end <= b.start
     assert tr.words[-1].end <= tr.duration
@@ -118,9 +145,17 @@ def test_audio_only_is_transcribed(tts):
 
 
 def test_matching_maps_split_words_and_interpolates_the_rest():
-    timed = [TimedWord("Hi", 0.0, 0.2), TimedWord("Avatar", 0.3, 0.6), TimedWord("Flow.", 0.6, 0.9),
-             TimedWord("two", 1.0, 1.2), TimedWord("cats", 1.3, 1.6)]
+    timed = [
+        TimedWord("Hi", 0.0, 0.2),
+        TimedWord("Avatar", 0.3, 0.6),
+        TimedWord("Flow.", 0.6, 0.9),
+        TimedWord("two", 1.0, 1.2),
+        TimedWord("cats", 1.3, 1.6),
+    ]
     words = match_known_words(["Hi", "avatar-flow.", "2", "cats"], timed, 2.0)
     assert [(w.word, w.start, w.end, w.interpolated) for w in words] == [
-        ("Hi", 0.0, 0.2, False), ("avatar-flow.", 0.3, 0.9, False), ("2", 0.9, 1.3, True),
-        ("cats", 1.3, 1.6, False)]
+        ("Hi", 0.0, 0.2, False),
+        ("avatar-flow.", 0.3, 0.9, False),
+        ("2", 0.9, 1.3, True),
+        ("cats", 1.3, 1.6, False),
+    ]
