@@ -113,3 +113,26 @@ class Checkpoint(SQLModel, table=True):
     path: str
     sha256: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LLMEndpoint(SQLModel, table=True):
+    """What one OpenAI-compatible endpoint (base URL + model) was found to accept.
+
+    The MLLM planner and judge negotiate the answer format and whether image parts arrive;
+    remembering the outcome spares every later plan the refused requests (on a CPU server a
+    refused or truncated request costs minutes). `avatar-flow llm reset` deletes rows. The
+    base URL is stored without credentials; the API key is never stored.
+    """
+
+    __table_args__ = (UniqueConstraint("base_url", "model"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    base_url: str = Field(index=True)
+    model: str
+    # json_schema | json_object+schema | json_object | text; None = not negotiated yet
+    response_format: str | None = None
+    # True: image parts arrive; False: text-only (images dropped); None = not known yet
+    images: bool | None = None
+    # other learnt facts (refused sampling parameters, tools), see planners.EndpointCapabilities
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    updated_at: datetime = Field(default_factory=utcnow)
