@@ -107,7 +107,7 @@ class Phase(BaseModel):
     last_word: int = Field(ge=0)
     start: float = Field(ge=0)
     end: float = Field(ge=0)
-    source: Literal["cue", "lexicon", "mllm", "annotation"] = "lexicon"
+    source: Literal["cue", "lexicon", "mllm", "annotation", "edit"] = "lexicon"  # edit: a person
 
     @property
     def duration(self) -> float:

@@ -18,6 +18,7 @@ from storage.models import (
     JobStatus,
     PlannerTurnRecord,
     PlanRecord,
+    PlanVersion,
     Segment,
     utcnow,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "PlanRecord",
+    "PlanVersion",
     "PlannerTurnRecord",
     "Segment",
     "atomic_copy",

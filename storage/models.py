@@ -136,3 +136,27 @@ class LLMEndpoint(SQLModel, table=True):
     # other learnt facts (refused sampling parameters, tools), see planners.EndpointCapabilities
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PlanVersion(SQLModel, table=True):
+    """One saved version of a job's plan: the planner's, or an edit from review or `--plan`.
+
+    Versions are numbered per job from 1 and never overwritten (the unique (job, number) pair
+    makes a racing second save fail instead of replacing the first); `parent` is the number
+    the edit started from, so a stale edit (two browser tabs) can be recognised and refused.
+    `diff` holds the human-readable changes against `parent`.
+    """
+
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True, ondelete="CASCADE")
+    number: int
+    parent: int | None = None
+    source: str = "review"  # planner | review | cli | mllm
+    author: str = ""
+    note: str = ""
+    sha256: str = Field(index=True)
+    plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    diff: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
