@@ -13,6 +13,12 @@ Guidance (three predictions per step, one batched forward by default):
     v    = v_u + s_text * (v_t - v_u) + s_audio * (v_ta - v_t)
 
 "No audio" skips the adapter (`audio_mask = 0`), it does not feed silence.
+
+Fast sampling (`generator.sampling`, every option off by default): `solver` picks another
+flow-matching scheduler for fewer steps; `guidance_interval=(lo, hi)` runs the three
+predictions only while sigma is in [lo, hi] and exactly one forward (text + audio) elsewhere;
+`step_cache` skips the block stack on steps where MagCache's calibrated rule says the residual
+barely changes. `pipe.sampling_stats` records the evaluations of the last call.
 """
 
 from __future__ import annotations
@@ -39,6 +45,14 @@ from generator.conditioning import (
 )
 from generator.prompting import DEFAULT_NEGATIVE_PROMPT, encode_structured_prompt
 from generator.render_types import StructuredPrompt
+from generator.sampling import (
+    StepCacheConfig,
+    disable_step_cache,
+    enable_step_cache,
+    guidance_on,
+    make_scheduler,
+    step_cache_stats,
+)
 from generator.transformer_actavatar import ActAvatarTransformer3DModel
 
 logger = logging.get_logger(__name__)
@@ -330,11 +344,18 @@ class ActAvatarPipeline(DiffusionPipeline):
         audio_embeds: torch.Tensor,
         batched: bool = True,
         attention_kwargs: dict[str, Any] | None = None,
+        guided: bool = True,
+        step_index: int | None = None,
+        num_steps: int | None = None,
     ) -> torch.Tensor:
-        """Guided velocity for one step (see the module docstring for the formula)."""
+        """Guided velocity for one step (see the module docstring for the formula).
+
+        `guided=False` (outside the guidance interval) runs the single text+audio forward.
+        `step_index` / `num_steps` go into the cache context (the step cache reads them)."""
         model = self.transformer
-        if not self.do_classifier_free_guidance:
-            with model.cache_context("text_audio"):
+        where = {"step_index": step_index, "num_inference_steps": num_steps}
+        if not (guided and self.do_classifier_free_guidance):
+            with model.cache_context("text_audio", **where):
                 return model(
                     latent_model_input,
                     timestep,
@@ -345,7 +366,7 @@ class ActAvatarPipeline(DiffusionPipeline):
                     return_dict=False,
                 )[0]
         if batched:
-            with model.cache_context("guidance_batch"):
+            with model.cache_context("guidance_batch", **where):
                 out = model(
                     latent_model_input.expand(3, -1, -1, -1, -1),
                     timestep.expand(3, -1),
@@ -365,7 +386,7 @@ class ActAvatarPipeline(DiffusionPipeline):
             }
             preds = {}
             for name, (embeds, ids, audio) in passes.items():
-                with model.cache_context(name):
+                with model.cache_context(name, **where):
                     preds[name] = model(
                         latent_model_input,
                         timestep,
@@ -400,6 +421,9 @@ class ActAvatarPipeline(DiffusionPipeline):
         sample_rate: int = 16000,
         latents: torch.Tensor | None = None,
         batched_guidance: bool = True,
+        solver: str | None = None,
+        guidance_interval: tuple[float, float] | None = None,
+        step_cache: StepCacheConfig | None = None,
         max_sequence_length: int = 512,
         output_type: str = "np",
         return_dict: bool = True,
@@ -425,6 +449,10 @@ class ActAvatarPipeline(DiffusionPipeline):
                 previous segment's tail; they are encoded and held clean at timestep 0 as the
                 first latent frames. Overrides `image`.
             batched_guidance: run the three guidance predictions as one B=3 forward.
+            solver: None (the pipeline's scheduler) or a name of `generator.sampling.SOLVERS`.
+            guidance_interval: (lo, hi) in sigma; guidance (three predictions) only inside,
+                one text+audio forward outside. None: every step.
+            step_cache: a calibrated `StepCacheConfig` (MagCache rule); None: no caching.
             progress: `progress(done, total)` after every step.
             output_type: "np" (frames in [0, 1]), "pt" or "latent".
         """
@@ -453,10 +481,21 @@ class ActAvatarPipeline(DiffusionPipeline):
         )
         audio_embeds = self.encode_audio(audio, num_frames, fps, sample_rate)
 
-        # 2. Timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        # 2. Timesteps (a named solver replaces the scheduler for this call only)
+        scheduler = (
+            self.scheduler if solver is None else make_scheduler(solver, self.scheduler.config)
+        )
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
+        sigmas = [float(s) for s in scheduler.sigmas[: len(timesteps)]]
         self._num_timesteps = len(timesteps)
+        if guidance_interval is not None and not 0 <= guidance_interval[0] <= guidance_interval[1]:
+            raise ValueError(
+                f"guidance_interval must be (lo, hi) with lo <= hi, got {guidance_interval}"
+            )
+        if step_cache is not None:
+            enable_step_cache(self.transformer, step_cache)
+        evaluations = guided_steps = 0
 
         # 3. Latents and the clean conditioning frames (image or previous tail)
         latents = self.prepare_latents(num_frames, height, width, generator, device, latents)
@@ -475,6 +514,11 @@ class ActAvatarPipeline(DiffusionPipeline):
                 self._current_timestep = t
                 latent_model_input = compose_clean_latents(latents, condition, num_clean).to(dtype)
                 timestep = token_timesteps(t, frame_mask, tokens_per_frame)
+                guided = self.do_classifier_free_guidance and guidance_on(
+                    sigmas[i], guidance_interval
+                )
+                guided_steps += int(guided)
+                evaluations += 3 if guided else 1
                 noise_pred = self.predict_velocity(
                     latent_model_input,
                     timestep,
@@ -485,8 +529,11 @@ class ActAvatarPipeline(DiffusionPipeline):
                     audio_embeds,
                     batched=batched_guidance,
                     attention_kwargs=attention_kwargs,
+                    guided=guided,
+                    step_index=i,
+                    num_steps=len(timesteps),
                 )
-                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+                latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
                     callback_kwargs = {}
@@ -509,6 +556,17 @@ class ActAvatarPipeline(DiffusionPipeline):
 
         self._current_timestep = None
         latents = compose_clean_latents(latents, condition, num_clean)
+        skipped = 0
+        if step_cache is not None:
+            skipped = step_cache_stats(self.transformer)["skipped"]
+            disable_step_cache(self.transformer)
+        self.sampling_stats = {
+            "steps": len(timesteps),
+            "guided_steps": guided_steps,
+            "evaluations": evaluations - skipped,  # block-stack forwards per clip (B=3 counts 3)
+            "cache_skipped": skipped,
+            "solver": solver or type(self.scheduler).__name__,
+        }
 
         # 5. Decode
         if output_type == "latent":

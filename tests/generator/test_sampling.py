@@ -1,0 +1,202 @@
+"""Fast sampling options of ActAvatarPipeline (generator.sampling): each one must change what
+runs (forwards counted, outputs compared), and be exactly the reference sampler when off."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from generator.render_types import PromptPhase, StructuredPrompt
+from generator.sampling import (
+    SOLVERS,
+    SamplingOptions,
+    StepCacheConfig,
+    interpolate_ratios,
+    make_scheduler,
+    read_sampling_file,
+    step_cache_from_file,
+    write_sampling_file,
+)
+
+H, W, F = 64, 96, 9
+PROMPT = StructuredPrompt(
+    "A woman speaking warmly to the camera",
+    (PromptPhase("waves hello", 0.0, 0.2), PromptPhase("points at chart", 0.2, 0.36)),
+    duration=0.36,
+)
+
+
+def _run(pipe, avatar, speech, **kw):
+    args = dict(
+        image=avatar,
+        audio=speech,
+        prompt=PROMPT,
+        num_frames=F,
+        height=H,
+        width=W,
+        num_inference_steps=6,
+        seed=0,
+        output_type="latent",
+        max_sequence_length=32,
+    )
+    args.update(kw)
+    return pipe(**args).frames
+
+
+class _Forwards:
+    """Records the batch size of every transformer forward and every block-stack run."""
+
+    def __init__(self, pipe):
+        self.calls: list[int] = []
+        self.stack: list[int] = []
+        tr = pipe.transformer
+        self._h = [
+            tr.register_forward_pre_hook(
+                lambda m, a, kw: self.calls.append(a[0].shape[0]), with_kwargs=True
+            ),
+            # the last block's FFN runs only when the block stack is really evaluated
+            tr.blocks[-1].ffn.register_forward_pre_hook(
+                lambda m, a: self.stack.append(a[0].shape[0])
+            ),
+        ]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._h:
+            h.remove()
+
+
+def test_solvers_are_used_and_unipc_is_the_reference(tiny_pipe, avatar, speech):
+    ref = _run(tiny_pipe, avatar, speech)
+    same = _run(tiny_pipe, avatar, speech, solver="unipc")
+    torch.testing.assert_close(same, ref, atol=0, rtol=0)
+    outs = {
+        name: _run(tiny_pipe, avatar, speech, solver=name) for name in SOLVERS if name != "unipc"
+    }
+    for name, out in outs.items():
+        assert (out - ref).abs().max() > 1e-4, name  # a different integrator really ran
+    assert tiny_pipe.sampling_stats["steps"] == 6
+    for name in SOLVERS:  # every solver keeps the pipeline's flow shift (same first sigma spacing)
+        s = make_scheduler(name, tiny_pipe.scheduler.config)
+        s.set_timesteps(6)
+        assert float(s.sigmas[0]) == pytest.approx(1.0, abs=2e-3), name
+        assert float(s.sigmas[-1]) == 0.0
+    with pytest.raises(ValueError, match="unknown solver"):
+        _run(tiny_pipe, avatar, speech, solver="heun")
+
+
+def test_guidance_interval_runs_one_forward_outside(tiny_pipe, avatar, speech):
+    sched = make_scheduler("unipc", tiny_pipe.scheduler.config)
+    sched.set_timesteps(6)
+    sigmas = [float(s) for s in sched.sigmas[:6]]
+    lo, hi = 0.5, 0.97
+    inside = [lo <= s <= hi for s in sigmas]
+    assert 0 < sum(inside) < 6  # the interval really splits this schedule
+
+    with _Forwards(tiny_pipe) as fw:
+        ref = _run(tiny_pipe, avatar, speech)
+    assert fw.calls == [3] * 6  # reference: one batched B=3 forward per step
+    with _Forwards(tiny_pipe) as fw:
+        out = _run(tiny_pipe, avatar, speech, guidance_interval=(lo, hi))
+    assert fw.calls == [3 if g else 1 for g in inside]
+    assert (
+        tiny_pipe.sampling_stats["evaluations"]
+        == sum(fw.calls)
+        == 3 * sum(inside) + 6 - sum(inside)
+    )
+    assert (out - ref).abs().max() > 1e-4
+
+    # unbatched guidance: three forwards inside, exactly one outside
+    with _Forwards(tiny_pipe) as fw:
+        _run(tiny_pipe, avatar, speech, guidance_interval=(lo, hi), batched_guidance=False)
+    assert len(fw.calls) == 3 * sum(inside) + (6 - sum(inside)) and set(fw.calls) == {1}
+
+    # an interval covering everything is the reference; an empty one is "no guidance"
+    torch.testing.assert_close(
+        _run(tiny_pipe, avatar, speech, guidance_interval=(0.0, 1.0)), ref, atol=0, rtol=0
+    )
+    none = _run(tiny_pipe, avatar, speech, guidance_interval=(0.0, 0.0))
+    plain = _run(tiny_pipe, avatar, speech, guidance_scale=1.0, audio_guidance_scale=1.0)
+    torch.testing.assert_close(none, plain, atol=1e-6, rtol=1e-6)
+
+
+def test_step_cache_skips_block_stacks_and_is_exact_when_it_cannot_skip(tiny_pipe, avatar, speech):
+    ref = _run(tiny_pipe, avatar, speech)
+    # ratios far from 1: the accumulated error exceeds any small threshold, nothing is skipped
+    strict = StepCacheConfig(threshold=0.01, mag_ratios=(1.0,) + (0.5,) * 5, retention_ratio=0.0)
+    with _Forwards(tiny_pipe) as fw:
+        same = _run(tiny_pipe, avatar, speech, step_cache=strict)
+    torch.testing.assert_close(same, ref, atol=0, rtol=0)
+    assert fw.stack == [3] * 6 and tiny_pipe.sampling_stats["cache_skipped"] == 0
+
+    loose = StepCacheConfig(
+        threshold=1.0, mag_ratios=(1.0,) * 6, max_skip_steps=2, retention_ratio=0.2
+    )
+    with _Forwards(tiny_pipe) as fw:
+        fast = _run(tiny_pipe, avatar, speech, step_cache=loose)
+    # retention int(0.2 * 6 + 0.5) = 1: step 0 computed; skip 1, 2; step 3 computed (3 > K=2
+    # skips in a row); skip 4, 5
+    assert len(fw.calls) == 6 and len(fw.stack) == 2, fw.stack
+    stats = tiny_pipe.sampling_stats
+    assert stats["cache_skipped"] == 12 and stats["evaluations"] == 18 - 12 == sum(fw.stack)
+    assert (fast - ref).abs().max() > 1e-5
+    # the hooks are gone after the call: the next plain call is the reference again
+    torch.testing.assert_close(_run(tiny_pipe, avatar, speech), ref, atol=0, rtol=0)
+
+
+def test_step_cache_calibration_records_residual_ratios(tiny_pipe, avatar, speech):
+    from generator.sampling import disable_step_cache, enable_step_cache, step_cache_stats
+
+    norms: list[float] = []
+    tr = tiny_pipe.transformer
+    inputs: list[torch.Tensor] = []
+    h0 = tr.blocks[0].register_forward_pre_hook(lambda m, a: inputs.append(a[0].detach()))
+    h1 = tr.blocks[-1].register_forward_hook(
+        lambda m, a, out: norms.append(
+            float(torch.linalg.norm((out - inputs[-1]).float(), dim=-1).mean())
+        )
+    )
+    enable_step_cache(tr, None)
+    try:
+        _run(tiny_pipe, avatar, speech, num_inference_steps=5)
+        stats = step_cache_stats(tr)
+    finally:
+        disable_step_cache(tr)
+        h0.remove()
+        h1.remove()
+    assert len(norms) == 5 and stats["computed"] == 15 and stats["skipped"] == 0
+    expected = [1.0] + [norms[i] / norms[i - 1] for i in range(1, 5)]
+    assert stats["mag_ratios"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_ratio_interpolation_and_sampling_file(tmp_path):
+    fine = [1.0, 1.2, 0.9, 1.1, 0.8, 1.05, 0.95, 1.3, 0.7]
+    for steps in (3, 5, 9, 17):
+        coarse = interpolate_ratios(fine, steps)
+        assert len(coarse) == steps and coarse[0] == 1.0
+        # a ratio over a coarse step is the product of the fine ratios it spans
+        assert math.prod(coarse) == pytest.approx(math.prod(fine), rel=1e-9)
+    assert interpolate_ratios(fine, 5)[1] == pytest.approx(1.2 * 0.9, rel=1e-9)
+
+    cache = {"threshold": 0.05, "mag_ratios": fine, "max_skip_steps": 2, "retention_ratio": 0.25}
+    write_sampling_file(tmp_path, {"step_cache": cache})
+    data = read_sampling_file(tmp_path)
+    cfg = step_cache_from_file(data)
+    assert cfg == StepCacheConfig(0.05, tuple(fine), 2, 0.25)
+    assert read_sampling_file(tmp_path / "none") is None
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "sampling.json").write_text("{not json")
+    with pytest.raises(ValueError, match="sampling.json: not valid JSON"):
+        read_sampling_file(tmp_path / "bad")
+    with pytest.raises(ValueError, match="guidance_interval"):
+        SamplingOptions(guidance_interval=(0.8, 0.2))
+    with pytest.raises(ValueError, match="unknown solver"):
+        SamplingOptions(solver="ddim")
+    with pytest.raises(ValueError, match="mag_ratios"):
+        StepCacheConfig(threshold=0.1, mag_ratios=())
+    np.testing.assert_allclose(interpolate_ratios([1.0, 2.0], 2), [1.0, 2.0])
