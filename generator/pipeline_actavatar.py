@@ -88,6 +88,90 @@ def combine_guidance(
     return v_uncond + text_scale * (v_text - v_uncond) + audio_scale * (v_text_audio - v_text)
 
 
+def guided_velocity(
+    model: Any,
+    x: torch.Tensor,
+    timestep: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    phase_ids: torch.Tensor | None,
+    negative_prompt_embeds: torch.Tensor,
+    negative_phase_ids: torch.Tensor | None,
+    audio_embeds: torch.Tensor,
+    text_scale: float,
+    audio_scale: float,
+    batched: bool = True,
+    guided: bool = True,
+    step_index: int | None = None,
+    num_steps: int | None = None,
+    attention_kwargs: dict[str, Any] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """The sampler's velocity for a batch of B samples: the three-prediction guidance of the
+    module docstring, or one text+audio forward when `guided` is False or both scales are 1.
+
+    One function for the pipeline, the distillation teacher and the bench, so all three
+    sample with exactly the same inputs per guidance branch. `negative_*` may have batch 1
+    (broadcast). `model_kwargs` go to every forward; tensors with batch B are repeated for the
+    batched B=3 call. `step_index` / `num_steps` go into the cache context (step cache)."""
+    where = {"step_index": step_index, "num_inference_steps": num_steps}
+    extra = dict(model_kwargs or {})
+    b = x.shape[0]
+    if not guided or (text_scale == 1.0 and audio_scale == 1.0):
+        with model.cache_context("text_audio", **where):
+            return model(
+                x,
+                timestep,
+                prompt_embeds,
+                audio_embeds=audio_embeds,
+                phase_ids=phase_ids,
+                attention_kwargs=attention_kwargs,
+                return_dict=False,
+                **extra,
+            )[0].float()
+    neg = negative_prompt_embeds.expand(b, -1, -1)
+    neg_ids = None if negative_phase_ids is None else negative_phase_ids.expand(b, -1)
+    if batched:
+
+        def rep(v: Any) -> Any:
+            return torch.cat([v] * 3) if torch.is_tensor(v) and v.shape[:1] == (b,) else v
+
+        ids = None if phase_ids is None else torch.cat([neg_ids, phase_ids, phase_ids])
+        with model.cache_context("guidance_batch", **where):
+            out = model(
+                rep(x),
+                rep(timestep),
+                torch.cat([neg, prompt_embeds, prompt_embeds]),
+                audio_embeds=rep(audio_embeds),
+                phase_ids=ids,
+                audio_mask=torch.tensor([0.0] * (2 * b) + [1.0] * b, device=x.device),
+                attention_kwargs=attention_kwargs,
+                return_dict=False,
+                **{k: rep(v) for k, v in extra.items()},
+            )[0]
+        v_u, v_t, v_ta = out.chunk(3)
+    else:
+        passes = {
+            "uncond": (neg, neg_ids, None),
+            "text": (prompt_embeds, phase_ids, None),
+            "text_audio": (prompt_embeds, phase_ids, audio_embeds),
+        }
+        preds = {}
+        for name, (embeds, ids, audio) in passes.items():
+            with model.cache_context(name, **where):
+                preds[name] = model(
+                    x,
+                    timestep,
+                    embeds,
+                    audio_embeds=audio,
+                    phase_ids=ids,
+                    attention_kwargs=attention_kwargs,
+                    return_dict=False,
+                    **extra,
+                )[0]
+        v_u, v_t, v_ta = preds["uncond"], preds["text"], preds["text_audio"]
+    return combine_guidance(v_u.float(), v_t.float(), v_ta.float(), text_scale, audio_scale)
+
+
 class ActAvatarPipeline(DiffusionPipeline):
     r"""
     ActAvatar talking-avatar generation on Wan2.2-TI2V-5B.
@@ -352,53 +436,22 @@ class ActAvatarPipeline(DiffusionPipeline):
 
         `guided=False` (outside the guidance interval) runs the single text+audio forward.
         `step_index` / `num_steps` go into the cache context (the step cache reads them)."""
-        model = self.transformer
-        where = {"step_index": step_index, "num_inference_steps": num_steps}
-        if not (guided and self.do_classifier_free_guidance):
-            with model.cache_context("text_audio", **where):
-                return model(
-                    latent_model_input,
-                    timestep,
-                    prompt_embeds,
-                    audio_embeds=audio_embeds,
-                    phase_ids=phase_ids,
-                    attention_kwargs=attention_kwargs,
-                    return_dict=False,
-                )[0]
-        if batched:
-            with model.cache_context("guidance_batch", **where):
-                out = model(
-                    latent_model_input.expand(3, -1, -1, -1, -1),
-                    timestep.expand(3, -1),
-                    torch.cat([negative_prompt_embeds, prompt_embeds, prompt_embeds]),
-                    audio_embeds=audio_embeds.expand(3, -1, -1, -1),
-                    phase_ids=torch.cat([negative_phase_ids, phase_ids, phase_ids]),
-                    audio_mask=torch.tensor([0.0, 0.0, 1.0], device=latent_model_input.device),
-                    attention_kwargs=attention_kwargs,
-                    return_dict=False,
-                )[0]
-            v_u, v_t, v_ta = out.chunk(3)
-        else:
-            passes = {
-                "uncond": (negative_prompt_embeds, negative_phase_ids, None),
-                "text": (prompt_embeds, phase_ids, None),
-                "text_audio": (prompt_embeds, phase_ids, audio_embeds),
-            }
-            preds = {}
-            for name, (embeds, ids, audio) in passes.items():
-                with model.cache_context(name, **where):
-                    preds[name] = model(
-                        latent_model_input,
-                        timestep,
-                        embeds,
-                        audio_embeds=audio,
-                        phase_ids=ids,
-                        attention_kwargs=attention_kwargs,
-                        return_dict=False,
-                    )[0]
-            v_u, v_t, v_ta = preds["uncond"], preds["text"], preds["text_audio"]
-        return combine_guidance(
-            v_u.float(), v_t.float(), v_ta.float(), self._guidance_scale, self._audio_guidance_scale
+        return guided_velocity(
+            self.transformer,
+            latent_model_input,
+            timestep,
+            prompt_embeds,
+            phase_ids,
+            negative_prompt_embeds,
+            negative_phase_ids,
+            audio_embeds,
+            self._guidance_scale,
+            self._audio_guidance_scale,
+            batched=batched,
+            guided=guided,
+            step_index=step_index,
+            num_steps=num_steps,
+            attention_kwargs=attention_kwargs,
         )
 
     @torch.no_grad()
