@@ -30,6 +30,8 @@ __all__ = [
     "RenderedPrompt",
     "clean_prompt_text",
     "encode_structured_prompt",
+    "latent_position",
+    "phase_windows",
     "render_structured_prompt",
     "retime_prompt",
     "token_block_ids",
@@ -191,3 +193,48 @@ def encode_structured_prompt(
         keep[..., None], embeds, torch.zeros_like(embeds)
     )  # Wan's zero tail
     return prompt_embeds, phase_ids.to(prompt_embeds.device)
+
+
+def latent_position(seconds: float, fps: float, temporal_stride: int = 4) -> float:
+    """Clip time (s) -> continuous latent-frame coordinate (latent frame f spans [f, f + 1)).
+
+    Wan2.2 TI2V layout: latent frame 0 = video frame 0, latent f >= 1 = video frames
+    4(f-1)+1 .. 4f; video frame v is shown during [v / fps, (v + 1) / fps). So video time
+    v in [0, 1) maps to [0, 1) and v >= 1 to (v + stride - 1) / stride (piecewise linear,
+    continuous at v = 1): the latent frame whose video frames show time t contains x(t).
+    """
+    v = max(0.0, float(seconds) * float(fps))
+    return v if v < 1.0 else (v + temporal_stride - 1) / temporal_stride
+
+
+def phase_windows(
+    prompt: StructuredPrompt | str | None,
+    fps: float,
+    num_latent_frames: int,
+    max_phases: int = 8,
+    temporal_stride: int = 4,
+) -> torch.Tensor:
+    """(max_phases + 2, 2) float [start, end) anchor window of every block id, latent frames.
+
+    Row 0 = base block = the whole clip [0, num_latent_frames); row k = phase k's anchor
+    [`latent_position(start)`, `latent_position(end)`) clipped to the clip; rows of absent
+    phases and the padding row are [0, 0] (ignored by the model). A latent frame f is inside
+    a window when its centre f + 1/2 is. This is the `phase_windows` input of
+    `ActAvatarTransformer3DModel` (time-aware phases); the pipeline, the renderer and the
+    trainer all build it here.
+    """
+    import torch
+
+    out = torch.zeros(max_phases + 2, 2)
+    out[0, 1] = float(num_latent_frames)
+    if prompt is None or isinstance(prompt, str):
+        return out
+    if len(prompt.phases) > max_phases:
+        raise ValueError(
+            f"structured prompt has {len(prompt.phases)} phases; the model supports {max_phases}"
+        )
+    for k, phase in enumerate(prompt.phases, start=1):
+        a = min(latent_position(phase.start, fps, temporal_stride), float(num_latent_frames))
+        b = min(latent_position(phase.end, fps, temporal_stride), float(num_latent_frames))
+        out[k] = torch.tensor([a, max(a, b)])
+    return out

@@ -9,13 +9,45 @@ so public Wan2.2 checkpoints load 1:1; the new keys are
     audio_proj.*                                audio projection (Wav2Vec2 -> tokens/latent frame)
     blocks.{i}.norm_audio.*                     LayerNorm before the audio cross-attention
     blocks.{i}.audio_attn.*                     frame-wise audio cross-attention (to_out zero-init)
+    blocks.{i}.phase_time.weight                time-aware phase attention (zero-init, optional)
 
 With `audio_embeds=None` and `phase_ids=None` (or zero-initialised new modules) the forward
 is exactly `WanTransformer3DModel.forward` with the same weights.
+
+Time-aware phase attention (`time_aware_phases=True`, beyond the paper)
+-----------------------------------------------------------------------
+PACA tells a text token *which* phase it belongs to, but nothing tells a video token *when*
+it is: Wan's RoPE enters self-attention only, so at the text cross-attention a frame query
+carries almost no absolute time (a linear probe of the latent-frame index on the
+cross-attention input reaches R^2 ~0.3-0.4 in the synthetic bench), and no amount of PACA
+can route frame f to the phase active at f. The anchors are in the prompt text ("[2.0s-4.0s]"),
+but a frozen umT5 spells numbers digit by digit and the model must learn to read them.
+
+Design: an additive logit term between frame queries and phase-token keys,
+
+    logit(f, s) += b_h(f, window[id(s)]),   b_h(f, [a, e)) = w_h . phi(f + 1/2 - a, f + 1/2 - e)
+
+where `phi` are fixed features of the signed distances (latent frames) from the frame's
+centre to the start and to the end of the token's anchor window: smooth steps tanh(u / tau)
+(tau = 0.5, 1, 2, 4; a difference of a start step and an end step is a soft box, i.e. "inside
+the window") and Fourier features cos/sin(2 pi u / P) (P = 4, 8, 16, ...; smooth bumps and
+ramps). `w_h` is one zero-initialised `Linear(features, heads)` per block (`phase_time`), so
+at initialisation the term is exactly 0 and the model is Wan (tested, max |delta| <= 1e-5).
+Why this and not a query-side time embedding: a frame-time embedding added to the queries
+still needs the keys to *know* their anchor (from text digits); a relative term of (frame
+time, anchor window) needs nothing to be decoded from text, is translation-invariant (a
+phase at 1 s and at 4 s is the same problem), and is exactly representable as extra q/k
+channels: the bias depends only on (frame, block id), so q gains `R = max_phases + 2` channels
+(the frame's bias to each block row) and k gains the one-hot of its block id. One SDPA call,
+no (N x S) mask, cost O(N S R) on top of O(N S d) (<= 2 % of the forward, benchmarks/generator.py).
+Row 0 of `phase_windows` is the base block (the whole clip); padding ids and empty rows get
+no term. Used identically in training (`generator.train.losses`), `ActAvatarPipeline` and the
+renderer (both build the windows with `generator.prompting.phase_windows`).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +62,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (pipeline 
 from diffusers.models.normalization import FP32LayerNorm
 from diffusers.models.transformers.transformer_wan import (
     WanAttention,
+    WanAttnProcessor,
     WanTransformer3DModel,
     WanTransformerBlock,
     _get_qkv_projections,
@@ -42,6 +75,8 @@ logger = logging.get_logger(__name__)
 ADAPTER_PREFIXES = ("audio_proj.",)
 ADAPTER_BLOCK_MODULES = ("audio_attn", "norm_audio")
 PHASE_PREFIXES = ("phase_embedding.",)
+PHASE_BLOCK_MODULES = ("phase_time",)
+PHASE_TIME_TAUS = (0.5, 1.0, 2.0, 4.0)
 
 
 def is_audio_adapter_key(key: str) -> bool:
@@ -52,9 +87,44 @@ def is_audio_adapter_key(key: str) -> bool:
     return len(parts) > 2 and parts[0] == "blocks" and parts[2] in ADAPTER_BLOCK_MODULES
 
 
+def is_phase_key(key: str) -> bool:
+    """True for PACA keys: the phase table and the per-block time-aware phase projections."""
+    if key.startswith(PHASE_PREFIXES):
+        return True
+    parts = key.split(".")
+    return len(parts) > 2 and parts[0] == "blocks" and parts[2] in PHASE_BLOCK_MODULES
+
+
 def is_actavatar_key(key: str) -> bool:
     """True for every key that a plain Wan checkpoint does not have."""
-    return is_audio_adapter_key(key) or key.startswith(PHASE_PREFIXES)
+    return is_audio_adapter_key(key) or is_phase_key(key)
+
+
+def num_phase_time_features(num_freqs: int) -> int:
+    """Width of `phase_time_features`: steps + Fourier pairs, each for the start and the end."""
+    return 2 * len(PHASE_TIME_TAUS) + 4 * num_freqs
+
+
+def phase_time_features(
+    num_frames: int, phase_windows: torch.Tensor, num_freqs: int
+) -> torch.Tensor:
+    """(B, F, R, n) features of (latent frame f, anchor window of block row r).
+
+    `phase_windows` (B, R, 2) holds [start, end) in latent-frame units (frame f spans
+    [f, f + 1)); u = f + 1/2 - start and f + 1/2 - end are the signed distances of the
+    frame centre to the window's edges. Steps tanh(u / tau) and Fourier cos/sin(2 pi u / P),
+    P = 4 * 2**j. Rows with end <= start (unused) are zero.
+    """
+    w = phase_windows.float()
+    centre = torch.arange(num_frames, device=w.device, dtype=torch.float32) + 0.5
+    u = centre[None, :, None, None] - w[:, None, :, :]  # (B, F, R, 2): to start, to end
+    feats = [torch.tanh(u / tau) for tau in PHASE_TIME_TAUS]
+    for j in range(num_freqs):
+        ang = u * (2 * math.pi / (4.0 * 2**j))
+        feats += [torch.cos(ang), torch.sin(ang)]
+    out = torch.cat(feats, dim=-1)  # (B, F, R, n)
+    valid = (w[..., 1] > w[..., 0]).to(out.dtype)  # (B, R)
+    return out * valid[:, None, :, None]
 
 
 def progressive_audio_scales(
@@ -120,6 +190,77 @@ class ActAvatarFrameAudioAttnProcessor:
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
         return hidden_states.reshape(batch_size, seq_len, dim)
+
+
+class ActAvatarTextAttnProcessor(WanAttnProcessor):
+    """Wan's text cross-attention, plus the time-aware phase term when it is given.
+
+    `phase_time_bias = (frame_bias (B, F, h, R), token_rows (B, S, R), tokens_per_frame)`:
+    the logit of query token n (frame f = n // tokens_per_frame) on key s gains
+    `frame_bias[f] . token_rows[s]` (the bias of f to the block row of s). It is added as R
+    extra q/k channels (q scaled by sqrt(d) so the bias enters unscaled under the usual
+    1/sqrt(d)), with `scale` fixed to 1/sqrt(d): one SDPA call, no mask. Without it this is
+    exactly `WanAttnProcessor`.
+    """
+
+    def __call__(
+        self,
+        attn: WanAttention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        phase_time_bias: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    ) -> torch.Tensor:
+        if phase_time_bias is None:
+            return super().__call__(
+                attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb
+            )
+        if attn.add_k_proj is not None:
+            raise NotImplementedError("time-aware phases with image context (I2V 14B)")
+        query, key, value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
+        key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
+        value = value.unflatten(2, (attn.heads, -1))
+        query, key, scale = extend_qk_with_phase_time(query, key, *phase_time_bias)
+        hidden_states = dispatch_attention_fn(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            dropout_p=0.0,
+            is_causal=False,
+            scale=scale,
+            backend=self._attention_backend,
+            parallel_config=None,
+        )
+        hidden_states = hidden_states.flatten(2, 3).type_as(query)
+        hidden_states = attn.to_out[0](hidden_states)
+        return attn.to_out[1](hidden_states)
+
+
+def extend_qk_with_phase_time(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    frame_bias: torch.Tensor,
+    token_rows: torch.Tensor,
+    tokens_per_frame: int,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(B, N, h, d) queries and (B, S, h, d) keys -> extended by the phase-time channels.
+
+    Returns (query', key', scale) with query' . key' * scale = q . k / sqrt(d) + bias.
+    """
+    d = query.shape[-1]
+    b, n, h, _ = query.shape
+    if n % tokens_per_frame or n // tokens_per_frame != frame_bias.shape[1]:
+        raise ValueError(
+            f"{n} video tokens do not match {frame_bias.shape[1]} frames of {tokens_per_frame}"
+        )
+    q_ext = frame_bias.to(query.dtype).repeat_interleave(tokens_per_frame, dim=1)  # (B, N, h, R)
+    k_ext = token_rows.to(key.dtype)[:, :, None, :].expand(-1, -1, h, -1)  # (B, S, h, R)
+    query = torch.cat([query, q_ext * math.sqrt(d)], dim=-1)
+    key = torch.cat([key, k_ext], dim=-1)
+    return query, key, d**-0.5
 
 
 class ActAvatarAudioAttention(WanAttention):
@@ -230,6 +371,7 @@ class ActAvatarTransformerBlock(WanTransformerBlock):
         added_kv_proj_dim: int | None = None,
         audio_token_dim: int = 768,
         audio_scale: float = 1.0,
+        phase_time_features: int = 0,
     ):
         super().__init__(dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, added_kv_proj_dim)
         self.norm_audio = FP32LayerNorm(dim, eps, elementwise_affine=True)
@@ -237,6 +379,12 @@ class ActAvatarTransformerBlock(WanTransformerBlock):
             dim=dim, heads=num_heads, dim_head=dim // num_heads, audio_dim=audio_token_dim, eps=eps
         )
         self.audio_scale = audio_scale
+        self.phase_time = None
+        if phase_time_features:
+            # time-aware phase attention: per-head bias of (frame time, anchor window), zero-init
+            self.phase_time = nn.Linear(phase_time_features, num_heads, bias=False)
+            nn.init.zeros_(self.phase_time.weight)
+            self.attn2.set_processor(ActAvatarTextAttnProcessor())
 
     # Adapted from diffusers.models.transformers.transformer_wan.WanTransformerBlock.forward
     def forward(
@@ -248,6 +396,7 @@ class ActAvatarTransformerBlock(WanTransformerBlock):
         audio_hidden_states: torch.Tensor | None = None,
         tokens_per_frame: int | None = None,
         audio_gate: torch.Tensor | None = None,
+        phase_time: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         if temb.ndim == 4:
             # temb: batch_size, seq_len, 6, inner_dim (wan2.2 ti2v)
@@ -273,9 +422,18 @@ class ActAvatarTransformerBlock(WanTransformerBlock):
         attn_output = self.attn1(norm_hidden_states, None, None, rotary_emb)
         hidden_states = (hidden_states.float() + attn_output * gate_msa).type_as(hidden_states)
 
-        # 2. Text cross-attention (standard; PACA acts on the text tokens before the projection)
+        # 2. Text cross-attention (standard; PACA acts on the text tokens before the projection;
+        #    time-aware phases add a (frame time, anchor window) logit term)
         norm_hidden_states = self.norm2(hidden_states.float()).type_as(hidden_states)
-        attn_output = self.attn2(norm_hidden_states, encoder_hidden_states, None, None)
+        if phase_time is not None and self.phase_time is not None:
+            features, token_rows = phase_time  # (B, F, R, n), (B, S, R)
+            frame_bias = self.phase_time(features.to(self.phase_time.weight.dtype))  # (B,F,R,h)
+            bias = (frame_bias.transpose(2, 3), token_rows, tokens_per_frame)
+            attn_output = self.attn2(
+                norm_hidden_states, encoder_hidden_states, None, None, phase_time_bias=bias
+            )
+        else:
+            attn_output = self.attn2(norm_hidden_states, encoder_hidden_states, None, None)
         hidden_states = hidden_states + attn_output
 
         # 3. Frame-wise audio cross-attention, scaled by f(l) (ActAvatar)
@@ -332,6 +490,10 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         audio_scale (`float`, defaults to 1.0): global multiplier of the audio residual.
         max_phases (`int`, defaults to 8): phase blocks supported by the PACA table (index 0 is
             the base block, `max_phases + 1` is the padding index).
+        time_aware_phases (`bool`, defaults to `False`): add the time-aware phase term to the text
+            cross-attention (see the module docstring); needs `phase_ids` and `phase_windows`.
+        phase_time_freqs (`int`, defaults to 4): Fourier periods (4, 8, 16, ... latent frames) of
+            the time-aware features.
     """
 
     _no_split_modules = ["ActAvatarTransformerBlock"]
@@ -377,6 +539,8 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         audio_progressive: bool = True,
         audio_scale: float = 1.0,
         max_phases: int = 8,
+        time_aware_phases: bool = False,
+        phase_time_freqs: int = 4,
     ) -> None:
         # Build Wan without blocks (ours replace them), then restore the registered layer count.
         super().__init__(
@@ -403,6 +567,7 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
 
         inner_dim = num_attention_heads * attention_head_dim
         scales = progressive_audio_scales(num_layers, audio_gamma, audio_progressive, audio_scale)
+        n_time = num_phase_time_features(phase_time_freqs) if time_aware_phases else 0
         self.blocks = nn.ModuleList(
             [
                 ActAvatarTransformerBlock(
@@ -415,6 +580,7 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
                     added_kv_proj_dim,
                     audio_token_dim=audio_token_dim,
                     audio_scale=scales[i],
+                    phase_time_features=n_time,
                 )
                 for i in range(num_layers)
             ]
@@ -470,6 +636,8 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         for i, block in enumerate(self.blocks):
             mods[f"blocks.{i}.norm_audio"] = block.norm_audio
             mods[f"blocks.{i}.audio_attn"] = block.audio_attn
+            if block.phase_time is not None:
+                mods[f"blocks.{i}.phase_time"] = block.phase_time
         return mods
 
     @torch.no_grad()
@@ -489,29 +657,54 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
                 nn.init.ones_(module.norm_k.weight)
                 nn.init.zeros_(module.to_out[0].weight)
                 nn.init.zeros_(module.to_out[0].bias)
-            elif isinstance(module, nn.Embedding):
+            elif isinstance(module, nn.Embedding) or name.endswith(".phase_time"):
                 nn.init.zeros_(module.weight)
             else:
                 for sub in module.modules():
                     if hasattr(sub, "reset_parameters"):
                         sub.reset_parameters()
 
-    def _materialize_missing(
-        self, missing_keys: list[str], device: torch.device | str = "cpu"
-    ) -> list[str]:
-        """Allocate meta parameters of new modules and initialise them; returns module names."""
+    def _materialize_missing(self, missing_keys: list[str]) -> list[str]:
+        """Allocate and identity-initialise new modules that a checkpoint lacked (or that the
+        loader left on `meta`), on the device and in the dtype of the loaded backbone."""
+        mods = self.actavatar_modules()
         owners = set()
         for key in missing_keys:
-            for name in self.actavatar_modules():
+            for name in mods:
                 if key.startswith(name + "."):
                     owners.add(name)
-        mods = self.actavatar_modules()
+        for name, module in mods.items():
+            if any(p.is_meta for p in module.parameters()):
+                owners.add(name)
+        meta_rest = [n for n, p in self.named_parameters() if p.is_meta and not is_actavatar_key(n)]
+        if meta_rest:
+            raise ValueError(f"checkpoint lacks backbone weights: {meta_rest[:8]} ...")
+        ref = self.patch_embedding.weight
         for name in owners:
             module = mods[name]
             if any(p.is_meta for p in module.parameters()):
-                module.to_empty(device=device)
+                module.to_empty(device=ref.device)
+            if not name.endswith("norm_audio"):  # keep the fp32 contract of norm_audio
+                module.to(ref.dtype)
+            else:
+                module.float()
         self.init_actavatar_weights(sorted(owners))
         return sorted(owners)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any):
+        """diffusers' `from_pretrained`, plus: ActAvatar modules a checkpoint lacks (a plain
+        Wan folder) are materialised and initialised as identity instead of being left on the
+        `meta` device (diffusers' loader only announces them as "newly initialized").
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        missing = [k for k in info.get("missing_keys", []) if is_actavatar_key(k)]
+        if missing or any(p.is_meta for p in model.parameters()):
+            model._materialize_missing(missing)
+        return (model, info) if want_info else model
 
     @classmethod
     def from_wan_pretrained(
@@ -521,10 +714,10 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         torch_dtype: torch.dtype | None = None,
         **actavatar_config: Any,
     ) -> ActAvatarTransformer3DModel:
-        """Load a plain Wan2.2 (or ActAvatar) checkpoint; new modules start as identity.
+        """Load a plain Wan2.2 (or ActAvatar) checkpoint strictly; new modules start as identity.
 
-        Only the ActAvatar keys may be missing; they are materialised on CPU and initialised.
-        Move the model to its device afterwards (no `device_map` while keys are missing).
+        Like `from_pretrained`, but only the ActAvatar keys may be missing and no unknown
+        key may be present (a wrong folder fails here, not at the first forward).
         """
         kwargs = {"subfolder": subfolder} if subfolder else {}
         model, info = cls.from_pretrained(
@@ -542,22 +735,13 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         unexpected = [k for k in info.get("unexpected_keys", []) if "norm_added_q" not in k]
         if unexpected:
             raise ValueError(f"checkpoint has keys the model does not know: {unexpected[:8]} ...")
-        if missing:
-            model._materialize_missing(missing)
-            if torch_dtype is not None:
-                for module in model.actavatar_modules().values():
-                    module.to(torch_dtype)
-                for block in model.blocks:  # keep the fp32 contract of `_keep_in_fp32_modules`
-                    block.norm_audio.float()
         return model
 
     def freeze_backbone(self, train_phase_embedding: bool = False) -> list[str]:
         """Stage 1: only the audio adapter (optionally also the phase table) is trainable."""
         trainable = []
         for name, param in self.named_parameters():
-            train = is_audio_adapter_key(name) or (
-                train_phase_embedding and name.startswith(PHASE_PREFIXES)
-            )
+            train = is_audio_adapter_key(name) or (train_phase_embedding and is_phase_key(name))
             param.requires_grad_(train)
             if train:
                 trainable.append(name)
@@ -568,7 +752,7 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         return {k: v for k, v in self.state_dict().items() if is_audio_adapter_key(k)}
 
     def phase_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in self.state_dict().items() if k.startswith(PHASE_PREFIXES)}
+        return {k: v for k, v in self.state_dict().items() if is_phase_key(k)}
 
     def save_audio_adapter(self, path: str | Path) -> None:
         """Write the audio adapter as safetensors (with the adapter config in the metadata)."""
@@ -599,7 +783,7 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
             raise ValueError(f"adapter file lacks: {sorted(expected - set(tensors))[:8]}")
         mods = self.actavatar_modules()
         for name, module in mods.items():
-            if name != "phase_embedding" and any(p.is_meta for p in module.parameters()):
+            if not is_phase_key(name + ".") and any(p.is_meta for p in module.parameters()):
                 module.to_empty(device="cpu")
         self.load_state_dict(tensors, strict=False)
 
@@ -609,12 +793,38 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         for name, p in self.named_parameters():
             if is_audio_adapter_key(name):
                 counts["audio_adapter"] += p.numel()
-            elif name.startswith(PHASE_PREFIXES):
+            elif is_phase_key(name):
                 counts["phase_embedding"] += p.numel()
             else:
                 counts["backbone"] += p.numel()
         counts["total"] = sum(counts.values())
         return counts
+
+    def _phase_time_inputs(
+        self,
+        num_frames: int,
+        phase_windows: torch.Tensor,
+        phase_ids: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (B, F, R, n), token rows (B, S, R)) for the blocks' time-aware term."""
+        rows = self.config.max_phases + 2
+        batch, seq = phase_ids.shape
+        if phase_windows.shape != (batch, rows, 2):
+            raise ValueError(
+                f"phase_windows must be ({batch}, {rows}, 2) (batch, max_phases + 2, [start, end)),"
+                f" got {tuple(phase_windows.shape)}"
+            )
+        if encoder_hidden_states.shape[1] != seq:
+            raise NotImplementedError("time-aware phases with image context tokens")
+        device = encoder_hidden_states.device
+        features = phase_time_features(
+            num_frames, phase_windows.to(device), self.config.phase_time_freqs
+        )
+        ids = phase_ids.to(device).clamp(0, rows - 1)
+        token_rows = torch.nn.functional.one_hot(ids, rows).to(features.dtype)
+        token_rows[..., self.phase_pad_id] = 0  # padding tokens get no term
+        return features, token_rows
 
     # ----------------------------------------------------------------------------------------
     # Forward
@@ -632,6 +842,7 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         audio_embeds: torch.Tensor | None = None,
         phase_ids: torch.LongTensor | None = None,
         audio_mask: torch.Tensor | None = None,
+        phase_windows: torch.Tensor | None = None,
     ) -> torch.Tensor | Transformer2DModelOutput:
         """
         Args:
@@ -642,6 +853,9 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
                 Wav2Vec2 features, F_video = 4 (F - 1) + 1. `None` skips the adapter.
             phase_ids: optional (B, S_text) block index of every text token (PACA).
             audio_mask: optional (B,) 1/0 per sample; 0 drops the audio for that sample.
+            phase_windows: optional (B, max_phases + 2, 2) [start, end) of each block id's anchor
+                window in latent frames (row 0 = base = whole clip; `prompting.phase_windows`).
+                Used by `time_aware_phases` models together with `phase_ids`; else ignored.
         """
         batch_size, num_channels, num_frames, height, width = hidden_states.shape
         p_t, p_h, p_w = self.config.patch_size
@@ -684,6 +898,13 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
                 [encoder_hidden_states_image, encoder_hidden_states], dim=1
             )
 
+        # Time-aware phases: features of (frame, block row) and the one-hot row of every token.
+        phase_time = None
+        if self.config.time_aware_phases and phase_windows is not None and phase_ids is not None:
+            phase_time = self._phase_time_inputs(
+                post_patch_num_frames, phase_windows, phase_ids, encoder_hidden_states
+            )
+
         # Audio tokens, once per forward: (B, F_latent, n_a, audio_token_dim)
         audio_hidden_states = audio_gate = None
         if audio_embeds is not None:
@@ -711,6 +932,7 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
                     audio_hidden_states,
                     tokens_per_frame,
                     audio_gate,
+                    phase_time,
                 )
         else:
             for block in self.blocks:
@@ -722,6 +944,7 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
                     audio_hidden_states,
                     tokens_per_frame,
                     audio_gate,
+                    phase_time,
                 )
 
         # 5. Output norm, projection & unpatchify
@@ -773,10 +996,13 @@ __all__ = [
     "ActAvatarAudioAttention",
     "ActAvatarAudioProjection",
     "ActAvatarFrameAudioAttnProcessor",
+    "ActAvatarTextAttnProcessor",
     "ActAvatarTransformer3DModel",
     "ActAvatarTransformerBlock",
     "is_actavatar_key",
     "is_audio_adapter_key",
+    "is_phase_key",
+    "phase_time_features",
     "progressive_audio_scales",
     "wan_config_from_actavatar",
 ]
