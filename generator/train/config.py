@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DebugConfig",
+    "DistillConfig",
     "LoopConfig",
     "ModelConfig",
     "OptimConfig",
@@ -33,7 +34,7 @@ __all__ = [
     "load_config",
 ]
 
-STAGES = ("stage1", "stage2")
+STAGES = ("stage1", "stage2", "distill")
 
 
 class ConfigError(ValueError):
@@ -106,6 +107,26 @@ class LoopConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Stage `distill` (generator.train.distill): a student from an ActAvatar teacher.
+
+    `mode: guidance`: one forward per step, matching the teacher's guided velocity at fixed
+    scales (any solver, any step count). `mode: trajectory`: a `student_steps`-step Euler
+    student whose step from sigma_k lands where the guided teacher's `teacher_steps`-step
+    trajectory lands at sigma_{k+1}."""
+
+    teacher: str = ""  # ActAvatar pipeline folder, or a folder with transformer/ (checkpoint)
+    mode: str = "trajectory"  # guidance | trajectory
+    student_steps: int = 4
+    teacher_steps: int = 40
+    guidance_scale: float = 5.0
+    audio_guidance_scale: float = 5.0
+    negative_prompt: str | None = None  # None: Wan's default negative prompt (as the pipeline)
+    teacher_batched: bool = True  # the teacher's three guidance predictions as one B=3 forward
+    export: bool = True  # write <output_dir>/pipeline (student) at the end of the run
+
+
+@dataclass
 class DebugConfig:
     dump_grads_step: int | None = None  # write the gradients of this step (tests, DDP checks)
 
@@ -123,6 +144,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     source: str | None = field(default=None, metadata={"internal": True})
 
@@ -243,6 +265,17 @@ def _validate(cfg: TrainConfig, file: str | None) -> TrainConfig:
         raise bad(
             "data.dataset", "is required (a dataset folder built by `avatar-flow dataset build`)"
         )
+    if cfg.stage == "distill":
+        d = cfg.distill
+        if not d.teacher:
+            raise bad("distill.teacher", "is required (an ActAvatar pipeline or checkpoint folder)")
+        if d.mode not in ("guidance", "trajectory"):
+            raise bad("distill.mode", f"must be guidance or trajectory, got {d.mode!r}")
+        if not 1 <= d.student_steps <= d.teacher_steps:
+            raise bad(
+                "distill.student_steps",
+                f"must be in [1, teacher_steps={d.teacher_steps}], got {d.student_steps}",
+            )
     if cfg.stage == "stage2" and not cfg.model.adapter:
         raise bad("model.adapter", "stage 2 needs the stage-1 adapter (audio_adapter.safetensors)")
     return cfg
@@ -324,6 +357,8 @@ def config_hash(cfg: TrainConfig) -> str:
     ):
         loop.pop(key, None)
     data.pop("debug", None)
+    if cfg.stage != "distill":  # the distill section was added later: earlier hashes stay valid
+        data.pop("distill", None)
     # switches added later are hashed only when changed, so earlier hashes stay valid
     for section, key, default in _HASH_DEFAULTS:
         if data[section].get(key) == default:
