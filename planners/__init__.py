@@ -8,7 +8,24 @@ from typing import Any
 
 from planners.annotation import Annotation, make_annotation, normalised_anchors
 from planners.base import Planner
-from planners.cache import PLANNER_VERSION, plan_cache_key
+from planners.cache import PLANNER_VERSION, plan_cache_key, plan_cacheable
+from planners.endpoints import (
+    FORMATS,
+    CapabilityStore,
+    EndpointCapabilities,
+    JsonCapabilityStore,
+    MemoryCapabilityStore,
+    default_store,
+    endpoint_id,
+)
+from planners.llm import (
+    TEMPORARY_FAILURES,
+    ChatEndpoint,
+    JSONAnswer,
+    LLMFailure,
+    Progress,
+    ask_json,
+)
 from planners.mllm import MLLMPlanner
 from planners.mllm_settings import MLLMSettings
 from planners.rules import RulePlanner, base_block
@@ -40,13 +57,17 @@ PLANNERS = {"rules": RulePlanner, "rule": RulePlanner, "mllm": MLLMPlanner, "llm
 
 def get_planner(name: str, **kw: Any) -> Planner:
     """A planner by name: 'rules' (kwargs to RulePlanner) or 'mllm' (kwargs to MLLMSettings,
-    or settings=/fallback=/client= passed through)."""
+    or settings=/fallback=/client=/capabilities=/on_progress= passed through)."""
     key = name.strip().lower()
     if key not in PLANNERS:
         raise ValueError(f"unknown planner {name!r}; choose one of {sorted(set(PLANNERS))}")
     if PLANNERS[key] is RulePlanner:
         return RulePlanner(**kw)
-    passthrough = {k: kw.pop(k) for k in ("settings", "fallback", "client") if k in kw}
+    passthrough = {
+        k: kw.pop(k)
+        for k in ("settings", "fallback", "client", "capabilities", "on_progress")
+        if k in kw
+    }
     if "settings" not in passthrough:
         passthrough["settings"] = MLLMSettings(**kw)
     elif kw:
@@ -56,11 +77,21 @@ def get_planner(name: str, **kw: Any) -> Planner:
 
 __all__ = [
     "DEFAULT_ACTION_VOCABULARY",
+    "FORMATS",
     "PLANNER_VERSION",
     "PLAN_SCHEMA_VERSION",
+    "TEMPORARY_FAILURES",
     "Annotation",
     "BaseBlock",
+    "CapabilityStore",
+    "ChatEndpoint",
     "Cue",
+    "EndpointCapabilities",
+    "JSONAnswer",
+    "JsonCapabilityStore",
+    "LLMFailure",
+    "MemoryCapabilityStore",
+    "Progress",
     "MLLMPlanner",
     "MLLMSettings",
     "Phase",
@@ -73,13 +104,17 @@ __all__ = [
     "Scene",
     "Transcript",
     "Word",
+    "ask_json",
     "base_block",
+    "default_store",
+    "endpoint_id",
     "get_planner",
     "make_annotation",
     "nearest_boundary",
     "normalised_anchors",
     "phase_from_words",
     "plan_cache_key",
+    "plan_cacheable",
     "snap_window",
     "span_seconds",
     "usable_cues",

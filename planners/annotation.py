@@ -21,6 +21,7 @@ class Annotation(BaseModel):
     duration: float = Field(ge=0)
     planner: str
     fallback_reason: str | None = None
+    fallback_kind: str | None = None  # as Plan.fallback_kind
     trace: list[PlannerTurn] = Field(default_factory=list, exclude=True)
 
     def render(self) -> str:

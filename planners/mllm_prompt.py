@@ -10,13 +10,13 @@ import base64
 import hashlib
 import json
 import mimetypes
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from planners.llm import extract_json, parse_answer, validation_messages  # noqa: F401
 from planners.schema import BaseBlock, Phase, Plan, PlanRequest, Word
 from planners.snapping import phase_from_words
 from planners.validation import covers_cue, usable_cues
@@ -242,52 +242,6 @@ def summarise_messages(messages: Sequence[dict[str, Any]], chars: int = 160) -> 
 def prompt_hash(messages: Sequence[dict[str, Any]]) -> str:
     """sha256 of the exact messages sent (images included), for the record."""
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
-
-
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
-
-
-def extract_json(text: str) -> dict[str, Any] | None:
-    """The first JSON object in a model answer (bare, fenced, or inside prose)."""
-    text = _THINK.sub("", text or "").strip()
-    candidates = [text, *_FENCE.findall(text)]
-    decoder = json.JSONDecoder()
-    for cand in candidates:
-        cand = cand.strip()
-        try:
-            value = json.loads(cand)
-        except ValueError:
-            value = None
-        if isinstance(value, dict):
-            return value
-    for i, ch in enumerate(text):
-        if ch == "{":
-            try:
-                value, _ = decoder.raw_decode(text, i)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                return value
-    return None
-
-
-def validation_messages(err: ValidationError) -> list[str]:
-    """Pydantic errors as 'field.path: message' lines the model can act on."""
-    return [f"{'.'.join(str(x) for x in e['loc']) or 'answer'}: {e['msg']}" for e in err.errors()][
-        :20
-    ]
-
-
-def parse_answer(text: str, model: type[T]) -> tuple[T | None, list[str]]:
-    """The answer as `model`, or the reasons it is not one."""
-    data = extract_json(text)
-    if data is None:
-        return None, ["no JSON object found in the answer; reply with only the JSON object"]
-    try:
-        return model.model_validate(data), []
-    except ValidationError as err:
-        return None, validation_messages(err)
 
 
 def answer_phases(

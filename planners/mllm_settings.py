@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-StructuredMode = Literal["auto", "json_schema", "json_object", "text"]
+StructuredMode = Literal["auto", "json_schema", "json_object+schema", "json_object", "text"]
 
 # field -> environment variables, first set one wins
 ENV_VARS: dict[str, tuple[str, ...]] = {
@@ -24,7 +24,13 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "send_audio": ("AVATAR_FLOW_LLM_SEND_AUDIO",),
     "use_tools": ("AVATAR_FLOW_LLM_USE_TOOLS",),
     "structured_outputs": ("AVATAR_FLOW_LLM_STRUCTURED_OUTPUTS",),
+    "max_tokens": ("AVATAR_FLOW_LLM_MAX_TOKENS",),
+    "max_string_chars": ("AVATAR_FLOW_LLM_MAX_STRING_CHARS",),
 }
+
+# A CPU llama.cpp server writes ~1-6 tokens/s; a plan answer is a few hundred tokens, so the
+# whole plan (probe, answer, repairs, retries) gets ten minutes unless told otherwise.
+DEFAULT_TIMEOUT = 600.0
 
 
 class MLLMSettings(BaseModel):
@@ -33,16 +39,30 @@ class MLLMSettings(BaseModel):
     base_url: str | None = Field(None, description="OpenAI-compatible /v1 URL; None = OpenAI")
     model: str = "gpt-4o-mini"
     api_key: SecretStr = Field(SecretStr("EMPTY"), repr=False)
-    timeout: float = Field(60.0, gt=0, description="seconds per request")
-    max_retries: int = Field(1, ge=0, description="client retries on 429/5xx/connection errors")
+    timeout: float = Field(
+        DEFAULT_TIMEOUT,
+        gt=0,
+        description="seconds for one whole answer: every request, repair and retry together",
+    )
+    max_retries: int = Field(
+        1, ge=0, description="re-sends on 429/5xx/connection errors, inside the time budget"
+    )
     max_repair_turns: int = Field(3, ge=0, description="re-asks with validation errors")
     max_tool_steps: int = Field(4, ge=0, description="tool-call rounds before a final answer")
-    send_image: bool = True
+    # auto: send the image unless the endpoint is remembered as dropping image parts.
+    send_image: Literal["auto"] | bool = "auto"
     # Omni models (Qwen-Omni on vLLM, gpt-4o-audio) can hear the speech as an `input_audio` part.
     send_audio: bool = False
     use_tools: bool = False
-    # auto: json_schema, degrading to json_object then plain text when the server says 400.
+    # auto: json_schema, stepping down to json_object with the schema (llama.cpp's grammar),
+    # json_object, then plain text when the server refuses one; the step is remembered.
     structured_outputs: StructuredMode = "auto"
+    max_tokens: int | None = Field(
+        None, ge=1, description="cap on answer tokens; None = derived from the schema and words"
+    )
+    max_string_chars: int = Field(
+        80, ge=4, description="longest string a schema grammar lets the model write"
+    )
     temperature: float = Field(0.2, ge=0, le=2)
     seed: int | None = 0
     max_frames: int = Field(8, ge=0, description="frames sent per clip in annotate mode")

@@ -151,7 +151,8 @@ class PlannerTurn(BaseModel):
     """
 
     index: int = 0
-    # "plan", "repair", "tool", "degrade" (server refused a request option), "error".
+    # "plan", "repair", "tool", "probe" (prompt delivery check, 1 token), "degrade" (server
+    # refused a request option), "resend" (prompt arrived cut; sent again as plain text), "error".
     kind: str = "plan"
     messages: list[str] = Field(default_factory=list, description="role: first characters")
     prompt_sha256: str = ""
@@ -161,7 +162,11 @@ class PlannerTurn(BaseModel):
     errors: list[str] = Field(default_factory=list)
     seconds: float = 0.0
     prompt_tokens: int | None = None
+    # A lower bound on the prompt's tokens (one per word or punctuation run of the text sent):
+    # prompt_tokens far below it means the server dropped or cut the prompt.
+    expected_prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    max_tokens: int | None = None
     model: str = ""
 
 
@@ -174,6 +179,9 @@ class Plan(BaseModel):
     phases: list[Phase] = Field(default_factory=list)
     # Set when a planner fell back to another one (e.g. the MLLM planner to the rule planner).
     fallback_reason: str | None = None
+    # Why, for machines: unreachable | timeout | refused_format | server_error |
+    # truncated_prompt (temporary: never served from a cache) or invalid_answer.
+    fallback_kind: str | None = None
     # Notes about the request a planner could not fully honour (e.g. an unsafe cue dropped).
     warnings: list[str] = Field(default_factory=list)
     # Model turns that produced this plan; stored by the flows, excluded from plan.json.

@@ -60,6 +60,15 @@ def settings(srv, **kw):
     return MLLMSettings(**{**base, **kw})
 
 
+def kinds(plan):
+    """Turn kinds without the once-per-endpoint prompt probes."""
+    return [t.kind for t in plan.trace if t.kind != "probe"]
+
+
+def answers(plan):
+    return [t for t in plan.trace if t.kind != "probe"]
+
+
 def assert_no_key(plan, srv=None):
     blob = json.dumps([t.model_dump() for t in plan.trace]) + plan.model_dump_json()
     blob += str(plan.fallback_reason)
@@ -91,9 +100,12 @@ def test_valid_plan_first_time():
     assert "at most 2 phases may overlap any 5-s window" in user
     assert srv.headers[0]["authorization"] == f"Bearer {KEY}"
     # what was recorded
-    (turn,) = plan.trace
+    probe, turn = plan.trace
+    assert probe.kind == "probe" and probe.max_tokens == 1 and len(srv.probes) == 1
     assert turn.kind == "plan" and turn.errors == [] and turn.model == "fake-omni"
-    assert (turn.prompt_tokens, turn.completion_tokens) == (100, 20)
+    # the whole prompt arrived (the server's count is at least the lower bound)
+    assert turn.prompt_tokens == srv.prompt_tokens(body) >= turn.expected_prompt_tokens > 300
+    assert turn.completion_tokens == 20
     assert turn.seconds > 0 and len(turn.prompt_sha256) == 64
     assert "trace" not in plan.model_dump() and "trace" not in plan.model_dump_json()
     assert_no_key(plan, srv)
@@ -103,8 +115,8 @@ def test_invalid_then_repaired():
     with FakeOpenAIServer([BAD, GOOD]) as srv:
         plan = MLLMPlanner(settings(srv)).plan(REQ)
     assert plan.planner == "mllm" and plan.fallback_reason is None
-    assert [t.kind for t in plan.trace] == ["plan", "repair"]
-    first_errors = plan.trace[0].errors
+    assert kinds(plan) == ["plan", "repair"]
+    first_errors = answers(plan)[0].errors
     assert any("lips" in e for e in first_errors)
     assert any("fall within one 5-s window" in e for e in first_errors)
     repair = srv.requests[1]["messages"]
@@ -121,7 +133,7 @@ def test_garbage_every_time_falls_back_to_rules():
     assert plan.planner == "rules"
     assert plan.fallback_reason.startswith("mllm planner (fake-omni) failed, rule planner used")
     assert "no valid answer after 3 answers" in plan.fallback_reason
-    assert [t.kind for t in plan.trace] == ["plan", "repair", "repair"]
+    assert kinds(plan) == ["plan", "repair", "repair"]
     assert plan.phases == RulePlanner().plan(REQ).phases
     assert validate_plan(plan, REQ) == []
 
@@ -133,7 +145,7 @@ def test_timeout_falls_back_quickly():
         elapsed = time.monotonic() - t0
     assert elapsed < 2.5
     assert plan.planner == "rules" and "timeout after 0.5 s" in plan.fallback_reason
-    assert [t.kind for t in plan.trace] == ["error"]
+    assert kinds(plan) == ["error"]
 
 
 def test_server_without_json_schema_gets_json_mode_and_it_is_remembered():
@@ -144,9 +156,9 @@ def test_server_without_json_schema_gets_json_mode_and_it_is_remembered():
     assert plan.planner == "mllm" and again.planner == "mllm"
     formats = [(r.get("response_format") or {}).get("type") for r in srv.requests]
     assert formats == ["json_schema", "json_object", "json_object"]
-    assert [t.kind for t in plan.trace] == ["degrade", "plan"]
-    assert "json_schema is not supported" in plan.trace[0].errors[0]
-    assert [t.kind for t in again.trace] == ["plan"]
+    assert kinds(plan) == ["degrade", "plan"]
+    assert "json_schema is not supported" in answers(plan)[0].errors[0]
+    assert kinds(again) == ["plan"]
 
 
 def test_server_without_any_response_format_gets_plain_text_and_prose_is_parsed():
@@ -158,8 +170,13 @@ def test_server_without_any_response_format_gets_plain_text_and_prose_is_parsed(
     with FakeOpenAIServer(answer) as srv:
         plan = MLLMPlanner(settings(srv)).plan(REQ)
     assert plan.planner == "mllm"
-    assert [t.kind for t in plan.trace] == ["degrade", "degrade", "plan"]
-    assert [t.response_format for t in plan.trace] == ["json_schema", "json_object", "text"]
+    assert kinds(plan) == ["degrade", "degrade", "degrade", "plan"]
+    assert [t.response_format for t in answers(plan)] == [
+        "json_schema",
+        "json_object+schema",
+        "json_object",
+        "text",
+    ]
     assert "response_format" not in srv.requests[-1]
 
 
@@ -172,7 +189,7 @@ def test_refused_sampling_parameter_is_dropped():
     with FakeOpenAIServer(answer) as srv:
         plan = MLLMPlanner(settings(srv)).plan(REQ)
     assert plan.planner == "mllm"
-    assert [t.kind for t in plan.trace] == ["degrade", "plan"]
+    assert kinds(plan) == ["degrade", "plan"]
     assert srv.requests[1]["response_format"]["type"] == "json_schema"
     assert "temperature" not in srv.requests[1] and srv.requests[1]["seed"] == 0
 
@@ -193,8 +210,8 @@ def test_tool_call_round():
     with FakeOpenAIServer(responses) as srv:
         plan = MLLMPlanner(settings(srv, use_tools=True)).plan(REQ)
     assert plan.planner == "mllm" and plan.fallback_reason is None
-    assert [t.kind for t in plan.trace] == ["tool", "tool", "plan"]
-    assert plan.trace[0].tool_calls == ['list_words({"first": 10, "last": 13})']
+    assert kinds(plan) == ["tool", "tool", "plan"]
+    assert answers(plan)[0].tool_calls == ['list_words({"first": 10, "last": 13})']
     tools = srv.requests[0]["tools"]
     assert [t["function"]["name"] for t in tools] == ["list_words", "check_plan"]
     assert all(t["function"]["strict"] for t in tools)
@@ -215,7 +232,7 @@ def test_server_without_tool_support_drops_tools():
     with FakeOpenAIServer([GOOD], reject_tools=True) as srv:
         plan = MLLMPlanner(settings(srv, use_tools=True)).plan(REQ)
     assert plan.planner == "mllm"
-    assert [t.kind for t in plan.trace] == ["degrade", "plan"]
+    assert kinds(plan) == ["degrade", "plan"]
     assert "tools" in srv.requests[0] and "tools" not in srv.requests[1]
 
 
@@ -240,7 +257,7 @@ def test_api_key_never_recorded_even_if_the_server_echoes_it():
 
     with FakeOpenAIServer(echo) as srv:
         plan = MLLMPlanner(settings(srv, max_repair_turns=1)).plan(REQ)
-    assert plan.trace and "you sent Bearer ***" in plan.trace[0].answer
+    assert plan.trace and "you sent Bearer ***" in answers(plan)[0].answer
     assert_no_key(plan)
     assert KEY not in repr(MLLMSettings(api_key=KEY))
     assert "api_key" not in MLLMSettings(api_key=KEY).public()
@@ -255,7 +272,7 @@ def test_avatar_image_sent_as_data_url_but_not_recorded(tmp_path):
     parts = srv.requests[0]["messages"][1]["content"]
     assert parts[0]["type"] == "text"
     assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,iVBORw0KGgo")
-    summary = plan.trace[0].messages[1]
+    summary = answers(plan)[0].messages[1]
     assert "[image " in summary and "base64" not in summary
     missing = REQ.model_copy(update={"avatar_image": str(tmp_path / "nope.png")})
     with FakeOpenAIServer([GOOD]) as srv:
@@ -279,7 +296,7 @@ def test_annotate_mode():
     assert ann.caption == "A woman speaking" and ann.planner == "mllm"
     assert ann.anchors == [(0.0, 0.39)]
     assert [(p.first_word, p.last_word, p.source) for p in ann.phases] == [(0, 4, "annotation")]
-    assert [t.kind for t in ann.trace] == ["plan", "repair"]
+    assert [t.kind for t in ann.trace if t.kind != "probe"] == ["plan", "repair"]
     sent = srv.requests[0]["messages"][1]["content"]
     assert sum(p["type"] == "image_url" for p in sent) == 4
     assert srv.requests[0]["response_format"]["json_schema"]["name"] == "AnnotationAnswer"
@@ -302,11 +319,12 @@ def test_plan_cache_key(tmp_path):
     s = MLLMSettings(base_url="http://one/v1", api_key=KEY, model="m1")
     key = plan_cache_key(req, s)
     assert len(key) == 64 and key == plan_cache_key(req, s)
-    # same content at another path, other URL/key/timeouts: same key
+    # same content at another path, other key/timeouts, credentials or a trailing slash in
+    # the URL: same key
     same = plan_cache_key(
         req.model_copy(update={"avatar_image": str(b)}),
         MLLMSettings(
-            base_url="http://two/v1",
+            base_url="http://user:pw@ONE/v1/",
             api_key="sk-other-key-000000",
             model="m1",
             timeout=3,
@@ -314,6 +332,8 @@ def test_plan_cache_key(tmp_path):
         ),
     )
     assert same == key
+    # another endpoint serving a model of the same name plans differently
+    assert plan_cache_key(req, s.model_copy(update={"base_url": "http://two/v1"})) != key
     b.write_bytes(b"image-two")
     assert plan_cache_key(req.model_copy(update={"avatar_image": str(b)}), s) != key
     assert plan_cache_key(req, s.model_copy(update={"model": "m2"})) != key
