@@ -43,7 +43,12 @@ from generator.conditioning import (
     latent_frames_for_context,
     token_timesteps,
 )
-from generator.prompting import DEFAULT_NEGATIVE_PROMPT, encode_structured_prompt
+from generator.prompting import (
+    DEFAULT_NEGATIVE_PROMPT,
+    encode_structured_prompt,
+    phase_windows,
+    unconditional_phase_ids,
+)
 from generator.render_types import StructuredPrompt
 from generator.sampling import (
     StepCacheConfig,
@@ -302,7 +307,9 @@ class ActAvatarPipeline(DiffusionPipeline):
             device=device,
             dtype=dtype,
         )
-        return embeds[:1], phase_ids[:1], embeds[1:], phase_ids[1:]
+        # the negative branch carries the unconditional ids, as training's dropped text does
+        negative_ids = unconditional_phase_ids(1, phase_ids.shape[1]).to(phase_ids.device)
+        return embeds[:1], phase_ids[:1], embeds[1:], negative_ids
 
     def encode_audio(
         self,
@@ -431,8 +438,12 @@ class ActAvatarPipeline(DiffusionPipeline):
         guided: bool = True,
         step_index: int | None = None,
         num_steps: int | None = None,
+        phase_windows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Guided velocity for one step (see the module docstring for the formula).
+
+        `phase_windows` (1, max_phases + 2, 2): anchor windows for time-aware phases (every
+        branch gets them; the unconditional branch's all-base ids only read row 0).
 
         `guided=False` (outside the guidance interval) runs the single text+audio forward.
         `step_index` / `num_steps` go into the cache context (the step cache reads them)."""
@@ -452,6 +463,7 @@ class ActAvatarPipeline(DiffusionPipeline):
             step_index=step_index,
             num_steps=num_steps,
             attention_kwargs=attention_kwargs,
+            model_kwargs=None if phase_windows is None else {"phase_windows": phase_windows},
         )
 
     @torch.no_grad()
@@ -558,6 +570,14 @@ class ActAvatarPipeline(DiffusionPipeline):
         frame_mask = clean_frame_mask(num_latent_frames, num_clean, 1, device)
         p_h, p_w = self.transformer.config.patch_size[1:]
         tokens_per_frame = (latents.shape[3] // p_h) * (latents.shape[4] // p_w)
+        # anchor windows of the prompt's phases on the latent grid (time-aware phases)
+        windows = phase_windows(
+            prompt,
+            fps,
+            num_latent_frames,
+            self.transformer.config.max_phases,
+            self.vae_scale_factor_temporal,
+        )[None].to(device)
 
         # 4. Denoising loop
         with self.progress_bar(total=len(timesteps)) as progress_bar:
@@ -585,6 +605,7 @@ class ActAvatarPipeline(DiffusionPipeline):
                     guided=guided,
                     step_index=i,
                     num_steps=len(timesteps),
+                    phase_windows=windows,
                 )
                 latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 

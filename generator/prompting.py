@@ -35,6 +35,7 @@ __all__ = [
     "render_structured_prompt",
     "retime_prompt",
     "token_block_ids",
+    "unconditional_phase_ids",
 ]
 
 # Wan's default negative prompt (the English rendering of `sample_neg_prompt`).
@@ -238,3 +239,16 @@ def phase_windows(
         b = min(latent_position(phase.end, fps, temporal_stride), float(num_latent_frames))
         out[k] = torch.tensor([a, max(a, b)])
     return out
+
+
+def unconditional_phase_ids(batch_size: int, text_len: int) -> torch.Tensor:
+    """(B, text_len) long zeros: the block ids of every *unconditional* text input.
+
+    Training's dropped text (zeros) and inference's negative prompt both carry these: every
+    position is base block 0, so neither says how many phases the prompt had or how long it
+    was (the phase-embedding pattern of the real prompt would). Their `phase_windows` are the
+    base row only (`phase_windows(None, ...)`).
+    """
+    import torch
+
+    return torch.zeros(batch_size, text_len, dtype=torch.long)

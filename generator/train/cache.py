@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from generator.audio import wav2vec2_frame_features
-from generator.prompting import encode_structured_prompt
+from generator.prompting import encode_structured_prompt, phase_windows
 from generator.render_types import StructuredPrompt
 
 __all__ = ["encode_clip", "encoder_signature"]
@@ -55,7 +55,8 @@ def encode_clip(
     frames: (F, H, W, 3) uint8, F = 4k+1, H and W multiples of 32 (already bucketed).
     Returns latents (C, 1+k, H/16, W/16) normalised with the VAE's latents_mean/std (posterior
     mode, as Wan's pipelines encode conditions), caption_embeds (S1, D), prompt_embeds (S2, D)
-    and phase_ids (S2,) trimmed to real tokens, audio (F, L, C_a) per video frame.
+    and phase_ids (S2,) trimmed to real tokens, phase_windows (max_phases + 2, 2), audio
+    (F, L, C_a) per video frame.
     """
     vae = encoders["vae"]
     num_frames = frames.shape[0]
@@ -87,6 +88,14 @@ def encode_clip(
     out["caption_embeds"], _ = _trim(embeds[0], phase_ids[0], pad)
     if prompt is not None:
         out["prompt_embeds"], out["phase_ids"] = _trim(embeds[1], phase_ids[1], pad)
+        # anchor windows of the phase blocks (time-aware phases), on the latent-frame grid
+        out["phase_windows"] = phase_windows(
+            prompt,
+            fps,
+            latents.shape[1],
+            max_phases=max_phases,
+            temporal_stride=vae.config.scale_factor_temporal,
+        )
     out["audio"] = wav2vec2_frame_features(
         audio16k,
         encoders["audio_encoder"],

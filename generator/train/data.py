@@ -4,11 +4,17 @@ Layout of a cache folder::
 
     index.json               {"version", "encoders": {...}, "samples": {id: meta}, "shards": {name: sha256}}
     shard-00000.safetensors  "<id>/latents" (C, F, h, w), "<id>/caption_embeds" (S1, D),
-                             "<id>/prompt_embeds" (S2, D), "<id>/phase_ids" (S2,), "<id>/audio" (F_video, L, C_a)
+                             "<id>/prompt_embeds" (S2, D), "<id>/phase_ids" (S2,), "<id>/audio" (F_video, L, C_a),
+                             "<id>/phase_windows" (max_phases + 2, 2) (optional: time-aware phases)
 
 Text states are stored trimmed to their real tokens (Wan pads with zeros, the collate function
 restores that). Shards and the index are published atomically (tmp + rename), so an
 interrupted caching run resumes from the last complete shard and never reads a torn file.
+
+Text dropout (for text guidance): a dropped sample gets zero text states *and* the ids of
+the inference unconditional branch (`prompting.unconditional_phase_ids`: all base, base-only
+windows), so the null text carries no phase pattern and training matches `ActAvatarPipeline`'s
+negative branch.
 
 Sampling: a deterministic stream of *global micro-batches* per epoch (each from one resolution
 bucket, so shapes match), seeded by (seed, epoch). Every sample carries its stream position,
@@ -229,9 +235,12 @@ class CachedClipDataset(Dataset):
         noise = torch.randn(latents.shape, generator=g)
         u, drop_text, drop_audio = torch.rand(3, generator=g)
         sigma = shift_sigma(u.clamp(1e-4, 1.0), self.shift)
+        windows = None
         if self.stage == "stage2":
             text = t["prompt_embeds"]
             phase_ids = t["phase_ids"].long() if self.use_phase_ids else None
+            if self.use_phase_ids and "phase_windows" in t:
+                windows = t["phase_windows"].float()
         else:
             text, phase_ids = t["caption_embeds"], None
         return {
@@ -242,6 +251,7 @@ class CachedClipDataset(Dataset):
             "sigma": sigma,
             "text": text.float(),  # (S, D), real tokens only
             "phase_ids": phase_ids,
+            "phase_windows": windows,  # (max_phases + 2, 2) or None
             "audio": t["audio"].float(),  # (F_video, L, C_a)
             "keep_text": float(drop_text >= self.text_dropout),
             "keep_audio": float(drop_audio >= self.audio_dropout),
@@ -251,15 +261,29 @@ class CachedClipDataset(Dataset):
 def collate_clips(
     items: Sequence[dict[str, Any]], text_len: int, phase_pad_id: int
 ) -> dict[str, Any]:
-    """Stack a same-bucket batch; text states zero-padded (or cut) to `text_len` tokens."""
+    """Stack a same-bucket batch; text states zero-padded (or cut) to `text_len` tokens.
+
+    A dropped-text sample (`keep_text` 0) gets zero states, all-base ids and base-only windows:
+    exactly the unconditional input of `ActAvatarPipeline` (`unconditional_phase_ids`).
+    """
+    from generator.prompting import unconditional_phase_ids
+
     b = len(items)
     dim = items[0]["text"].shape[-1]
     text = torch.zeros(b, text_len, dim)
     phase = torch.full((b, text_len), phase_pad_id, dtype=torch.long)
     has_phase = items[0]["phase_ids"] is not None
+    has_windows = has_phase and all(it.get("phase_windows") is not None for it in items)
+    windows = torch.stack([it["phase_windows"] for it in items]) if has_windows else None
     for i, it in enumerate(items):
         n = min(text_len, it["text"].shape[0])
-        text[i, :n] = it["text"][:n] * it["keep_text"]
+        if not it["keep_text"]:
+            if has_phase:
+                phase[i] = unconditional_phase_ids(1, text_len)[0]
+            if windows is not None:
+                windows[i, 1:] = 0  # base row only
+            continue
+        text[i, :n] = it["text"][:n]
         if has_phase:
             phase[i, :n] = it["phase_ids"][:n]
     return {
@@ -270,6 +294,7 @@ def collate_clips(
         "sigma": torch.stack([it["sigma"] for it in items]),  # (B,)
         "prompt_embeds": text,  # (B, text_len, D)
         "phase_ids": phase if has_phase else None,  # (B, text_len)
+        "phase_windows": windows,  # (B, max_phases + 2, 2) or None
         "audio": torch.stack([it["audio"] for it in items]),  # (B, F_video, L, C_a)
         "audio_mask": torch.tensor([it["keep_audio"] for it in items]),  # (B,)
     }

@@ -53,6 +53,7 @@ def flow_matching_loss(
         audio_embeds=batch["audio"].to(dtype),
         phase_ids=batch["phase_ids"],
         audio_mask=batch["audio_mask"],
+        phase_windows=batch.get("phase_windows"),
         return_dict=False,
     )[0]
     target = noise.float() - latents.float()
