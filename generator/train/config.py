@@ -61,6 +61,9 @@ class ModelConfig:
     # progressive audio alignment (paper): block l scales the audio residual by (l/L)**gamma;
     # False: the constant `audio_scale` of the base in every block (the ablation's base row)
     audio_progressive: bool = True
+    # time-aware phase attention (beyond the paper): a zero-init logit term between each
+    # frame's time and each phase token's anchor window; None keeps the base's setting
+    time_aware_phases: bool | None = None
 
 
 @dataclass
@@ -95,7 +98,11 @@ class LoopConfig:
     max_steps: int = 1000
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate autocast; weights stay fp32)
-    timestep_shift: float = 5.0  # Wan's shift: sigma = s u / (1 + (s - 1) u)
+    # Training noise levels: u ~ U(0, 1), sigma = s u / (1 + (s - 1) u) (Wan's shift). 5.0 is
+    # Wan2.2's own (the sampler's flow_shift 5): median sigma 0.83, training spends most steps
+    # at high noise where layout and motion are decided. The paper states uniform timesteps:
+    # that is `timestep_shift: 1.0` (median sigma 0.5). Our default keeps Wan's; see README.
+    timestep_shift: float = 5.0
     checkpoint_every: int = 1000
     keep_checkpoints: int | None = None  # None keeps every checkpoint (the registry points at them)
     log_every: int = 1
