@@ -344,7 +344,11 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return data
 
 
-_HASH_DEFAULTS = (("model", "audio_progressive", True), ("data", "use_phase_ids", True))
+_HASH_DEFAULTS = (
+    ("model", "audio_progressive", True),
+    ("data", "use_phase_ids", True),
+    ("model", "time_aware_phases", None),
+)
 
 
 def config_hash(cfg: TrainConfig) -> str:
