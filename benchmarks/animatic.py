@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flows.media import encode_frames
+from flows.video.media import encode_frames
 from generator.animatic import AnimaticRenderer
 from generator.render_types import CaptionWord, PromptPhase, RenderRequest, StructuredPrompt
 

@@ -24,14 +24,14 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from flows.avatar import load_avatar
-    from flows.inputs import JobOptions
-    from flows.produce import _plan_request, write_outputs
-    from flows.render import build_request, get_renderer
-    from flows.script import parse_script
-    from flows.segments import plan_segments
-    from flows.speech import load_piper, prepare_speech, read_wav
-    from flows.words import resolve_asr_model, transcribe
+    from flows.video.avatar import load_avatar
+    from flows.video.options import JobOptions
+    from flows.video.produce import plan_request, write_outputs
+    from flows.video.render import build_request, get_renderer
+    from flows.video.script import parse_script
+    from flows.video.segments import plan_segments
+    from flows.video.speech import load_piper, prepare_speech, read_wav
+    from flows.video.words import resolve_asr_model, transcribe
     from planners import get_planner
 
     work = Path(tempfile.mkdtemp(prefix="avatar-flow-bench-"))
@@ -47,7 +47,7 @@ def main() -> None:
     load_seconds = time.perf_counter() - t
 
     script = parse_script(args.script)
-    from flows.inputs import JobInputs
+    from flows.video.inputs import JobInputs
 
     inputs = JobInputs(
         script=script, options=JobOptions(), avatar_sha="bench", audio_sha=None, input_key="bench"
@@ -66,7 +66,7 @@ def main() -> None:
     stages["words"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    plan = get_planner("rule").plan(_plan_request(inputs, transcript))
+    plan = get_planner("rule").plan(plan_request(inputs, transcript))
     stages["plan"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -76,7 +76,7 @@ def main() -> None:
     cuts = [s.end for s in specs[:-1]]
     stages["segments"] = time.perf_counter() - t
 
-    from flows.media import encode_frames
+    from flows.video.media import encode_frames
 
     avatar = load_avatar(script.avatar)
     t = time.perf_counter()

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from flows.avatar import default_avatar
+from flows.video.avatar import default_avatar
 
 if __name__ == "__main__":
     dest = Path(__file__).with_name("presenter.png")

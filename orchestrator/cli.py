@@ -2,7 +2,6 @@
 so `--help` and input errors answer at once."""
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from orchestrator.console import console, fail, out
+from flows.video.options import JobOptions, default, describe
+from orchestrator.cli_eval import eval_app
+from orchestrator.cli_scale import batch, db_app, deploy, serve, worker
+from orchestrator.cli_train import checkpoints_app, dataset_app, train_app
+from orchestrator.console import (
+    console,
+    hide_run_logs,
+    one_line_errors,
+    out,
+    progress_listener,
+    quiet_prefect,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -22,107 +32,67 @@ jobs_app = typer.Typer(help="List and inspect jobs.", invoke_without_command=Tru
 app.add_typer(jobs_app, name="jobs")
 
 ScriptArg = Annotated[Path, typer.Argument(help="Script: Markdown with YAML front matter.")]
-RendererOpt = Annotated[str, typer.Option(help="animatic (CPU preview) or actavatar (GPU model).")]
-PlannerOpt = Annotated[
-    str, typer.Option(help="rule (offline) or mllm (OpenAI-compatible endpoint).")
-]
-VoiceOpt = Annotated[str | None, typer.Option(help="Override the voice: piper, openai:<name>.")]
+# `run`'s options are the job options contract's fields (flows.video.options.JobOptions):
+# help text and defaults are read from it, and a test checks that the names are the same set.
+OutOpt = Annotated[Path | None, typer.Option("--out", help=describe("out"))]
+RendererOpt = Annotated[str, typer.Option(help=describe("renderer"))]
+PlannerOpt = Annotated[str, typer.Option(help=describe("planner"))]
+VoiceOpt = Annotated[str | None, typer.Option(help=describe("voice"))]
+CheckpointOpt = Annotated[Path | None, typer.Option(help=describe("checkpoint"))]
+SegmentOpt = Annotated[float | None, typer.Option(help=describe("segment_seconds"))]
+StepsOpt = Annotated[int | None, typer.Option(help=describe("steps"))]
+ContinuityOpt = Annotated[int, typer.Option(help=describe("continuity"))]
+ForceOpt = Annotated[bool, typer.Option(help=describe("force"))]
+WebhookOpt = Annotated[str | None, typer.Option(help=describe("webhook"))]
 
 
-def _quiet_prefect(verbose: bool) -> None:
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+def _check_inputs(script: Path, options: JobOptions):
+    """Validate before starting Prefect or loading any model; the checked inputs."""
+    from flows.runtime.settings import get_settings
+    from flows.video.inputs import prepare_inputs
 
-
-def _progress_listener():
-    """Rich progress bars fed by flow progress events."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("{task.description:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-    tasks: dict[str, int] = {}
-
-    def on_event(ev) -> None:
-        if ev.stage == "done":
-            return
-        if ev.stage not in tasks:
-            tasks[ev.stage] = bar.add_task(ev.stage, total=max(ev.total, 1), note="")
-        bar.update(tasks[ev.stage], completed=ev.done, total=max(ev.total, 1), note=ev.message)
-
-    return bar, on_event
-
-
-def _check_inputs(script: Path, **options) -> None:
-    """Validate before starting Prefect or loading any model."""
-    from flows.inputs import JobOptions, prepare_inputs
-    from flows.settings import get_settings
-
-    prepare_inputs(script, JobOptions(**options), get_settings())
+    return prepare_inputs(script, options, get_settings())
 
 
 @app.command()
 def run(
     script: ScriptArg,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder.")] = None,
-    renderer: RendererOpt = "animatic",
-    planner: PlannerOpt = "rule",
-    voice: VoiceOpt = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="ActAvatar pipeline directory.")] = None,
-    segment_seconds: Annotated[float | None, typer.Option(help="Longest segment, seconds.")] = None,
-    steps: Annotated[
-        int | None, typer.Option(help="Denoising steps per segment (actavatar).")
-    ] = None,
-    continuity: Annotated[
-        int,
-        typer.Option(
-            help="Frames of the previous segment the next one continues from (actavatar): "
-            "0 = restart from the avatar, 1 = TI2V rule, 5/9 = more."
-        ),
-    ] = 1,
-    force: Annotated[bool, typer.Option(help="Recompute every step.")] = False,
+    out_dir: OutOpt = default("out"),
+    renderer: RendererOpt = default("renderer"),
+    planner: PlannerOpt = default("planner"),
+    voice: VoiceOpt = default("voice"),
+    checkpoint: CheckpointOpt = default("checkpoint"),
+    segment_seconds: SegmentOpt = default("segment_seconds"),
+    steps: StepsOpt = default("steps"),
+    continuity: ContinuityOpt = default("continuity"),
+    force: ForceOpt = default("force"),
+    webhook: WebhookOpt = default("webhook"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the job report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show Prefect logs.")] = False,
 ) -> None:
     """Produce the video: speech, words, plan, segments, render, stitch."""
-    _quiet_prefect(verbose)
-    ckpt = str(checkpoint) if checkpoint else None
-    try:
-        _check_inputs(
-            script,
+    quiet_prefect(verbose)
+    with one_line_errors():
+        options = JobOptions.parse(
+            out=str(out_dir.resolve()) if out_dir else None,
             renderer=renderer,
             planner=planner,
             voice=voice,
-            checkpoint=ckpt,
+            checkpoint=str(checkpoint) if checkpoint else None,
             segment_seconds=segment_seconds,
             steps=steps,
-            continuity_frames=continuity,
+            continuity=continuity,
+            force=force,
+            webhook=webhook,
         )
-        out_dir = out_dir or Path("out") / script.stem
-        from flows import progress
-        from flows.produce import produce_video
+        _check_inputs(script, options)
+        from flows.runtime import progress
+        from flows.video.produce import produce_video
 
-        bar, on_event = _progress_listener()
+        hide_run_logs(verbose)
+        bar, on_event = progress_listener()
         with bar, progress.listening(on_event):
-            report = produce_video(
-                script=str(script),
-                out=str(out_dir),
-                renderer=renderer,
-                planner=planner,
-                voice=voice,
-                checkpoint=ckpt,
-                segment_seconds=segment_seconds,
-                steps=steps,
-                continuity=continuity,
-                force=force,
-            )
-    except (Exception, KeyboardInterrupt) as exc:
-        fail(exc)
+            report = produce_video(script=str(script), options=options)
     if as_json:
         out.print_json(json.dumps(report))
         return
@@ -155,31 +125,37 @@ def _plan_table(plan: dict, words: list[dict]) -> Table:
 @app.command()
 def plan(
     script: ScriptArg,
-    planner: PlannerOpt = "rule",
-    voice: VoiceOpt = None,
+    planner: PlannerOpt = default("planner"),
+    voice: VoiceOpt = default("voice"),
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Where plan.json and timeline.png go (default out/<script>)."),
+        typer.Option(
+            "--out",
+            help="Where plan.json and timeline.png go (default: the folder `run` would use).",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Speak, time and plan the script without rendering; show the plan."""
-    _quiet_prefect(verbose)
-    try:
-        _check_inputs(script, planner=planner, voice=voice)
-        from flows.produce import plan_script
-
-        result = plan_script(script=str(script), planner=planner, voice=voice)
-        out_dir = out_dir or Path("out") / script.stem
-        from flows.segments import plan_segments
-        from flows.timeline import draw_timeline
+    quiet_prefect(verbose)
+    with one_line_errors():
+        options = JobOptions.parse(
+            planner=planner, voice=voice, out=str(out_dir.resolve()) if out_dir else None
+        )
+        _check_inputs(script, options)
+        from flows.video.produce import plan_script
+        from flows.video.segments import plan_segments
+        from flows.video.timeline import draw_timeline
         from planners.schema import Plan, Transcript
         from storage import atomic_write_text
 
+        hide_run_logs(verbose)
+        result = plan_script(script=str(script), options=options)
+        folder = Path(result["out_dir"])
         p, t = Plan.model_validate(result["plan"]), Transcript.model_validate(result["transcript"])
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "plan.json", p.model_dump_json(indent=2) + "\n")
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "plan.json", p.model_dump_json(indent=2) + "\n")
         specs = plan_segments(
             t.words, t.duration, p, fps=result["fps"], max_seconds=result["segment_seconds"]
         )
@@ -188,16 +164,14 @@ def plan(
             p.phases,
             [s.end for s in specs[:-1]],
             t.duration,
-            out_dir / "timeline.png",
+            folder / "timeline.png",
             title=result["title"],
         )
-    except (Exception, KeyboardInterrupt) as exc:
-        fail(exc)
     if as_json:
         out.print_json(json.dumps(result["plan"]))
         return
     out.print(_plan_table(result["plan"], result["transcript"]["words"]))
-    out.print(f"wrote {out_dir / 'plan.json'} and {out_dir / 'timeline.png'}", highlight=False)
+    out.print(f"wrote {folder / 'plan.json'} and {folder / 'timeline.png'}", highlight=False)
     if result["plan"].get("fallback_reason"):
         out.print(f"[yellow]fell back:[/] {result['plan']['fallback_reason']}")
 
@@ -294,18 +268,16 @@ def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     out.print(table)
 
 
-def _register_extensions() -> None:
-    """Scale-out commands (serve, deploy, batch, db) live in their own module."""
-    __import__("orchestrator.cli_eval").cli_eval.register(app)  # eval synthetic / judge
-    __import__("orchestrator.cli_train").cli_train.register(app)  # dataset, train, checkpoints
-    try:
-        from orchestrator import cli_scale
-    except ImportError:  # not built yet
-        return
-    cli_scale.register(app)
-
-
-_register_extensions()
+# Scale-out, training and evaluation commands live in their own modules.
+app.command()(serve)
+app.command()(deploy)
+app.command()(worker)
+app.command()(batch)
+app.add_typer(db_app, name="db")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(train_app, name="train")
+app.add_typer(checkpoints_app, name="checkpoints")
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -70,7 +70,7 @@ def judge(
     ] = None,
 ) -> None:
     """Score every phase with a vision MLLM (AO, AA, TC, AQ, HC), 5 runs averaged."""
-    from flows.judge import JudgeError, judge_video
+    from flows.evaluation.judge import JudgeError, judge_video
     from planners.mllm_settings import MLLMSettings
 
     for p in (video, plan):
@@ -95,8 +95,8 @@ def judge(
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
     data = result.model_dump()
-    from flows.judge import store_with_job
-    from flows.settings import get_settings
+    from flows.evaluation.judge import store_with_job
+    from flows.runtime.settings import get_settings
 
     job_id = store_with_job(video, data, get_settings().db_url)
     if job_id:
@@ -115,8 +115,3 @@ def judge(
         out.print(f"Sync-C {result.sync['Sync-C']:.3f}  Sync-D {result.sync['Sync-D']:.3f}")
     else:
         out.print(result.sync_note, highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the `eval` sub-app to the main CLI."""
-    app.add_typer(eval_app, name="eval")

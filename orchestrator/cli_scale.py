@@ -1,6 +1,6 @@
 """Scale-out commands: `serve`, `deploy`, `worker`, `batch` and `db upgrade|current|stamp`.
 
-Registered on the main app by `orchestrator.cli`. Inputs are checked before Prefect starts, and
+Added to the main app by `orchestrator.cli`. Inputs are checked before Prefect starts, and
 bad input is one line naming the file, row and field, with exit code 2.
 """
 
@@ -11,9 +11,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.console import console, fail, out
+from flows.video.options import JobOptions, default
+from orchestrator.console import (
+    console,
+    fail,
+    hide_run_logs,
+    one_line_errors,
+    out,
+    quiet_prefect,
+)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -28,7 +37,7 @@ GpusOpt = Annotated[
 def _set_gpus(gpus: int | None) -> None:
     if gpus is not None:
         if gpus < 1:
-            from flows.errors import InputError
+            from flows.runtime.errors import InputError
 
             fail(InputError(f"--gpus must be at least 1, got {gpus}", field="gpus"))
         os.environ["AVATAR_FLOW_GPUS"] = str(gpus)
@@ -53,14 +62,12 @@ def serve(
     """
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     _set_gpus(gpus)
-    try:
-        from flows.deployments import build_deployments
-        from flows.gpu import ensure_gpu_limits
+    with one_line_errors():
+        from flows.runtime.gpu import ensure_gpu_limits
+        from orchestrator.deployments import build_deployments
 
         deployments = build_deployments(config)
         limits = ensure_gpu_limits()
-    except Exception as exc:
-        fail(exc)
     if not _api_url():
         console.print(
             "[yellow]PREFECT_API_URL is not set: serving against Prefect's ephemeral "
@@ -102,25 +109,21 @@ def deploy(
 
     Start them with `avatar-flow worker --pool NAME` where avatar-flow is installed.
     """
-    try:
-        from flows.deployments import build_deployments
+    with one_line_errors():
+        from orchestrator.deployments import build_deployments
 
         env = {"AVATAR_FLOW_GPUS": str(gpus)} if gpus else {}
         deployments = build_deployments(
             config, work_pool=pool, job_variables={"env": env} if env else None
         )
-    except Exception as exc:
-        fail(exc)
     if not _api_url():
         fail(RuntimeError("deploy needs a Prefect server: set PREFECT_API_URL"))
-    try:
+    with one_line_errors():
         if create_pool and _ensure_pool(pool, pool_type):
             console.print(f"created work pool [bold]{pool}[/] ({pool_type})")
         # Module-path entrypoints need no image and no remote storage, so each deployment is
         # applied directly (prefect.deploy's online-worker check fails on prefect 3.8.8's API).
         ids = [d.apply(work_pool_name=pool) for d in deployments]
-    except Exception as exc:
-        fail(exc)
     for d, dep_id in zip(deployments, ids):
         out.print(f"{d.flow_name}/{d.name}  {dep_id}  pool={pool}", highlight=False)
 
@@ -142,16 +145,16 @@ def worker(
     if gpu:
         ids = [g.strip() for g in gpu.split(",") if g.strip()]
         if not ids or not all(i.isdigit() for i in ids):
-            from flows.errors import InputError
+            from flows.runtime.errors import InputError
 
             fail(InputError(f"--gpu takes GPU indices like 0 or 2,3, got {gpu!r}", field="gpu"))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
         env.setdefault("AVATAR_FLOW_GPUS", "1")
-        from flows.gpu import host_name
+        from flows.runtime.gpu import host_name
 
         names = [f"gpu:{host_name()}:{i}" for i in ids]
     if names:
-        from flows.gpu import ensure_gpu_limits
+        from flows.runtime.gpu import ensure_gpu_limits
 
         ensure_gpu_limits(names)
         console.print(f"GPU limits: {', '.join(names)}", highlight=False)
@@ -184,11 +187,17 @@ def batch(
         Path | None, typer.Option("--out", help="Output folder (one sub-folder per row).")
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Rows at once.")] = 1,
-    renderer: Annotated[str, typer.Option(help="Default renderer.")] = "animatic",
-    planner: Annotated[str, typer.Option(help="Default planner.")] = "rule",
+    renderer: Annotated[str, typer.Option(help="Default renderer.")] = default("renderer"),
+    planner: Annotated[str, typer.Option(help="Default planner.")] = default("planner"),
     voice: Annotated[str | None, typer.Option(help="Default voice override.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="ActAvatar pipeline directory.")] = None,
+    segment_seconds: Annotated[
+        float | None, typer.Option(help="Default longest segment, seconds.")
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (actavatar).")] = None,
+    continuity: Annotated[
+        int, typer.Option(help="Default continuity frames (actavatar).")
+    ] = default("continuity"),
     force: Annotated[bool, typer.Option(help="Re-run rows that are done.")] = False,
     webhook: Annotated[str | None, typer.Option(help="Called with the signed summary.")] = None,
     gpus: GpusOpt = None,
@@ -196,32 +205,44 @@ def batch(
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Produce one video per manifest row; re-running skips what is done. Exit 1 if a row failed."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    quiet_prefect(verbose)
     _set_gpus(gpus)
-    out_dir = out_root or Path("out") / manifest.stem
-    try:
-        from flows.batch import load_manifest
+    with one_line_errors():
+        from flows.video.batch import batch_root, load_manifest
 
+        out_dir = batch_root(str(manifest), str(out_root) if out_root else None)
+        options = JobOptions.parse(
+            renderer=renderer,
+            planner=planner,
+            voice=voice,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            segment_seconds=segment_seconds,
+            steps=steps,
+            continuity=continuity,
+            force=force,
+        )
         rows = load_manifest(
             manifest, template=str(template) if template else None, out_root=str(out_dir)
         )
         if concurrency < 1:
-            from flows.errors import InputError
+            from flows.runtime.errors import InputError
 
             raise InputError(
                 f"--concurrency must be at least 1, got {concurrency}", field="concurrency"
             )
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        from flows import progress
-        from flows.batch import produce_batch
+        from flows.runtime import progress
+        from flows.video.batch import produce_batch
 
+        hide_run_logs(verbose)
         bar = Progress(
             TextColumn("batch"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[note]}"),
             console=console,
+            disable=not console.is_terminal,
         )
         task_id = bar.add_task("batch", total=len(rows), note="")
 
@@ -235,16 +256,9 @@ def batch(
                 template=str(template) if template else None,
                 out_root=str(out_dir),
                 concurrency=concurrency,
-                renderer=renderer,
-                planner=planner,
-                voice=voice,
-                checkpoint=str(checkpoint) if checkpoint else None,
-                steps=steps,
-                force=force,
+                options=options,
                 webhook=webhook,
             )
-    except (Exception, KeyboardInterrupt) as exc:
-        fail(exc)
     if as_json:
         out.print_json(json.dumps(report, default=str))
     else:
@@ -259,7 +273,7 @@ def batch(
                 f"[{style[r['status']]}]{r['status']}[/]",
                 r.get("job_id") or "-",
                 f"{r['seconds']:.1f}",
-                r.get("video") or r.get("error") or "-",
+                escape(r.get("video") or r.get("error") or "-"),
             )
         out.print(table)
         s = report["summary"]
@@ -282,7 +296,7 @@ UrlOpt = Annotated[
 
 
 def _db_url(url: str | None) -> str:
-    from flows.settings import get_settings
+    from flows.runtime.settings import get_settings
 
     return url or get_settings().db_url
 
@@ -302,10 +316,8 @@ def db_upgrade(
     from storage.migrations import upgrade
 
     target = _db_url(url)
-    try:
+    with one_line_errors():
         before, after = upgrade(target, revision)
-    except Exception as exc:
-        fail(exc)
     out.print(f"{_shown(target)}: {before or 'empty'} -> {after}", highlight=False, soft_wrap=True)
 
 
@@ -342,12 +354,3 @@ def db_revision(
     from storage.migrations import revision
 
     revision(message)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the scale-out commands to the `avatar-flow` app."""
-    app.command()(serve)
-    app.command()(deploy)
-    app.command()(worker)
-    app.command()(batch)
-    app.add_typer(db_app, name="db")

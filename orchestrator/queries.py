@@ -4,7 +4,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from flows.settings import get_settings
+from flows.runtime.settings import get_settings
 from storage import Asset, Job, PlanRecord, Segment, get_engine
 
 

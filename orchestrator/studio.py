@@ -38,7 +38,7 @@ class Studio:
             os.environ["AVATAR_FLOW_HOME"] = str(Path(home).resolve())
         if database_url is not None:
             os.environ["AVATAR_FLOW_DATABASE_URL"] = database_url
-        from flows.settings import get_settings
+        from flows.runtime.settings import get_settings
 
         self.settings = get_settings(refresh=True)
 
@@ -50,21 +50,32 @@ class Studio:
         renderer: str = "animatic",
         planner: str = "rule",
         voice: str | None = None,
-        checkpoint: str | None = None,
+        checkpoint: str | Path | None = None,
+        segment_seconds: float | None = None,
+        steps: int | None = None,
+        continuity: int = 1,
         force: bool = False,
+        webhook: str | None = None,
     ) -> JobResult:
-        """Produce one video; raises `flows.errors.InputError` on bad input."""
-        from flows.produce import produce_video
+        """Produce one video; raises `flows.runtime.errors.InputError` on bad input (the same
+        one line the CLI prints). The keywords are the job options contract's fields
+        (`flows.video.options.JobOptions`, where each is described)."""
+        from flows.video.options import JobOptions
+        from flows.video.produce import produce_video
 
-        report = produce_video(
-            script=str(script),
-            out=str(out) if out else None,
+        options = JobOptions.parse(
+            out=str(Path(out).resolve()) if out else None,
             renderer=renderer,
             planner=planner,
             voice=voice,
-            checkpoint=checkpoint,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            segment_seconds=segment_seconds,
+            steps=steps,
+            continuity=continuity,
             force=force,
+            webhook=webhook,
         )
+        report = produce_video(script=str(script), options=options)
         return JobResult(
             script=str(script),
             ok=True,
@@ -92,10 +103,13 @@ class Studio:
 
         Rows are script paths, or dicts with `script` (and optional `out`, `id`, per-row
         options), or dicts of template variables for `template` (`{name}` placeholders).
-        Up to `concurrency` rows run at once. Returns one JobResult per row, in order
-        (`report["status"]` is done, skipped or failed).
+        Up to `concurrency` rows run at once. `options` are job options for every row
+        (`flows.video.options.JobOptions` fields but `out`). Returns one JobResult per row, in
+        order (`report["status"]` is done, skipped or failed).
         """
-        from flows.batch import produce_batch
+        from flows.video.batch import produce_batch
+        from flows.video.options import JobOptions
+        from flows.video.produce import OUTPUT_NAMES
 
         items = [dict(r) if isinstance(r, dict) else {"script": str(r)} for r in rows]
         for item in items:
@@ -106,8 +120,8 @@ class Studio:
             template=str(Path(template).resolve()) if template else None,
             out_root=str(out_root) if out_root else None,
             concurrency=concurrency,
+            options=JobOptions.parse(**options),
             webhook=webhook,
-            **options,
         )
         results = []
         for r in report["rows"]:
@@ -115,8 +129,6 @@ class Studio:
             out_dir = Path(r["out_dir"]) if r.get("out_dir") else None
             outputs = {}
             if ok and out_dir is not None:
-                from flows.produce import OUTPUT_NAMES
-
                 outputs = {k: out_dir / v for k, v in OUTPUT_NAMES.items()}
             results.append(
                 JobResult(

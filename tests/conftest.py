@@ -41,7 +41,7 @@ def examples() -> Path:
 @pytest.fixture
 def fresh_home(tmp_path, monkeypatch) -> Path:
     """A private AVATAR_FLOW_HOME (own database, assets and caches) for one test."""
-    from flows.settings import get_settings
+    from flows.runtime.settings import get_settings
 
     home = tmp_path / "home"
     monkeypatch.setenv("AVATAR_FLOW_HOME", str(home))

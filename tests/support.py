@@ -13,3 +13,26 @@ def write_script(folder: Path, body: str, name: str = "script.md", **front) -> P
     path = folder / name
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def render_job(transcript, plan, specs, **fields):
+    """A RenderJob for `plan`'s segments with small defaults (fields override them)."""
+    from flows.video.render import RenderJob
+
+    values = dict(
+        renderer="animatic",
+        checkpoint=None,
+        steps=40,
+        analysis="speech16k.wav",
+        transcript=transcript,
+        plan=plan,
+        avatar=None,
+        width=640,
+        height=352,
+        seed=1,
+        duration=transcript.duration,
+        cuts=tuple(s.end for s in specs[:-1]),
+        title="t",
+        continuity_frames=0,
+    )
+    return RenderJob(**{**values, **fields})

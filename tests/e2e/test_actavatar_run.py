@@ -7,7 +7,7 @@ import pytest
 from support import EXAMPLES, write_script
 from test_produce import _run_cli
 
-from flows.media import probe
+from flows.video.media import probe
 
 pytestmark = pytest.mark.slow
 

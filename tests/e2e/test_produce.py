@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from support import EXAMPLES, REPO
 
-from flows.media import probe
-from flows.script import parse_script
+from flows.video.media import probe
+from flows.video.script import parse_script
 from storage import sha256_file
 
 pytestmark = pytest.mark.slow

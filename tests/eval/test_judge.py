@@ -10,14 +10,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "planners"))
 from fake_openai import FakeOpenAIServer  # noqa: E402
 
-from flows.judge import (  # noqa: E402
+from flows.evaluation.judge import (  # noqa: E402
     judge_video,
     load_plan_phases,
     phase_frame_times,
     read_frames_at,
     syncnet_scores,
 )
-from flows.media import encode_frames  # noqa: E402
+from flows.video.media import encode_frames  # noqa: E402
 from planners.mllm_settings import MLLMSettings  # noqa: E402
 
 KEY = "sk-test-secret-key-123"
@@ -141,7 +141,7 @@ def test_plan_loader_accepts_bare_phases(tmp_path):
 def test_syncnet_code_path(tmp_path, video):
     import torch
 
-    from flows.judge import _syncnet_model
+    from flows.evaluation.judge import _syncnet_model
 
     with pytest.raises(FileNotFoundError, match="not downloadable"):
         syncnet_scores(video, tmp_path / "missing.model")

@@ -1,7 +1,7 @@
 from sqlmodel import select
 
-from flows.judge import store_with_job
-from flows.settings import get_settings
+from flows.evaluation.judge import store_with_job
+from flows.runtime.settings import get_settings
 from storage import Asset, Job, session_scope, sha256_file
 
 

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from flows.speech import prepare_speech, read_wav, synthesize_openai
-from flows.words import transcribe
+from flows.video.speech import prepare_speech, read_wav, synthesize_openai
+from flows.video.words import transcribe
 
 SECRET = "sk-tts-secret-42"
 

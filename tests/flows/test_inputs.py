@@ -4,10 +4,10 @@ import pytest
 from PIL import Image
 from support import EXAMPLES, write_script
 
-from flows.avatar import check_avatar, default_avatar
-from flows.errors import InputError
-from flows.inputs import JobOptions, prepare_inputs
-from flows.settings import get_settings
+from flows.runtime.errors import InputError
+from flows.runtime.settings import get_settings
+from flows.video.avatar import check_avatar, default_avatar
+from flows.video.inputs import JobOptions, prepare_inputs
 
 
 def _script_with_avatar(tmp_path, avatar_name: str):
@@ -49,26 +49,24 @@ def test_prepare_inputs_rejects_each_bad_option(tmp_path, fresh_home, monkeypatc
         prepare_inputs(good, JobOptions(planner="rule", segment_seconds=4), settings).input_key
         != base.input_key
     )
-    assert (
-        prepare_inputs(good, JobOptions(continuity_frames=9), settings).input_key != base.input_key
-    )
+    assert prepare_inputs(good, JobOptions(continuity=9), settings).input_key != base.input_key
     bad = [
-        (JobOptions(renderer="magic"), "renderer", "unknown renderer"),
-        (JobOptions(planner="oracle"), "planner", "unknown planner"),
-        (
-            JobOptions(renderer="actavatar", checkpoint=str(tmp_path)),
-            "checkpoint",
-            "model_index.json",
-        ),
-        (JobOptions(planner="mllm"), "planner", "AVATAR_FLOW_LLM_BASE_URL"),
-        (JobOptions(voice="openai:nova"), "voice", "OPENAI_API_KEY"),
-        (JobOptions(voice="klingon"), "voice", "unknown voice"),
-        (JobOptions(continuity_frames=4), "continuity", "0 or 1, 5, 9"),
-        (JobOptions(steps=0), "steps", "between 1 and 200"),
+        (dict(renderer="magic"), "renderer", "unknown renderer"),
+        (dict(planner="oracle"), "planner", "unknown planner"),
+        (dict(renderer="actavatar", checkpoint=str(tmp_path)), "checkpoint", "model_index.json"),
+        (dict(planner="mllm"), "planner", "AVATAR_FLOW_LLM_BASE_URL"),
+        (dict(voice="openai:nova"), "voice", "OPENAI_API_KEY"),
+        (dict(voice="klingon"), "voice", "unknown voice"),
+        (dict(continuity=4), "continuity", "0 or 1, 5, 9"),
+        (dict(steps=0), "steps", "between 1 and 200"),
+        (dict(segment_seconds=0), "segment_seconds", "above 0"),
+        (dict(webhook="ftp://x"), "webhook", "http"),
+        (dict(steps="many"), "steps", "'many' is not a number"),
+        (dict(colour="red"), "colour", "unknown option 'colour'"),
     ]
-    for options, field, fragment in bad:
+    for values, field, fragment in bad:
         with pytest.raises(InputError, match=fragment) as e:
-            prepare_inputs(good, options, settings)
+            prepare_inputs(good, JobOptions.parse(**values), settings)
         assert e.value.field == field
 
 

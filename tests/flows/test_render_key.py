@@ -1,5 +1,12 @@
-from flows.produce import _render_key
-from flows.segments import plan_segments
+"""The segment cache key and the continuity tail: what a segment's pixels depend on, and which
+frames the next segment continues from."""
+
+import numpy as np
+from support import render_job
+
+from flows.video.render import tail_frames
+from flows.video.segments import plan_segments
+from flows.video.steps import render_key
 from planners.schema import BaseBlock, Phase, Plan, Transcript, Word
 
 
@@ -9,19 +16,11 @@ def _setup():
     far = Phase(action="nods gently", first_word=25, last_word=28, start=10.0, end=11.5)
     plan = Plan(planner="t", base=BaseBlock(), phases=[far])
     specs = plan_segments(words, 12.0, plan, fps=25)
-    job = {
-        "width": 640,
-        "height": 352,
-        "seed": 1,
-        "cuts": [s.end for s in specs[:-1]],
-        "duration": 12.0,
-        "title": "t",
-    }
-    return tr, plan, specs, job
+    return tr, plan, specs
 
 
 def test_animatic_key_follows_the_timeline_but_actavatar_key_does_not():
-    tr, plan, specs, job = _setup()
+    tr, plan, specs = _setup()
     moved = plan.model_copy(
         update={"phases": [plan.phases[0].model_copy(update={"action": "shrugs"})]}
     )
@@ -29,16 +28,39 @@ def test_animatic_key_follows_the_timeline_but_actavatar_key_does_not():
     assert first.phases == ()  # the changed phase is far from the first segment
     keys = {}
     for renderer in ("animatic", "actavatar"):
-        j = {**job, "renderer": renderer}
+        a = render_job(tr, plan, specs, renderer=renderer)
+        b = render_job(tr, moved, specs, renderer=renderer)
         keys[renderer] = (
-            _render_key(renderer, first, j, tr, plan, "a", "b", None),
-            _render_key(renderer, first, j, tr, moved, "a", "b", None),
+            render_key(renderer, first, a, "a", "b", None),
+            render_key(renderer, first, b, "a", "b", None),
         )
     assert keys["animatic"][0] != keys["animatic"][1]
     assert keys["actavatar"][0] == keys["actavatar"][1]
-    j = {**job, "renderer": "actavatar"}
-    base = _render_key("actavatar", first, j, tr, plan, "a", "b", None)
-    assert _render_key("actavatar", first, j, tr, plan, "other-audio", "b", None) != base
-    assert _render_key("actavatar", first, j, tr, plan, "a", "other-avatar", None) != base
+    j = render_job(tr, plan, specs, renderer="actavatar")
+    base = render_key("actavatar", first, j, "a", "b", None)
+    assert render_key("actavatar", first, j, "other-audio", "b", None) != base
+    assert render_key("actavatar", first, j, "a", "other-avatar", None) != base
     # The previous segment's tail only matters when the segment overlaps it.
-    assert _render_key("actavatar", first, j, tr, plan, "a", "b", "prev") == base
+    assert render_key("actavatar", first, j, "a", "b", "prev") == base
+
+
+def test_tail_is_the_last_shown_frames_not_the_rounding_padding():
+    """A render has 4k+1 frames; the ones past overlap + num_frames never appear in the video,
+    so the next segment must continue from the last frame that does (issue 10, defect 1)."""
+    words = [Word(word=f"w{i}", start=i * 0.4, end=i * 0.4 + 0.3) for i in range(30)]
+    plan = Plan(planner="t", base=BaseBlock(), phases=[])
+    specs = plan_segments(words, 12.0, plan, fps=25, overlap=5)
+    padded = [s for s in specs if s.render_frames > s.overlap + s.num_frames]
+    assert padded, "the fixture needs a segment whose render is rounded up to 4k+1"
+    for spec in padded:
+        # Frame i is filled with the value i, so the test can read which frames were kept.
+        frames = np.arange(spec.render_frames, dtype=np.uint8)[:, None, None, None] * np.ones(
+            (1, 2, 2, 3), dtype=np.uint8
+        )
+        shown_last = spec.overlap + spec.num_frames - 1
+        for count in (1, 5):
+            tail = tail_frames(frames, spec, count)
+            assert [int(f[0, 0, 0]) for f in tail] == list(
+                range(shown_last - count + 1, shown_last + 1)
+            )
+        assert len(tail_frames(frames, spec, 0)) == 0

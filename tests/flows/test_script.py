@@ -1,8 +1,8 @@
 import pytest
 from support import EXAMPLES, write_script
 
-from flows.errors import InputError
-from flows.script import parse_script
+from flows.runtime.errors import InputError
+from flows.video.script import parse_script
 
 
 def test_examples_parse_with_cues_and_scenes():

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.segments import choose_cuts, four_k_plus_one, max_content_frames, plan_segments
+from flows.video.segments import choose_cuts, four_k_plus_one, max_content_frames, plan_segments
 from planners.schema import BaseBlock, Phase, Plan, Word
 
 

@@ -6,16 +6,16 @@ import wave
 import numpy as np
 import pytest
 
-from flows.errors import InputError
-from flows.media import ffmpeg_exe
-from flows.speech import (
+from flows.runtime.errors import InputError
+from flows.video.media import ffmpeg_exe
+from flows.video.speech import (
     ANALYSIS_RATE,
     parse_voice,
     prepare_speech,
     probe_audio,
     read_wav,
 )
-from flows.words import TimedWord, match_known_words, transcribe
+from flows.video.words import TimedWord, match_known_words, transcribe
 
 TEXT = "Hello and welcome to avatar-flow. Today I will show you 3 things. Thank you."
 

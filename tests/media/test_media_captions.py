@@ -1,6 +1,6 @@
 """Caption grouping and exact SRT / WebVTT output."""
 
-from flows.captions import Cue, caption_cues, srt_text, vtt_text, write_srt, write_vtt
+from flows.video.captions import Cue, caption_cues, srt_text, vtt_text, write_srt, write_vtt
 from planners.schema import Word
 
 

@@ -7,8 +7,8 @@ import av
 import numpy as np
 import pytest
 
-from flows import media
-from flows.media import MediaError, concat_and_mux, encode_frames, probe
+from flows.video import media
+from flows.video.media import MediaError, concat_and_mux, encode_frames, probe
 
 FPS = 25
 

@@ -4,7 +4,7 @@ import sys
 
 from PIL import Image
 
-from flows.timeline import draw_timeline, timeline_size
+from flows.video.timeline import draw_timeline, timeline_size
 from planners.schema import Phase, Word
 
 
@@ -41,7 +41,7 @@ def test_many_words_and_no_phases(tmp_path):
 def test_matplotlib_is_imported_lazily():
     import importlib
 
-    sys.modules.pop("flows.timeline", None)
+    sys.modules.pop("flows.video.timeline", None)
     loaded = "matplotlib" in sys.modules
-    importlib.import_module("flows.timeline")
+    importlib.import_module("flows.video.timeline")
     assert ("matplotlib" in sys.modules) == loaded

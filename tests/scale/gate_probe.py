@@ -6,7 +6,7 @@ import time
 
 from prefect import flow
 
-from flows.gpu import gpu_slot
+from flows.runtime.gpu import gpu_slot
 
 
 @flow(name="gpu-gate-probe")

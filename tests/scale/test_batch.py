@@ -8,8 +8,8 @@ import sys
 import pytest
 from scale_support import REPO, clean_env
 
-from flows.batch import load_manifest
-from flows.errors import InputError
+from flows.runtime.errors import InputError
+from flows.video.batch import load_manifest
 
 EXAMPLES = REPO / "examples"
 TEMPLATE = EXAMPLES / "batch" / "template.md"
@@ -151,7 +151,7 @@ def test_studio_batch_on_postgresql_two_jobs_at_once(tmp_path, pg_url, monkeypat
         legacy = studio.produce_batch([EXAMPLES / "missing.md"], out_root=tmp_path / "legacy")
         assert not legacy[0].ok and "missing.md" in legacy[0].error
     finally:
-        from flows.settings import get_settings
+        from flows.runtime.settings import get_settings
 
         monkeypatch.undo()
         get_settings(refresh=True)

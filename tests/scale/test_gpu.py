@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from flows import gpu
-from flows.errors import InputError
+from flows.runtime import gpu
+from flows.runtime.errors import InputError
 
 
 def test_limit_names_follow_physical_gpus(monkeypatch):

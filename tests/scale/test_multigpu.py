@@ -7,8 +7,14 @@ import json
 
 import pytest
 
-from flows.errors import InputError
-from flows.multigpu import check_ulysses, latent_frames, launch, torchrun_command, transformer_heads
+from flows.runtime.errors import InputError
+from flows.video.multigpu import (
+    check_ulysses,
+    latent_frames,
+    launch,
+    torchrun_command,
+    transformer_heads,
+)
 
 
 def test_degree_must_divide_heads_and_latent_frames():
@@ -34,7 +40,7 @@ def test_heads_come_from_the_checkpoint(tmp_path):
 def test_torchrun_command_uses_loopback_rendezvous(tmp_path):
     cmd = torchrun_command(4, tmp_path / "p.json", 29555)
     assert "--nproc-per-node=4" in cmd and "--master-addr=127.0.0.1" in cmd
-    assert cmd[cmd.index("-m", 3) + 1] == "flows.multigpu"
+    assert cmd[cmd.index("-m", 3) + 1] == "flows.video.multigpu"
 
 
 @pytest.mark.slow
@@ -48,13 +54,22 @@ def test_two_processes_rendezvous_and_all_reduce_over_gloo():
 
 
 def test_render_parallel_checks_before_launching(tmp_path):
-    from flows.multigpu import render_parallel
+    from support import render_job
+
+    from flows.video.multigpu import render_parallel
+    from flows.video.segments import plan_segments
+    from planners.schema import BaseBlock, Plan, Transcript, Word
 
     (tmp_path / "transformer").mkdir()
     (tmp_path / "transformer" / "config.json").write_text(json.dumps({"num_attention_heads": 24}))
+    words = [Word(word="hi", start=0.2, end=0.6)]
+    tr, plan = Transcript(words=words, duration=3.2), Plan(planner="t", base=BaseBlock())
+    specs = plan_segments(words, 3.2, plan, fps=25)
+    assert specs[0].render_frames == 81  # 21 latent frames: odd, so 2 GPUs cannot split them
+    job = render_job(tr, plan, specs, renderer="actavatar", checkpoint=str(tmp_path))
     with pytest.raises(InputError, match="latent frames"):
-        render_parallel(
-            {"render_frames": 81}, {"checkpoint": str(tmp_path)}, [], ["cuda:0", "cuda:1"]
-        )
+        render_parallel(specs[0], job, [], ["cuda:0", "cuda:1"])
     with pytest.raises(InputError, match="checkpoint"):
-        render_parallel({"render_frames": 125}, {"checkpoint": None}, [], ["cuda:0", "cuda:1"])
+        render_parallel(
+            specs[0], job.model_copy(update={"checkpoint": None}), [], ["cuda:0", "cuda:1"]
+        )

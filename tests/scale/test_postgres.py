@@ -55,7 +55,7 @@ def test_migrations_create_the_models_schema(postgres_server):
 
 
 def test_two_jobs_writing_at_once_lose_nothing(db):
-    from flows.records import open_job, record_segment_done, record_segments, set_status
+    from flows.runtime.records import open_job, record_segment_done, record_segments, set_status
     from storage.migrations import upgrade
 
     upgrade(db)  # as in production: migrate before workers start (concurrent create_all races)

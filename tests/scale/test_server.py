@@ -12,7 +12,7 @@ import pytest
 from scale_support import REPO, clean_env, stop
 from test_webhooks import Receiver
 
-from flows import webhooks
+from flows.runtime import webhooks
 
 pytestmark = pytest.mark.slow
 EXAMPLES = REPO / "examples"
@@ -76,16 +76,20 @@ deployments:
     receiver = Receiver()
     try:
         dep = _wait_for_deployment(prefect_server, "produce-video/produce-video", serve)
-        assert dep.entrypoint == "flows.produce.produce_video"
+        assert dep.entrypoint == "flows.video.produce.produce_video"
         (sched,) = dep.schedules
         assert sched.schedule.cron == "0 9 * * mon" and sched.schedule.timezone == "Europe/Berlin"
+        # Flat job options in the YAML are moved into the flow's `options` parameter, and a
+        # schedule's options are merged over the deployment's (Prefect merges one level deep).
         assert sched.parameters == {
             "script": str(EXAMPLES / "hello.md"),
-            "out": str(tmp_path / "weekly"),
+            "options": {"planner": "rule", "out": str(tmp_path / "weekly")},
         }
-        props = dep.parameter_openapi_schema["properties"]
-        assert props["renderer"]["default"] == "animatic" and props["script"]["description"]
-        assert dep.parameters == {"planner": "rule"}
+        schema = dep.parameter_openapi_schema
+        fields = schema["definitions"]["JobOptions"]["properties"]
+        assert fields["renderer"]["default"] == "animatic" and fields["renderer"]["description"]
+        assert schema["properties"]["script"]["description"]
+        assert dep.parameters == {"options": {"planner": "rule"}}
         out = tmp_path / "ui-run"
         with temporary_settings({PREFECT_API_URL: prefect_server}):
             run = run_deployment(
@@ -94,8 +98,7 @@ deployments:
                 poll_interval=1,
                 parameters={
                     "script": str(EXAMPLES / "hello.md"),
-                    "out": str(out),
-                    "webhook": receiver.url,
+                    "options": {"out": str(out), "webhook": receiver.url},
                 },
             )
         assert run.state.is_completed(), (run.state, (tmp_path / "serve.log").read_text()[-3000:])
@@ -144,7 +147,7 @@ def test_deploy_registers_to_a_work_pool(prefect_server, tmp_path):
 def test_gpu_limit_admits_one_holder_per_gpu_name(prefect_server, tmp_path):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.gpu import ensure_gpu_limits
+    from flows.runtime.gpu import ensure_gpu_limits
 
     names = ["gpu:fakehost:0", "gpu:fakehost:1"]
     with temporary_settings({PREFECT_API_URL: prefect_server}):
@@ -184,8 +187,8 @@ def test_gpu_limit_admits_one_holder_per_gpu_name(prefect_server, tmp_path):
 
 
 def test_gpu_seconds_are_recorded_per_job_for_cuda_renders_only(fresh_home):
-    from flows.gpu import record_gpu_seconds
-    from flows.settings import get_settings
+    from flows.runtime.gpu import record_gpu_seconds
+    from flows.runtime.settings import get_settings
     from storage import Job, session_scope
 
     db = get_settings().db_url

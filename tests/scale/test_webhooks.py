@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from flows import webhooks
+from flows.runtime import webhooks
 
 
 class Receiver:

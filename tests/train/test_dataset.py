@@ -21,8 +21,8 @@ def make_talking_video(
     folder: Path, name: str, text: str, size: tuple[int, int], seed: int
 ) -> Path:
     """A moving-square video at 25 fps whose length follows the Piper speech, muxed to AAC."""
-    from flows.media import encode_frames, ffmpeg_exe
-    from flows.speech import read_wav, synthesize_piper
+    from flows.video.media import encode_frames, ffmpeg_exe
+    from flows.video.speech import read_wav, synthesize_piper
 
     wav = synthesize_piper(text, folder / f"{name}.wav")
     samples, rate = read_wav(wav)
@@ -80,9 +80,9 @@ def videos(tmp_path_factory) -> Path:
 def test_build_dataset_twice(videos, tmp_path, fresh_home, monkeypatch, stage1_adapter):
     from sqlmodel import select
 
-    from flows.dataset import build_dataset
-    from flows.media import probe
-    from flows.settings import get_settings
+    from flows.runtime.settings import get_settings
+    from flows.training.dataset import build_dataset
+    from flows.video.media import probe
     from generator.train.data import CachedClipDataset, read_index
     from storage import Clip, session_scope
 
@@ -128,7 +128,7 @@ def test_build_dataset_twice(videos, tmp_path, fresh_home, monkeypatch, stage1_a
     assert {r.id for r in rows} == set(index["samples"])
 
     # second run: nothing is decoded, transcribed, annotated or encoded
-    import flows.dataset as ds_mod
+    import flows.training.builder as ds_mod
 
     def boom(*a, **k):
         raise AssertionError("second run did work")
@@ -162,8 +162,9 @@ def test_build_dataset_twice(videos, tmp_path, fresh_home, monkeypatch, stage1_a
 
 
 def test_dataset_input_errors(tmp_path):
-    from flows.dataset import DatasetOptions, check_options, pick_bucket, scan_videos
-    from flows.errors import InputError
+    from flows.runtime.errors import InputError
+    from flows.training.builder import DatasetOptions, check_options
+    from flows.training.decode import pick_bucket, scan_videos
 
     with pytest.raises(InputError, match="folder not found"):
         scan_videos(tmp_path / "missing")
@@ -178,7 +179,7 @@ def test_dataset_input_errors(tmp_path):
 
 
 def test_motion_energy_orders_static_below_moving():
-    from flows.dataset import motion_energy
+    from flows.training.motion import motion_energy
 
     static = np.full((9, 64, 64, 3), 100, dtype=np.uint8)
     moving = static.copy()

@@ -76,7 +76,7 @@ def requested_gpus() -> int:
     """GPUs one segment may use (context parallelism), from AVATAR_FLOW_GPUS."""
     raw = os.environ.get(GPU_ENV, "1").strip() or "1"
     if not raw.isdigit() or int(raw) < 1:
-        from flows.errors import InputError
+        from flows.runtime.errors import InputError
 
         raise InputError(f"{GPU_ENV} must be a positive integer, got {raw!r}", field=GPU_ENV)
     return int(raw)
@@ -163,7 +163,7 @@ class GpuClock:
 
 
 def _lock_dir() -> Path:
-    from flows.settings import get_settings
+    from flows.runtime.settings import get_settings
 
     d = get_settings().home / "locks"
     d.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Renderer dispatch: one loaded renderer per worker process, and the per-segment request."""
+"""Renderer dispatch: one loaded renderer per worker process, the render-job record, and the
+per-segment request built from it (the same way in-process and in a torchrun worker)."""
 
 import threading
 from functools import lru_cache
@@ -6,8 +7,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, ConfigDict
 
-from flows.segments import SegmentSpec
+from flows.video.avatar import load_avatar
+from flows.video.options import RENDERERS
+from flows.video.segments import SegmentSpec
+from flows.video.speech import read_wav
 from generator.render_types import (
     CaptionWord,
     PromptPhase,
@@ -15,9 +20,8 @@ from generator.render_types import (
     RenderRequest,
     StructuredPrompt,
 )
-from planners.schema import Plan, Word
+from planners.schema import Plan, Transcript, Word
 
-RENDERERS = ("animatic", "actavatar")
 _lock = threading.Lock()
 
 
@@ -108,11 +112,65 @@ def build_request(
     )
 
 
-def save_tail(frames: np.ndarray, count: int, folder: Path) -> list[Path]:
-    """Keep the last `count` frames as PNGs: the next segment's continuity input."""
+class RenderJob(BaseModel):
+    """What every segment of one job renders with, besides its own spec and continuity frames.
+
+    Frozen and JSON-able: the same record is the render task's parameter, part of the segment
+    cache key, and the payload of a context-parallel torchrun launch.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    renderer: str
+    checkpoint: str | None
+    steps: int
+    analysis: str  # the 16 kHz speech WAV
+    transcript: Transcript
+    plan: Plan
+    avatar: str | None  # None: the built-in avatar
+    width: int
+    height: int
+    seed: int
+    duration: float
+    cuts: tuple[float, ...]
+    title: str
+    continuity_frames: int
+
+
+def request_from_job(spec: SegmentSpec, job: RenderJob, context: list[str]) -> RenderRequest:
+    """The renderer's request for one segment; `context` are the previous segment's tail PNGs."""
+    audio, _ = read_wav(Path(job.analysis))
+    return build_request(
+        spec,
+        words=job.transcript.words,
+        plan=job.plan,
+        audio16k=audio,
+        avatar=load_avatar(Path(job.avatar) if job.avatar else None),
+        width=job.width,
+        height=job.height,
+        seed=job.seed,
+        total_duration=job.duration,
+        cuts=list(job.cuts),
+        title=job.title,
+        context=[load_avatar(Path(p)) for p in context],
+    )
+
+
+def tail_frames(frames: np.ndarray, spec: SegmentSpec, count: int) -> np.ndarray:
+    """The last `count` frames the video shows of this segment: the next one continues from them.
+
+    A render has `render_frames` (4k+1) frames, of which only `overlap + num_frames` are kept;
+    the frames after them are rounding padding that never appears in the video.
+    """
+    shown = spec.overlap + spec.num_frames
+    return frames[max(0, shown - count) : shown] if count else frames[:0]
+
+
+def save_tail(frames: np.ndarray, spec: SegmentSpec, count: int, folder: Path) -> list[Path]:
+    """Write `tail_frames` as PNGs: the next segment's continuity input."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, frame in enumerate(frames[len(frames) - count :] if count else []):
+    for i, frame in enumerate(tail_frames(frames, spec, count)):
         p = folder / f"tail_{i}.png"
         Image.fromarray(frame).save(p)
         paths.append(p)

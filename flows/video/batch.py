@@ -2,8 +2,8 @@
 
 A manifest (CSV, JSONL, YAML, or a folder of scripts) has one row per video. A row either
 points to a script (`script`) or fills the `{placeholders}` of a template script with its other
-columns (name, product, language, ...). Reserved columns set the output folder, per-row options
-and a per-row webhook. Structural mistakes (an unknown column, a placeholder without a value, a
+columns (name, product, language, ...). The reserved columns are `id script template` and the
+job options (`flows.video.options.JobOptions`: out, renderer, ..., webhook), validated by it. Structural mistakes (an unknown column, a placeholder without a value, a
 bad number) stop the whole batch before anything runs (InputError, exit code 2); a row that
 fails while running is recorded with its error and the others go on. A row whose job is
 already done (same inputs, same output folder, video present) is skipped, so re-running a
@@ -22,21 +22,16 @@ from typing import Any
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import progress
-from flows.errors import InputError
+from flows.runtime import progress, webhooks
+from flows.runtime.errors import InputError
+from flows.runtime.settings import get_settings
+from flows.video.inputs import prepare_inputs
+from flows.video.options import JobOptions, option_fields
+from flows.video.produce import error_line, produce_video
+from storage import Job, JobStatus, atomic_write_text, session_scope
 
-OPTION_COLUMNS = (
-    "renderer",
-    "planner",
-    "voice",
-    "checkpoint",
-    "segment_seconds",
-    "steps",
-    "force",
-    "webhook",
-)
-RESERVED = ("id", "script", "template", "out", *OPTION_COLUMNS)
-_NUMBERS = {"segment_seconds": float, "steps": int}
+OPTION_COLUMNS = option_fields()  # one column per job option, `out` included
+RESERVED = ("id", "script", "template", *OPTION_COLUMNS)
 _PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 _PATH_KEYS = re.compile(r"^(avatar|audio)(\s*:\s*)(['\"]?)([^'\"#\n]+?)\3\s*$", re.MULTILINE)
 _ID = re.compile(r"[^A-Za-z0-9._-]+")
@@ -153,21 +148,6 @@ def fill_template(template: Path, variables: dict[str, str]) -> str:
     return text
 
 
-def _option(value: Any, column: str, where: dict[str, Any]) -> Any:
-    if value is None:
-        return None
-    if column in _NUMBERS:
-        try:
-            return _NUMBERS[column](value)
-        except (TypeError, ValueError):
-            raise InputError(
-                f"row {where['row']}: '{value}' is not a number", file=where["file"], field=column
-            ) from None
-    if column == "force":
-        return str(value).lower() in ("1", "true", "yes", "y")
-    return str(value)
-
-
 def prepare_rows(
     raw: list[dict[str, Any]],
     *,
@@ -183,7 +163,6 @@ def prepare_rows(
     rows: list[BatchRow] = []
     seen: dict[str, int] = {}
     for n, item in enumerate(raw, start=1):
-        where = {"row": n, "file": source}
         values = {**(defaults or {}), **{k: v for k, v in item.items() if v is not None}}
         script, tmpl = values.get("script"), values.get("template") or template
         if script and values.get("template"):
@@ -249,7 +228,10 @@ def prepare_rows(
                     field="id",
                 )
             seen[key] = n
-        options = {c: _option(values.get(c), c, where) for c in OPTION_COLUMNS}
+        given = {c: values[c] for c in OPTION_COLUMNS if c != "out" and values.get(c) is not None}
+        options = JobOptions.parse(file=source, row=n, **given).model_dump(
+            mode="json", exclude_unset=True
+        )
         rows.append(
             BatchRow(
                 row=n,
@@ -258,7 +240,7 @@ def prepare_rows(
                 template=tmpl,
                 variables={k: str(values[k]) for k in names},
                 out=out,
-                options={k: v for k, v in options.items() if v is not None},
+                options=options,
             )
         )
     return rows
@@ -290,8 +272,6 @@ def _row_script(row: BatchRow, out_root: Path) -> Path:
     """The script a row runs: its own, or its filled template (rewritten only on change)."""
     if row.script:
         return Path(row.script)
-    from storage import atomic_write_text
-
     text = fill_template(Path(row.template), row.variables)
     folder = Path(row.out) if row.out else out_root / row.id
     dest = folder / "script.md"
@@ -300,28 +280,17 @@ def _row_script(row: BatchRow, out_root: Path) -> Path:
     return dest
 
 
-def _already_done(script: Path, out: str | None, options: dict[str, Any]) -> dict | None:
-    """The finished job for these inputs and this output folder, if its video is still there."""
+def already_done(script: Path, options: JobOptions) -> dict | None:
+    """The finished job for these inputs and this output folder, if its video is still there.
+
+    The same input key and output folder rule as `produce-video` (`prepare_inputs`,
+    `JobInputs.out_dir`): options outside the key (`force`, `webhook`) never make a row run again.
+    """
     from sqlmodel import col, select
 
-    from flows.inputs import JobOptions, prepare_inputs
-    from flows.settings import get_settings
-    from storage import Job, JobStatus, session_scope
-
     settings = get_settings()
-    job_opts = {
-        k: v
-        for k, v in options.items()
-        if k in ("renderer", "planner", "voice", "checkpoint", "segment_seconds", "steps")
-    }
-    if "checkpoint" not in job_opts and settings.checkpoint:
-        job_opts["checkpoint"] = str(settings.checkpoint)
-    inputs = prepare_inputs(script, JobOptions(**job_opts), settings)  # InputError -> row fails
-    out_dir = (
-        str(Path(out).resolve())
-        if out
-        else str(settings.home / "outputs" / f"{script.stem}-{inputs.input_key[:8]}")
-    )
+    inputs = prepare_inputs(script, options, settings)  # InputError -> the row fails
+    out_dir = str(inputs.out_dir(settings))
     with session_scope(settings.db_url) as s:
         job = s.exec(
             select(Job)
@@ -345,10 +314,7 @@ def _already_done(script: Path, out: str | None, options: dict[str, Any]) -> dic
 @task(name="batch-row", task_run_name="row-{row[id]}", retries=0)
 def run_row(row: dict, out_root: str, defaults: dict[str, Any]) -> dict:
     """Produce one row's video as a `produce-video` subflow; never raises (errors are results)."""
-    from flows.produce import produce_video
-
     r = BatchRow(**row)
-    options = {**defaults, **r.options}
     result: dict[str, Any] = {
         "row": r.row,
         "id": r.id,
@@ -361,13 +327,14 @@ def run_row(row: dict, out_root: str, defaults: dict[str, Any]) -> dict:
     }
     t0 = time.perf_counter()
     try:
+        options = JobOptions.parse(**{**defaults, **r.options, "out": r.out})
         script = _row_script(r, Path(out_root))
         result["script"] = str(script)
-        done = None if options.get("force") else _already_done(script, r.out, options)
+        done = None if options.force else already_done(script, options)
         if done:
             result.update(done, status="skipped", video=str(Path(done["out_dir"]) / "video.mp4"))
         else:
-            report = produce_video(script=str(script), out=r.out, **options)
+            report = produce_video(script=str(script), options=options)
             result.update(
                 status="done",
                 job_id=report["job_id"],
@@ -379,12 +346,17 @@ def run_row(row: dict, out_root: str, defaults: dict[str, Any]) -> dict:
                 gpu_seconds=report.get("gpu_seconds"),
             )
     except Exception as exc:  # one bad row must not stop the others
-        result["error"] = (
-            str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-        )
-        result["error"] = result["error"][:2000]
+        result["error"] = error_line(exc)[:2000]
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
+
+
+def batch_root(manifest: str | None, out_root: str | None) -> Path:
+    """Where a batch writes (CLI, SDK and Prefect runs alike): `out_root`, else
+    <AVATAR_FLOW_HOME>/batches/<manifest name>."""
+    if out_root:
+        return Path(out_root).expanduser().resolve()
+    return get_settings().home / "batches" / (Path(manifest).stem if manifest else "batch")
 
 
 def summarize(results: list[dict]) -> dict[str, int]:
@@ -401,12 +373,7 @@ def produce_batch(
     template: str | None = None,
     out_root: str | None = None,
     concurrency: int = 1,
-    renderer: str = "animatic",
-    planner: str = "rule",
-    voice: str | None = None,
-    checkpoint: str | None = None,
-    steps: int | None = None,
-    force: bool = False,
+    options: JobOptions = JobOptions(),  # noqa: B008
     webhook: str | None = None,
     rows: list[dict[str, Any]] | None = None,
 ) -> dict:
@@ -417,39 +384,26 @@ def produce_batch(
         template: Template script whose `{placeholders}` the rows fill (or a `template` column).
         out_root: Folder for the videos (one sub-folder per row id) and batch.json.
         concurrency: How many rows run at once.
-        renderer: Default renderer for rows without a `renderer` column.
-        planner: Default planner for rows without a `planner` column.
-        voice: Default voice override.
-        checkpoint: Default ActAvatar pipeline directory.
-        steps: Default denoising steps for `actavatar`.
-        force: Re-run rows that are already done.
+        options: Job options for every row; a row's own columns win (`out` is per row).
         webhook: URL called with an HMAC-signed summary when the batch finishes.
         rows: Rows given directly (SDK) instead of a manifest file.
     """
-    from flows.settings import get_settings
-    from storage import atomic_write_text
-
     if (manifest is None) == (rows is None):
         raise InputError("give either a manifest or rows", field="manifest")
     if concurrency < 1:
         raise InputError(f"concurrency must be at least 1, got {concurrency}", field="concurrency")
-    name = Path(manifest).stem if manifest else "batch"
-    root = Path(out_root).resolve() if out_root else get_settings().home / "batches" / name
+    if options.out is not None:
+        raise InputError(
+            "out is set per row (the `out` column, or out_root/<id>)", field="options.out"
+        )
+    root = batch_root(manifest, out_root)
     if manifest is not None:
         batch_rows = load_manifest(manifest, template=template, out_root=str(root))
     else:
         batch_rows = prepare_rows(
             rows or [], template=template, out_root=str(root) if out_root else None
         )
-    defaults = {
-        "renderer": renderer,
-        "planner": planner,
-        "voice": voice,
-        "checkpoint": checkpoint,
-        "steps": steps,
-        "force": force,
-    }
-    defaults = {k: v for k, v in defaults.items() if v is not None}
+    defaults = options.model_dump(mode="json", exclude={"out"})
     started = time.time()
     progress.emit("batch", 0, len(batch_rows))
     results: list[dict] = []
@@ -479,8 +433,6 @@ def produce_batch(
     atomic_write_text(root / "batch.json", json.dumps(report, indent=1, default=str) + "\n")
     report["report"] = str(root / "batch.json")
     if webhook:
-        from flows import webhooks
-
         webhooks.deliver(
             webhook,
             {

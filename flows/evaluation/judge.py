@@ -323,7 +323,7 @@ def judge_video(
     log: Callable[[str], None] | None = None,
 ) -> JudgeReport:
     """Judge every phase of `plan` in `video` `runs` times and average (paper protocol)."""
-    from flows.media import probe
+    from flows.video.media import probe
 
     t0 = time.time()
     settings = settings or MLLMSettings()
@@ -547,7 +547,7 @@ def store_with_job(video: str | Path, report: dict[str, Any], db_url: str) -> st
     """
     from sqlmodel import select
 
-    from flows.records import record_assets
+    from flows.runtime.records import record_assets
     from storage import Asset, atomic_write_text, session_scope
 
     path = Path(video).resolve()

@@ -2,18 +2,17 @@
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from flows.avatar import check_avatar
-from flows.errors import InputError
-from flows.render import RENDERERS
-from flows.script import Script, parse_script
-from flows.settings import Settings
-from flows.speech import parse_voice, probe_audio
+from flows.runtime.errors import InputError
+from flows.runtime.settings import Settings
+from flows.video.avatar import check_avatar
+from flows.video.options import JobOptions, out_dir_for
+from flows.video.script import Script, parse_script
+from flows.video.speech import parse_voice, probe_audio
 from storage import sha256_file
 
-PLANNERS = ("rule", "mllm")
 # Bump when a change to the pipeline must invalidate cached steps.
 PIPELINE_VERSION = "1"
 # Faster than any TTS voice speaks: a cheap upper bound on speech length before synthesis.
@@ -21,22 +20,9 @@ FAST_WORDS_PER_SECOND = 4.0
 
 
 @dataclass(frozen=True)
-class JobOptions:
-    """What the caller chose (CLI flags, SDK arguments, Prefect UI parameters)."""
-
-    renderer: str = "animatic"
-    planner: str = "rule"
-    voice: str | None = None  # overrides the script's voice
-    checkpoint: str | None = None
-    segment_seconds: float | None = None
-    continuity_frames: int = 1
-    steps: int | None = None  # denoising steps (actavatar); None = AVATAR_FLOW_RENDER_STEPS
-
-
-@dataclass(frozen=True)
 class JobInputs:
     script: Script
-    options: JobOptions
+    options: JobOptions  # resolved: environment defaults filled in
     avatar_sha: str
     audio_sha: str | None
     input_key: str  # content hash of everything that determines the output
@@ -48,6 +34,10 @@ class JobInputs:
     @property
     def segment_seconds(self) -> float:
         return self.options.segment_seconds or self.script.segment_seconds or 5.0
+
+    def out_dir(self, settings: Settings) -> Path:
+        """Where this job writes (`options.out`, else the one default rule)."""
+        return out_dir_for(self.script.path, self.options, self.input_key, settings)
 
 
 def _hash_json(obj: object) -> str:
@@ -66,17 +56,9 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
     """Parse and check everything; raises InputError (exit code 2) on the first problem."""
     script = parse_script(script_path)
     spath = str(script_path)
-    if options.renderer not in RENDERERS:
-        raise InputError(
-            f"unknown renderer '{options.renderer}' (one of: {', '.join(RENDERERS)})",
-            field="renderer",
-        )
-    if options.planner not in PLANNERS:
-        raise InputError(
-            f"unknown planner '{options.planner}' (one of: {', '.join(PLANNERS)})", field="planner"
-        )
+    options = options.resolved(settings)
     if options.renderer == "actavatar":
-        ckpt = options.checkpoint or (str(settings.checkpoint) if settings.checkpoint else None)
+        ckpt = options.checkpoint
         if not ckpt or not (Path(ckpt) / "model_index.json").is_file():
             raise InputError(
                 f"the actavatar renderer needs a pipeline directory with model_index.json, "
@@ -90,15 +72,6 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
                 file=spath,
                 field="resolution",
             )
-    c = options.continuity_frames
-    if not (c == 0 or (1 <= c <= 33 and c % 4 == 1)):
-        raise InputError(
-            f"continuity must be 0 or 1, 5, 9, ... 33 frames (1 + 4k, one latent frame "
-            f"per 4 video frames), got {c}",
-            field="continuity",
-        )
-    if options.steps is not None and not 1 <= options.steps <= 200:
-        raise InputError(f"steps must be between 1 and 200, got {options.steps}", field="steps")
     if options.planner == "mllm" and not _llm_configured():
         raise InputError(
             "the mllm planner needs AVATAR_FLOW_LLM_BASE_URL or OPENAI_API_KEY", field="planner"
@@ -135,7 +108,7 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
             "script": script.content_hash(),
             "avatar": avatar_sha,
             "audio": audio_sha,
-            "options": asdict(options),
+            "options": options.key_values(),
             "voice": options.voice or script.voice,
             "version": PIPELINE_VERSION,
         }

@@ -1,4 +1,5 @@
-"""The `build-dataset` flow: talking videos -> annotated 5-s clips -> a sharded latent cache.
+"""The dataset builder behind `build-dataset` (`flows.training.dataset`): talking videos ->
+annotated 5-s clips -> a sharded latent cache.
 
 For every video with sound in a folder:
   probe -> pick a resolution bucket (closest aspect) -> decode at `fps`, scaled and centre-cropped
@@ -25,25 +26,22 @@ self-contained (the trainer needs only the folder).
 import hashlib
 import io
 import json
-import subprocess
 import wave
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prefect import flow
 
-from flows import progress
-from flows.errors import InputError
-from flows.media import ffmpeg_exe, probe
-from flows.settings import get_settings
+from flows.runtime.errors import InputError
+from flows.runtime.settings import get_settings
+from flows.training.decode import clips_of, decode_audio16k, decode_frames, pick_bucket, scan_videos
+from flows.training.motion import DWPoseMotion, motion_energy
+from flows.video.media import probe
 from planners.schema import Word
 from storage import atomic_write_text, session_scope, sha256_file
 from storage.clips import Clip
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 # (height, width) buckets at the paper's 704x1280 pixel budget: landscape, portrait, square.
 PAPER_BUCKETS: tuple[tuple[int, int], ...] = ((704, 1280), (1280, 704), (960, 960))
 DATASET_VERSION = 1
@@ -78,28 +76,6 @@ class DatasetOptions:
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# ------------------------------------------------------------------------------------- scanning
-def scan_videos(folder: Path) -> list[Path]:
-    """Video files directly in `folder` or below it, sorted; an InputError when there are none."""
-    if not folder.exists():
-        raise InputError(f"folder not found: {folder}", field="DIR")
-    if not folder.is_dir():
-        raise InputError(f"not a folder: {folder}", field="DIR")
-    videos = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
-    )
-    if not videos:
-        raise InputError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {folder}", field="DIR")
-    return videos
-
-
-def pick_bucket(width: int, height: int, buckets: list[list[int]]) -> tuple[int, int]:
-    """The (height, width) bucket whose aspect ratio is closest (in log ratio) to the video's."""
-    aspect = np.log(width / height)
-    best = min(buckets, key=lambda b: abs(np.log(b[1] / b[0]) - aspect))
-    return int(best[0]), int(best[1])
-
-
 def check_options(opts: DatasetOptions) -> None:
     if (opts.clip_frames - 1) % 4 or opts.clip_frames < 5:
         raise InputError(
@@ -114,143 +90,6 @@ def check_options(opts: DatasetOptions) -> None:
         raise InputError(f"unknown planner '{opts.planner}' (rule or mllm)", field="planner")
     if opts.dwpose and not Path(opts.dwpose).is_file():
         raise InputError(f"DWPose model not found: {opts.dwpose}", field="dwpose")
-
-
-# ------------------------------------------------------------------------------------- decoding
-def decode_frames(path: Path, fps: int, height: int, width: int) -> Iterator[np.ndarray]:
-    """RGB frames at exactly `fps`, scaled to cover (width, height) and centre-cropped."""
-    vf = (
-        f"fps={fps},scale={width}:{height}:force_original_aspect_ratio=increase:flags=bicubic,"
-        f"crop={width}:{height}"
-    )
-    cmd = [
-        ffmpeg_exe(),
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-i",
-        str(path),
-        "-vf",
-        vf,
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-",
-    ]
-    size = height * width * 3
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None
-        while True:
-            buf = proc.stdout.read(size)
-            if len(buf) < size:
-                break
-            yield np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)
-        proc.stdout.close()
-        proc.wait()
-
-
-def decode_audio16k(path: Path) -> np.ndarray:
-    """The sound track as 16 kHz mono float32."""
-    cmd = [
-        ffmpeg_exe(),
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-i",
-        str(path),
-        "-vn",
-        "-ac",
-        "1",
-        "-ar",
-        "16000",
-        "-f",
-        "s16le",
-        "-",
-    ]
-    proc = subprocess.run(cmd, capture_output=True)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"ffmpeg could not decode the audio of {path.name}: {proc.stderr[-300:]!r}"
-        )
-    return np.frombuffer(proc.stdout, dtype="<i2").astype(np.float32) / 32768.0
-
-
-def clips_of(frames: Iterator[np.ndarray], clip_frames: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Non-overlapping (start frame, clip) pairs; the short tail is dropped."""
-    buf: list[np.ndarray] = []
-    start = 0
-    for frame in frames:
-        buf.append(frame)
-        if len(buf) == clip_frames:
-            yield start, np.stack(buf)
-            start += clip_frames
-            buf = []
-
-
-# ------------------------------------------------------------------------------------- motion
-def motion_energy(frames: np.ndarray, size: int = 64) -> float:
-    """Mean absolute difference of consecutive grey frames (0..1), on a `size`-pixel grid.
-
-    A cheap, dependency-free stand-in for pose motion: static talking heads score ~0.005,
-    gesturing speakers several times more. Subsampled so a 704x1280 clip costs milliseconds.
-    """
-    f, h, w, _ = frames.shape
-    sy, sx = max(1, h // size), max(1, w // size)
-    grey = frames[:, ::sy, ::sx].astype(np.float32).mean(axis=3) / 255.0
-    if f < 2:
-        return 0.0
-    return float(np.abs(np.diff(grey, axis=0)).mean())
-
-
-class DWPoseMotion:
-    """Arm and hand keypoint motion with DWPose's whole-body model (ONNX, onnxruntime).
-
-    The clip is assumed to show one speaker: the whole frame is the person box (no detector),
-    letterboxed to the model's 288x384 input; SimCC outputs are decoded by argmax (split 2.0).
-    Score: mean displacement per frame of confident arm (COCO 5-10) and hand (91-132)
-    keypoints, as a fraction of the image diagonal, on every `stride`-th frame.
-    """
-
-    ARM_HAND = list(range(5, 11)) + list(range(91, 133))
-
-    def __init__(self, model_path: str, stride: int = 5, min_score: float = 0.3) -> None:
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0]
-        _, _, self.in_h, self.in_w = self.input.shape
-        self.stride = stride
-        self.min_score = min_score
-
-    def keypoints(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        h, w = frame.shape[:2]
-        scale = min(self.in_w / w, self.in_h / h)
-        from PIL import Image
-
-        img = np.asarray(Image.fromarray(frame).resize((round(w * scale), round(h * scale))))
-        canvas = np.zeros((self.in_h, self.in_w, 3), dtype=np.float32)
-        canvas[: img.shape[0], : img.shape[1]] = img
-        x = (canvas - np.array([123.675, 116.28, 103.53])) / np.array([58.395, 57.12, 57.375])
-        simcc_x, simcc_y = self.session.run(
-            None, {self.input.name: x.transpose(2, 0, 1)[None].astype(np.float32)}
-        )
-        px, py = simcc_x[0].argmax(-1) / 2.0, simcc_y[0].argmax(-1) / 2.0
-        score = np.minimum(simcc_x[0].max(-1), simcc_y[0].max(-1))
-        return np.stack([px, py], -1) / scale, score
-
-    def __call__(self, frames: np.ndarray) -> float:
-        pts = [self.keypoints(f) for f in frames[:: self.stride]]
-        diag = float(np.hypot(*frames.shape[1:3]))
-        moves = []
-        for (a, sa), (b, sb) in zip(pts, pts[1:]):
-            ok = (sa[self.ARM_HAND] > self.min_score) & (sb[self.ARM_HAND] > self.min_score)
-            if ok.any():
-                d = np.linalg.norm(a[self.ARM_HAND] - b[self.ARM_HAND], axis=-1)[ok]
-                moves.append(d.mean() / diag / self.stride)
-        return float(np.mean(moves)) if moves else 0.0
 
 
 # ------------------------------------------------------------------------------------- words / prompts
@@ -368,9 +207,9 @@ class DatasetBuilder:
     @property
     def planner(self) -> Any:
         if self._planner is None:
-            from flows.produce import make_planner
+            import planners
 
-            self._planner = make_planner(self.opts.planner)
+            self._planner = planners.get_planner(self.opts.planner)
         return self._planner
 
     def motion(self, frames: np.ndarray) -> tuple[float, str]:
@@ -439,7 +278,7 @@ class DatasetBuilder:
         self._save_manifest()
 
     def _words(self, audio: np.ndarray) -> list[Word]:
-        from flows.words import transcribe
+        from flows.video.words import transcribe
 
         s = self.settings
         self.counts["transcribed"] += 1
@@ -639,51 +478,3 @@ def prepare(
                 file=str(manifest),
             )
     return paths, out_dir, opts
-
-
-@flow(name="build-dataset", log_prints=False)
-def build_dataset(
-    videos: str,
-    out: str | None = None,
-    planner: str = "rule",
-    motion_threshold: float = 0.02,
-    encoders: str = "preset:tiny",
-    wav2vec: str | None = None,
-    dwpose: str | None = None,
-    fps: int = 25,
-    clip_frames: int = 125,
-    buckets: list[list[int]] | None = None,
-    text_len: int = 512,
-    max_phases: int = 8,
-) -> dict[str, Any]:
-    """Cut, score, transcribe, annotate, record and cache every clip of a folder of videos."""
-    paths, out_dir, opts = prepare(
-        videos,
-        out,
-        planner,
-        motion_threshold,
-        encoders,
-        wav2vec,
-        dwpose,
-        fps,
-        clip_frames,
-        buckets,
-        text_len,
-        max_phases,
-    )
-    builder = DatasetBuilder(paths[0].parent, out_dir, opts)
-    try:
-        for i, path in enumerate(paths):
-            progress.emit("dataset", i, len(paths), path.name)
-            builder.counts["videos"] += 1
-            builder.process_video(path)
-        progress.emit("dataset", len(paths), len(paths), "done")
-    finally:
-        builder.close()
-    return {
-        **dataset_report(out_dir),
-        **builder.counts,
-        "skipped": builder.skipped,
-        "encoders": opts.encoders,
-        "motion_threshold": opts.motion_threshold,
-    }

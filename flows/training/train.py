@@ -1,4 +1,4 @@
-"""The `train-stage1` / `train-stage2` flows and the checkpoint registry.
+"""The training flows: `train-stage1`, `train-stage2` and `train` (both stages in turn).
 
 A flow checks the config (one-line errors, exit 2, before anything heavy), then runs the
 trainer as a subprocess: `python -m generator.train CONFIG` on one device, `accelerate launch
@@ -10,8 +10,7 @@ transformer safetensors). Training in a subprocess keeps the Prefect worker aliv
 killed (OOM, preemption) and lets the same code scale out; resuming is just running again
 (`train.resume: auto`).
 
-Registry operations (used by `avatar-flow checkpoints`): list, show, export as a pipeline
-folder for `--renderer actavatar`, push to / pull from the Hugging Face Hub.
+The registry lives in `flows.training.checkpoints`, the Hub transfer in `flows.training.hub`.
 """
 
 import json
@@ -24,20 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from sqlmodel import select
 
-from flows import progress
-from flows.errors import InputError
-from flows.settings import get_settings
-from storage import Checkpoint, session_scope
+from flows.runtime import progress
+from flows.runtime.errors import InputError
+from flows.training.checkpoints import register_checkpoint
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PUSH_FILES = (
-    "train_config.json",
-    "trainer_state.json",
-    "audio_adapter.safetensors",
-    "ema.safetensors",
-)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------------- config
@@ -109,199 +100,6 @@ def launch_command(
     if stop_after is not None:
         cmd += ["--stop-after", str(stop_after)]
     return cmd
-
-
-# ------------------------------------------------------------------------------------- registry
-def register_checkpoint(
-    name: str,
-    stage: str,
-    step: int,
-    path: str,
-    sha256: str,
-    config_hash: str = "",
-    data_hash: str = "",
-    metrics: dict[str, Any] | None = None,
-) -> int:
-    """Add a Checkpoint row (idempotent on path + sha256); returns its id."""
-    with session_scope(get_settings().db_url) as s:
-        row = s.exec(
-            select(Checkpoint).where(Checkpoint.path == path, Checkpoint.sha256 == sha256)
-        ).first()
-        if row is None:
-            row = Checkpoint(
-                name=name,
-                stage=stage,
-                step=step,
-                config_hash=config_hash,
-                data_hash=data_hash,
-                metrics=metrics or {},
-                path=path,
-                sha256=sha256,
-            )
-            s.add(row)
-            s.flush()
-        return int(row.id)
-
-
-def list_checkpoints(stage: str | None = None) -> list[Checkpoint]:
-    with session_scope(get_settings().db_url) as s:
-        q = select(Checkpoint).order_by(Checkpoint.id)
-        if stage:
-            q = q.where(Checkpoint.stage == stage)
-        return list(s.exec(q).all())
-
-
-def get_checkpoint(ref: str | int) -> Checkpoint:
-    """A checkpoint by id, or the newest one with that name."""
-    with session_scope(get_settings().db_url) as s:
-        row = None
-        if str(ref).isdigit():
-            row = s.get(Checkpoint, int(ref))
-        if row is None:
-            row = s.exec(
-                select(Checkpoint).where(Checkpoint.name == str(ref)).order_by(Checkpoint.id.desc())
-            ).first()
-        if row is None:
-            raise InputError(
-                f"no checkpoint '{ref}' (see `avatar-flow checkpoints list`)", field="ID"
-            )
-        return row
-
-
-def _checkpoint_base(ckpt_dir: Path) -> Any:
-    from generator.train.models import resolve_base
-
-    info = json.loads((ckpt_dir / "train_config.json").read_text())
-    base = info["base"]
-    spec = base["spec"] if base["spec"].startswith("preset:") else base["dir"]
-    try:
-        return resolve_base(spec, base.get("wav2vec"))
-    except (FileNotFoundError, ValueError) as exc:
-        raise InputError(
-            f"the checkpoint's base model is not available: {exc}", field="base"
-        ) from None
-
-
-def export_checkpoint(
-    ref: str | int, out_dir: str | Path, base: str | None = None, wav2vec: str | None = None
-) -> Path:
-    """Write a full ActAvatar pipeline folder (for `--renderer actavatar --checkpoint DIR`).
-
-    The VAE, umT5 and Wav2Vec2 come from the base the run trained on (recorded in the
-    checkpoint), or from `base`/`wav2vec` when given (e.g. a pulled checkpoint on a new machine).
-    """
-    from generator.train.models import export_pipeline, resolve_base
-
-    row = get_checkpoint(ref)
-    ckpt = Path(row.path)
-    if not (ckpt / "transformer").is_dir():
-        raise InputError(f"checkpoint folder is missing: {ckpt}", field="ID")
-    if base:
-        try:
-            resolved = resolve_base(base, wav2vec)
-        except (FileNotFoundError, ValueError) as exc:
-            raise InputError(str(exc), field="base") from None
-    else:
-        resolved = _checkpoint_base(ckpt)
-    return export_pipeline(ckpt / "transformer", out_dir, resolved)
-
-
-def _hub_token() -> str | None:
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-
-
-def _check_repo_id(repo: str) -> None:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo)
-    except HFValidationError as exc:
-        raise InputError(f"bad Hugging Face repo id '{repo}': {exc}", field="REPO") from None
-    if "/" not in repo:
-        raise InputError(f"repo id '{repo}' needs an owner: OWNER/NAME", field="REPO")
-
-
-def push_checkpoint(
-    ref: str | int, repo: str, private: bool = True, token: str | None = None
-) -> str:
-    """Upload a checkpoint's weights and records (not the optimizer state) to a Hub model repo."""
-    from huggingface_hub import HfApi
-
-    _check_repo_id(repo)
-    token = token or _hub_token()
-    if not token:
-        raise InputError("no Hugging Face token: set HF_TOKEN (a write token)", field="HF_TOKEN")
-    row = get_checkpoint(ref)
-    ckpt = Path(row.path)
-    if not (ckpt / "transformer").is_dir():
-        raise InputError(f"checkpoint folder is missing: {ckpt}", field="ID")
-    api = HfApi(token=token)
-    api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
-    card = (
-        f"---\nlibrary_name: diffusers\ntags: [actavatar, talking-avatar, avatar-flow]\n---\n"
-        f"# {row.name} ({row.stage}, step {row.step})\n\nTrained with avatar-flow.\n\n"
-        f"- config hash: `{row.config_hash}`\n- data hash: `{row.data_hash}`\n"
-        f"- transformer sha256: `{row.sha256}`\n- metrics: `{json.dumps(row.metrics)}`\n"
-    )
-    allow = ["transformer/*", *PUSH_FILES]
-    api.upload_file(
-        path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=repo, repo_type="model"
-    )
-    commit = api.upload_folder(
-        folder_path=str(ckpt),
-        repo_id=repo,
-        repo_type="model",
-        allow_patterns=allow,
-        commit_message=f"{row.name} {row.stage} step {row.step}",
-    )
-    return str(getattr(commit, "commit_url", commit))
-
-
-def pull_checkpoint(repo: str, revision: str | None = None, token: str | None = None) -> int:
-    """Download a pushed checkpoint into `<home>/checkpoints/<repo>` and register it."""
-    from huggingface_hub import snapshot_download
-
-    from generator.train.trainer import model_files_sha256
-
-    _check_repo_id(repo)
-    dest = get_settings().home / "checkpoints" / repo.replace("/", "--")
-    try:
-        snapshot_download(
-            repo,
-            revision=revision,
-            local_dir=str(dest),
-            token=token or _hub_token(),
-            allow_patterns=["transformer/*", *PUSH_FILES],
-        )
-    except Exception as exc:  # network, auth, missing repo: one line for the user
-        raise InputError(
-            f"could not download {repo}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
-            field="REPO",
-        ) from None
-    if not (dest / "transformer").is_dir():
-        raise InputError(
-            f"{repo} holds no transformer/ folder (not an avatar-flow checkpoint)", field="REPO"
-        )
-    info = (
-        json.loads((dest / "train_config.json").read_text())
-        if (dest / "train_config.json").is_file()
-        else {}
-    )
-    state = (
-        json.loads((dest / "trainer_state.json").read_text())
-        if (dest / "trainer_state.json").is_file()
-        else {}
-    )
-    return register_checkpoint(
-        name=repo,
-        stage=info.get("stage", "imported"),
-        step=int(info.get("step", 0)),
-        path=str(dest.resolve()),
-        sha256=model_files_sha256(dest / "transformer"),
-        config_hash=info.get("config_hash", ""),
-        data_hash=info.get("data_hash", ""),
-        metrics=state.get("metrics", {}),
-    )
 
 
 # ------------------------------------------------------------------------------------- running

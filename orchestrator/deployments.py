@@ -1,10 +1,15 @@
 """Which flows are deployed, and their schedules from deployments.yaml.
 
-The registry names each deployable flow by its Prefect flow name and the modules that may
-define it. Flows whose modules do not exist yet (dataset building, training) are skipped
-silently and appear by themselves once they are written. Deployments use module-path
-entrypoints (`flows.produce.produce_video`), so a worker on another machine only needs
-avatar-flow installed — no image, no remote storage.
+The registry names each deployable flow by its Prefect flow name and the module that defines
+it; every module is imported explicitly, so a broken flow module is an error at `serve` or
+`deploy`, never a silently missing deployment. Deployments use module-path entrypoints
+(`flows.video.produce.produce_video`), so a worker on another machine only needs avatar-flow
+installed — no image, no remote storage.
+
+Deployments registered before the flows/ regrouping point at the old module paths
+(`flows.produce.produce_video`, ...). Those paths keep importing (`flows.LEGACY_MODULES`
+aliases them), and running `avatar-flow deploy` again migrates each deployment to its new
+entrypoint (same flow and deployment name, so the deployment is updated, not duplicated).
 
 deployments.yaml:
 
@@ -17,55 +22,68 @@ deployments.yaml:
             slug: weekly-update
             parameters: {script: /srv/scripts/weekly.md, out: /srv/videos/weekly}
 
-Relative paths in `script`, `manifest`, `template`, `out`, `out_root` and `checkpoint` are
-resolved against the folder of the YAML file.
+Job options (`renderer`, `out`, ...) may be written flat as above or under `options:`; flat keys
+are moved into the flow's `options` parameter (`flows.video.options.JobOptions`). Relative paths
+in `script`, `manifest`, `template`, `out`, `out_root` and `checkpoint` are resolved against the
+folder of the YAML file.
 """
 
 import importlib
 import inspect
-import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.errors import InputError
+from flows.runtime.errors import InputError
 
 
 @dataclass(frozen=True)
 class DeploymentSpec:
-    """A flow (by Prefect name) to deploy, and where it may be defined."""
+    """A flow (by Prefect name) to deploy, and the module that defines it."""
 
     flow_name: str
-    modules: tuple[str, ...]  # module names or fnmatch patterns under flows/
+    module: str
+    attribute: str
     description: str
     tags: tuple[str, ...] = ("avatar-flow",)
+
+    def load(self) -> Any:
+        """The Prefect flow object; an import error is raised, not skipped."""
+        return getattr(importlib.import_module(self.module), self.attribute)
 
 
 REGISTRY: tuple[DeploymentSpec, ...] = (
     DeploymentSpec(
-        "produce-video", ("flows.produce",), "Turn a script into a finished talking-avatar video."
+        "produce-video",
+        "flows.video.produce",
+        "produce_video",
+        "Turn a script into a finished talking-avatar video.",
     ),
     DeploymentSpec(
         "produce-batch",
-        ("flows.batch",),
+        "flows.video.batch",
+        "produce_batch",
         "One video per row of a batch manifest (CSV, JSONL, YAML or a script folder).",
     ),
     DeploymentSpec(
         "build-dataset",
-        ("flows.dataset*",),
+        "flows.training.dataset",
+        "build_dataset",
         "Build a phase-annotated training dataset from raw clips.",
     ),
     DeploymentSpec(
         "train-stage1",
-        ("flows.train*",),
+        "flows.training.train",
+        "train_stage1",
         "Stage 1: train the audio adapter on the frozen text-to-video backbone.",
     ),
     DeploymentSpec(
         "train-stage2",
-        ("flows.train*",),
+        "flows.training.train",
+        "train_stage2",
         "Stage 2: fine-tune the image-to-video model with the adapter and phases.",
     ),
-    DeploymentSpec("train", ("flows.train*",), "Train ActAvatar (both stages)."),
+    DeploymentSpec("train", "flows.training.train", "train_both", "Train ActAvatar (both stages)."),
 )
 
 
@@ -86,42 +104,9 @@ class DeploymentConfig:
     tags: list[str] = field(default_factory=list)
 
 
-def _module_names(pattern: str) -> list[str]:
-    """Modules under flows/ matching `flows.train*`-style patterns (exact names pass through)."""
-    if "*" not in pattern:
-        return [pattern]
-    import fnmatch
-
-    import flows
-
-    found = [f"flows.{m.name}" for m in pkgutil.iter_modules(flows.__path__)]
-    return sorted(n for n in found if fnmatch.fnmatch(n, pattern))
-
-
-def find_flow(spec: DeploymentSpec) -> Any | None:
-    """The Prefect flow named `spec.flow_name`, or None if no module defines it (yet)."""
-    from prefect import Flow
-
-    for pattern in spec.modules:
-        for name in _module_names(pattern):
-            try:
-                module = importlib.import_module(name)
-            except ImportError:
-                continue
-            for obj in vars(module).values():
-                if isinstance(obj, Flow) and obj.name == spec.flow_name:
-                    return obj
-    return None
-
-
 def available_flows() -> dict[str, tuple[DeploymentSpec, Any]]:
-    """Registry entries whose flow can be imported now, by flow name."""
-    out = {}
-    for spec in REGISTRY:
-        fl = find_flow(spec)
-        if fl is not None:
-            out[spec.flow_name] = (spec, fl)
-    return out
+    """Every registered flow, imported, by flow name."""
+    return {spec.flow_name: (spec, spec.load()) for spec in REGISTRY}
 
 
 # --- deployments.yaml -----------------------------------------------------------------------
@@ -151,12 +136,19 @@ PATH_PARAMETERS = ("script", "manifest", "template", "out", "out_root", "checkpo
 
 
 def _check_params(fl: Any, params: Any, where: str, file: str) -> dict[str, Any]:
-    """Known parameter names only; relative paths resolve against the YAML file's folder."""
+    """Known parameter names only; flat job options folded into `options`; relative paths
+    resolve against the YAML file's folder."""
     if params is None:
         return {}
     if not isinstance(params, dict):
         raise InputError("parameters must be a mapping", file=file, field=where)
-    known = set(inspect.signature(fl.fn).parameters)
+    signature = inspect.signature(fl.fn).parameters
+    option_names: tuple[str, ...] = ()
+    if "options" in signature:
+        from flows.video.options import option_fields
+
+        option_names = option_fields()
+    known = set(signature) | set(option_names)
     for k in params:
         if k not in known:
             raise InputError(
@@ -165,12 +157,34 @@ def _check_params(fl: Any, params: Any, where: str, file: str) -> dict[str, Any]
                 field=f"{where}.{k}",
             )
     base = Path(file).resolve().parent
-    return {
-        k: str(base / v)
-        if k in PATH_PARAMETERS and isinstance(v, str) and v and not Path(v).is_absolute()
-        else v
-        for k, v in params.items()
-    }
+
+    def absolute(k: str, v: Any) -> Any:
+        if k in PATH_PARAMETERS and isinstance(v, str) and v and not Path(v).is_absolute():
+            return str(base / v)
+        return v
+
+    out = {k: absolute(k, v) for k, v in params.items() if k in signature}
+    flat = {k: absolute(k, v) for k, v in params.items() if k not in signature}
+    if flat or isinstance(out.get("options"), dict):
+        nested = {k: absolute(k, v) for k, v in (out.get("options") or {}).items()}
+        merged = {**nested, **flat}
+        from flows.video.options import JobOptions, input_error
+
+        try:
+            JobOptions(**merged)
+        except Exception as exc:  # pydantic's ValidationError: one line naming the option
+            err = input_error(exc, file=file)
+            raise InputError(err.detail, file=file, field=f"{where}.{err.field}") from None
+        out["options"] = merged
+    return out
+
+
+def _with_defaults(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """A schedule's parameters over the deployment's: Prefect merges them one level deep, so
+    the job options of both are merged here."""
+    if "options" in params and "options" in defaults:
+        return {**params, "options": {**defaults["options"], **params["options"]}}
+    return params
 
 
 def load_config(
@@ -216,9 +230,7 @@ def load_config(
             raise InputError(
                 "expected parameters, schedules, description, tags", file=file, field=where
             )
-        fl = flows_by_name.get(name)
-        if fl is None:
-            continue  # configured for a flow not built yet: nothing to serve
+        fl = flows_by_name[name]
         cfg = DeploymentConfig(
             parameters=_check_params(fl, body.get("parameters"), f"{where}.parameters", file),
             description=body.get("description"),
@@ -240,7 +252,10 @@ def load_config(
                     timezone=sch.get("timezone"),
                     slug=sch.get("slug"),
                     active=bool(sch.get("active", True)),
-                    parameters=_check_params(fl, sch.get("parameters"), f"{sw}.parameters", file),
+                    parameters=_with_defaults(
+                        cfg.parameters,
+                        _check_params(fl, sch.get("parameters"), f"{sw}.parameters", file),
+                    ),
                 )
             )
         out[name] = cfg

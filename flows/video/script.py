@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from flows.errors import InputError
+from flows.runtime.errors import InputError
 from planners.schema import Cue, Scene
 
 FRONT_MATTER_KEYS: dict[str, str] = {

@@ -22,7 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flows.errors import InputError
+from flows.runtime import gpu
+from flows.runtime.errors import InputError
+from flows.video.render import RenderJob, request_from_job
+from flows.video.segments import SegmentSpec
 
 VAE_TEMPORAL_STRIDE = 4
 
@@ -76,7 +79,7 @@ def torchrun_command(nproc: int, payload: Path, port: int) -> list[str]:
         "--master-addr=127.0.0.1",
         f"--master-port={port}",
         "-m",
-        "flows.multigpu",
+        "flows.video.multigpu",
         "--payload",
         str(payload),
     ]
@@ -90,8 +93,6 @@ def launch(
     timeout: float = 3600.0,
 ) -> list[dict[str, Any]]:
     """Run `payload` on `nproc` ranks; returns each rank's JSON result (rank order)."""
-    from flows import gpu
-
     with tempfile.TemporaryDirectory(prefix="avatar-flow-cp-") as tmp:
         work = Path(tmp)
         spec = work / "payload.json"
@@ -122,19 +123,20 @@ def launch(
         return results
 
 
-def render_parallel(spec: dict, job: dict, context: list[str], devices: list[str]):
+def render_parallel(spec: SegmentSpec, job: RenderJob, context: list[str], devices: list[str]):
     """Render one segment context-parallel on `devices` (uint8 frames, T x H x W x 3)."""
-    checkpoint = job.get("checkpoint")
-    if not checkpoint:
+    if not job.checkpoint:
         raise InputError(
             "multi-GPU rendering needs the actavatar renderer and a checkpoint", field="checkpoint"
         )
-    check_ulysses(len(devices), transformer_heads(checkpoint), spec["render_frames"])
-    results = launch(
-        len(devices),
-        {"kind": "render", "spec": spec, "job": job, "context": context},
-        devices=devices,
-    )
+    check_ulysses(len(devices), transformer_heads(job.checkpoint), spec.render_frames)
+    payload = {
+        "kind": "render",
+        "spec": spec.to_dict(),
+        "job": job.model_dump(mode="json"),
+        "context": context,
+    }
+    results = launch(len(devices), payload, devices=devices)
     return results[0]["frames"]
 
 
@@ -162,32 +164,6 @@ def _selftest(rank: int, world: int) -> dict[str, Any]:
     return {"sum": float(t.item())}
 
 
-def _segment_request(spec: dict, job: dict, context: list[str]):
-    """The same request `render_step` builds, from the same JSON inputs."""
-    from flows.avatar import load_avatar
-    from flows.produce import _spec_from_dict
-    from flows.render import build_request
-    from flows.speech import read_wav
-    from planners.schema import Plan, Transcript
-
-    spec_obj = _spec_from_dict(spec)
-    audio, _ = read_wav(Path(job["analysis"]))
-    return build_request(
-        spec_obj,
-        words=Transcript.model_validate(job["transcript"]).words,
-        plan=Plan.model_validate(job["plan"]),
-        audio16k=audio,
-        avatar=load_avatar(Path(job["avatar"]) if job["avatar"] else None),
-        width=job["width"],
-        height=job["height"],
-        seed=job["seed"],
-        total_duration=job["duration"],
-        cuts=job["cuts"],
-        title=job["title"],
-        context=[load_avatar(Path(p)) for p in context],
-    )
-
-
 def _render(rank: int, world: int, payload: dict[str, Any]):
     import torch
     from diffusers import ContextParallelConfig
@@ -197,14 +173,15 @@ def _render(rank: int, world: int, payload: dict[str, Any]):
     from generator import ActAvatarPipeline  # noqa: F401  (fails early if the model is missing)
     from generator.renderer_actavatar import load_actavatar_renderer
 
-    job = payload["job"]
-    renderer = load_actavatar_renderer(job["checkpoint"], device=f"cuda:{rank}")
-    if job.get("steps"):
-        renderer.num_inference_steps = int(job["steps"])
+    job = RenderJob.model_validate(payload["job"])
+    spec = SegmentSpec.from_dict(payload["spec"])
+    renderer = load_actavatar_renderer(job.checkpoint, device=f"cuda:{rank}")
+    renderer.num_inference_steps = job.steps
     renderer.pipeline.transformer.enable_parallelism(
         config=ContextParallelConfig(ulysses_degree=world)
     )
-    return renderer.render(_segment_request(payload["spec"], job, payload["context"]))
+    # The same request an in-process render builds, from the same JSON record.
+    return renderer.render(request_from_job(spec, job, payload["context"]))
 
 
 def worker_main(argv: list[str] | None = None) -> None:

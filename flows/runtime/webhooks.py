@@ -103,7 +103,7 @@ def _job_for_run(flow_run_id: str) -> dict[str, Any]:
     try:
         from sqlmodel import col, select
 
-        from flows.settings import get_settings
+        from flows.runtime.settings import get_settings
         from storage import Job, session_scope
 
         with session_scope(get_settings().db_url) as s:
@@ -164,9 +164,17 @@ def _job_payload(flow_run: Any, state: Any, event: str) -> dict[str, Any]:
     return payload
 
 
+def webhook_of(parameters: dict[str, Any] | None) -> str | None:
+    """The job's webhook URL from a flow run's parameters (`options.webhook` of produce-video)."""
+    options = (parameters or {}).get("options") or {}
+    if not isinstance(options, dict):  # the JobOptions object itself (in-process parameters)
+        options = {"webhook": getattr(options, "webhook", None)}
+    return options.get("webhook") or (parameters or {}).get("webhook")
+
+
 def _hook(event: str):
     def hook(flow: Any, flow_run: Any, state: Any) -> None:
-        url = (flow_run.parameters or {}).get("webhook")
+        url = webhook_of(flow_run.parameters)
         if url:
             deliver(url, _job_payload(flow_run, state, event))
 

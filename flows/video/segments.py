@@ -66,6 +66,11 @@ class SegmentSpec:
         d["phases"] = [asdict(p) for p in self.phases]
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "SegmentSpec":
+        """The inverse of `to_dict` (task parameters and torchrun payloads are JSON)."""
+        return cls(**{**d, "phases": tuple(SegmentPhase(**p) for p in d["phases"])})
+
 
 def choose_cuts(words: list[Word], duration: float, fps: int, max_frames: int) -> list[int]:
     """Frame indices where segments end (the last is the video's frame count).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
 
-from flows.errors import InputError
+from flows.runtime.errors import InputError
 
 MIN_SIDE = 256
 MAX_PIXELS = 40_000_000

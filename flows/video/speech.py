@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.errors import InputError
-from flows.media import run_ffmpeg
+from flows.runtime.errors import InputError
+from flows.video.media import run_ffmpeg
 from storage import atomic_path
 
 ANALYSIS_RATE = 16000

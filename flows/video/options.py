@@ -1,0 +1,202 @@
+"""The job options contract: every option a video job takes, with its default, description and
+validation, in one pydantic model.
+
+`JobOptions` is the `produce-video` flow's `options` parameter (the Prefect UI's run form shows
+each field with its description), and everything else that takes job options is derived from it
+or checked against it by `tests/flows/test_options_contract.py`:
+
+- `avatar-flow run` has one `--option` per field (help text and default read from here);
+- `Studio.produce` has one keyword argument per field;
+- a batch manifest's reserved columns are `id script template` plus the field names, and a row's
+  cells are validated by this model;
+- the batch "already done" rule compares `JobInputs.input_key`, which hashes `key_values()`.
+
+Adding an option is a one-place change here: add the field (type, default, `description=`, and a
+`field_validator` if it needs more than its type), and list it in `NOT_IN_KEY` if it cannot change
+the video (like `force`). Then add the matching `--option` to `avatar-flow run` and the keyword to
+`Studio.produce` — the contract test fails until both exist — and read the value where the job
+uses it (`options.<name>`). Manifest columns and the Prefect form follow by themselves.
+
+Defaults that come from the environment (`checkpoint`, `steps`) are `None` here and filled by
+`resolved()`, so a run from the UI, the CLI and the SDK resolves them the same way.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from flows.runtime.errors import InputError
+
+RENDERERS = ("animatic", "actavatar")
+PLANNERS = ("rule", "mllm")
+# Options that do not change the finished video: left out of the job's input key, so a job is
+# found again (and a batch row skipped) whatever their values.
+NOT_IN_KEY = ("out", "force", "webhook")
+
+
+class JobOptions(BaseModel):
+    """What the caller chose for one video job (CLI flags, SDK arguments, Prefect UI form,
+    batch manifest columns)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    out: str | None = Field(
+        None,
+        description="Output folder. Default: <AVATAR_FLOW_HOME>/outputs/<script name>-<8 hex of "
+        "the job's input key> (the same rule for CLI, SDK and Prefect runs).",
+    )
+    renderer: str = Field(
+        "animatic",
+        description="animatic (CPU preview) or actavatar (the diffusion model, needs a "
+        "checkpoint).",
+        json_schema_extra={"enum": list(RENDERERS)},
+    )
+    planner: str = Field(
+        "rule",
+        description="rule (offline) or mllm (OpenAI-compatible endpoint from the environment).",
+        json_schema_extra={"enum": list(PLANNERS)},
+    )
+    voice: str | None = Field(
+        None, description="Override the script's voice: piper, piper:<voice>, openai:<voice>."
+    )
+    checkpoint: str | None = Field(
+        None,
+        description="ActAvatar pipeline folder for the actavatar renderer. Default: "
+        "AVATAR_FLOW_CHECKPOINT.",
+    )
+    segment_seconds: float | None = Field(
+        None,
+        description="Longest segment in seconds. Default: the script's segment_seconds, else 5.",
+    )
+    steps: int | None = Field(
+        None,
+        description="Denoising steps per segment (actavatar), 1-200. Default: "
+        "AVATAR_FLOW_RENDER_STEPS (40).",
+    )
+    continuity: int = Field(
+        1,
+        description="Frames of the previous segment the next one continues from (actavatar): "
+        "0 = restart from the avatar, 1 = the TI2V rule, 5/9/... = more (1 + 4k, at most 33).",
+    )
+    force: bool = Field(False, description="Recompute every step instead of reusing results.")
+    webhook: str | None = Field(
+        None,
+        description="URL POSTed an HMAC-signed JSON body when the job finishes or fails.",
+    )
+
+    @field_validator("renderer")
+    @classmethod
+    def _known_renderer(cls, v: str) -> str:
+        if v not in RENDERERS:
+            raise ValueError(f"unknown renderer '{v}' (one of: {', '.join(RENDERERS)})")
+        return v
+
+    @field_validator("planner")
+    @classmethod
+    def _known_planner(cls, v: str) -> str:
+        if v not in PLANNERS:
+            raise ValueError(f"unknown planner '{v}' (one of: {', '.join(PLANNERS)})")
+        return v
+
+    @field_validator("segment_seconds")
+    @classmethod
+    def _positive_seconds(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= 60:
+            raise ValueError(f"segment_seconds must be above 0 and at most 60, got {v}")
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_range(cls, v: int | None) -> int | None:
+        if v is not None and not 1 <= v <= 200:
+            raise ValueError(f"steps must be between 1 and 200, got {v}")
+        return v
+
+    @field_validator("continuity")
+    @classmethod
+    def _continuity_frames(cls, v: int) -> int:
+        if not (v == 0 or (1 <= v <= 33 and v % 4 == 1)):
+            raise ValueError(
+                f"continuity must be 0 or 1, 5, 9, ... 33 frames (1 + 4k, one latent frame "
+                f"per 4 video frames), got {v}"
+            )
+        return v
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"webhook must be an http:// or https:// URL, got {v!r}")
+        return v
+
+    # ------------------------------------------------------------------ building and resolving
+    @classmethod
+    def parse(
+        cls, *, file: str | None = None, row: int | None = None, **values: Any
+    ) -> "JobOptions":
+        """Build from loose values (CLI flags, SDK keywords, manifest cells); a bad value is one
+        InputError naming the field (and the manifest row when given)."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise input_error(exc, file=file, row=row) from None
+
+    def resolved(self, settings: Any) -> "JobOptions":
+        """Environment defaults filled in (checkpoint, steps), as the job will use them."""
+        updates: dict[str, Any] = {}
+        if self.checkpoint is None and settings.checkpoint:
+            updates["checkpoint"] = str(settings.checkpoint)
+        if self.steps is None:
+            updates["steps"] = settings.render_steps
+        return self.model_copy(update=updates) if updates else self
+
+    def key_values(self) -> dict[str, Any]:
+        """The options that change the video: hashed into the job's input key."""
+        return self.model_dump(mode="json", exclude=set(NOT_IN_KEY))
+
+
+def option_fields() -> tuple[str, ...]:
+    """The contract's field names, in declaration order."""
+    return tuple(JobOptions.model_fields)
+
+
+def describe(name: str) -> str:
+    """A field's description: the help text of its CLI option."""
+    return JobOptions.model_fields[name].description or ""
+
+
+def default(name: str) -> Any:
+    """A field's default: the default of its CLI option and SDK keyword."""
+    return JobOptions.model_fields[name].default
+
+
+def input_error(
+    exc: ValidationError, *, file: str | None = None, row: int | None = None
+) -> InputError:
+    """The first problem of a JobOptions validation error as one InputError line."""
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err.get("loc") else None
+    if err.get("type") == "value_error" and "error" in err.get("ctx", {}):
+        message = str(err["ctx"]["error"])
+    elif err.get("type") == "extra_forbidden":
+        message = f"unknown option '{field}' (one of: {', '.join(option_fields())})"
+    elif err.get("type", "").startswith(("float_", "int_")):
+        message = f"'{err.get('input')}' is not a number"
+    else:
+        message = f"{err['msg'].lower()}, got {err.get('input')!r}"
+    if row is not None:
+        message = f"row {row}: {message}"
+    return InputError(message, file=file, field=field)
+
+
+def default_out_dir(script: str | Path, input_key: str, settings: Any) -> Path:
+    """The one default output folder rule (CLI, SDK, batch skip rule and Prefect runs)."""
+    return settings.home / "outputs" / f"{Path(script).stem}-{input_key[:8]}"
+
+
+def out_dir_for(script: str | Path, options: JobOptions, input_key: str, settings: Any) -> Path:
+    """Where a job writes: `options.out` made absolute, else the default rule."""
+    if options.out:
+        return Path(options.out).expanduser().resolve()
+    return default_out_dir(script, input_key, settings)

@@ -1,0 +1,218 @@
+"""The cached Prefect tasks of a video job: speech, words, plan, render-segment.
+
+Every task's cache key is a content hash of its inputs (never a run id) and its result is a small
+JSON record (paths, hashes), so re-running a finished job renders nothing and re-running an
+interrupted one renders only the missing segments. An InputError raised inside a task is never
+retried: bad input stays bad.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import task
+
+import planners
+from flows.runtime import gpu, progress
+from flows.runtime.errors import InputError
+from flows.runtime.settings import get_settings
+from flows.video.inputs import PIPELINE_VERSION
+from flows.video.media import encode_frames
+from flows.video.multigpu import render_parallel
+from flows.video.render import RenderJob, get_renderer, request_from_job, save_tail
+from flows.video.segments import SegmentSpec
+from flows.video.speech import prepare_speech, read_wav
+from flows.video.words import transcribe
+from planners.schema import PlanRequest
+from storage import AssetStore, sha256_file
+
+
+def content_key(*parts: Any) -> str:
+    """Stable hash of JSON-able parts: the cache key of a step."""
+    blob = json.dumps([PIPELINE_VERSION, *parts], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def _cache_key(ctx, params: dict[str, Any]) -> str:
+    return f"{ctx.task.name}-{params['key']}"
+
+
+def retry_unless_input_error(task, task_run, state) -> bool:
+    """Retry transient failures (OOM, I/O), never bad input."""
+    try:
+        state.result()
+    except InputError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+CACHED = {"cache_key_fn": _cache_key, "result_serializer": "json", "persist_result": True}
+
+
+def run_cached(step, check, **kwargs) -> Any:
+    """Run a cached step; if its cached record points at files that are gone, recompute."""
+    result = step(**kwargs)
+    if not check(result):
+        result = step.with_options(refresh_cache=True)(**kwargs)
+    return result
+
+
+@task(name="speech", **CACHED, retries=1, retry_condition_fn=retry_unless_input_error)
+def speech_step(
+    key: str,
+    text: str,
+    voice: str,
+    audio: str | None,
+    work_dir: str,
+    max_seconds: float,
+    script_file: str,
+) -> dict:
+    progress.emit("speech", 0, 1, voice if audio is None else Path(audio).name)
+    tracks = prepare_speech(
+        text=text,
+        voice=voice,
+        audio=Path(audio) if audio else None,
+        work_dir=Path(work_dir),
+        max_seconds=max_seconds,
+        script_file=script_file,
+        openai_api_key=(k.get_secret_value() if (k := get_settings().openai_api_key) else None),
+    )
+    progress.emit("speech", 1, 1)
+    return {
+        "full": str(tracks.full),
+        "analysis": str(tracks.analysis),
+        "sample_rate": tracks.sample_rate,
+        "duration": tracks.duration,
+        "source": tracks.source,
+        "full_sha": sha256_file(tracks.full),
+        "analysis_sha": sha256_file(tracks.analysis),
+    }
+
+
+@task(name="words", **CACHED, retries=1, retry_condition_fn=retry_unless_input_error)
+def words_step(
+    key: str,
+    analysis: str,
+    known_words: list[str] | None,
+    language: str,
+    asr_model: str | None,
+    align_model: str | None,
+    nltk_dir: str,
+) -> dict:
+    progress.emit("words", 0, 1)
+    audio, _ = read_wav(Path(analysis))
+    transcript = transcribe(
+        audio,
+        known_words=known_words,
+        language=language,
+        asr_model=asr_model,
+        align_model=align_model,
+        nltk_dir=Path(nltk_dir),
+    )
+    progress.emit("words", 1, 1, transcript.aligner)
+    return transcript.model_dump(mode="json")
+
+
+@task(name="plan", **CACHED, retries=1, retry_condition_fn=retry_unless_input_error)
+def plan_step(key: str, request: dict, planner: str) -> dict:
+    progress.emit("plan", 0, 1, planner)
+    plan = planners.get_planner(planner).plan(PlanRequest.model_validate(request))
+    progress.emit("plan", 1, 1)
+    data = plan.model_dump(mode="json")
+    trace = getattr(plan, "trace", None) or []
+    data["_trace"] = [t.model_dump(mode="json") for t in trace]
+    return data
+
+
+@task(
+    name="render-segment",
+    **CACHED,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_unless_input_error,
+)
+def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
+    """Render one segment, keep only its new frames, encode it into the asset store."""
+    settings = get_settings()
+    seg = SegmentSpec.from_dict(spec)
+    render_job = RenderJob.model_validate(job)
+    # A CUDA render holds its GPU(s) (one render per GPU across processes and machines);
+    # the CPU animatic takes no slot. AVATAR_FLOW_GPUS > 1: context-parallel under torchrun.
+    devices = gpu.render_devices(render_job.renderer, settings.device)
+    with gpu.gpu_slots(devices) as clock:
+        if len(devices) > 1:
+            frames = render_parallel(seg, render_job, context, devices)
+        else:
+            renderer = get_renderer(
+                render_job.renderer, render_job.checkpoint, settings.device, render_job.steps
+            )
+            request = request_from_job(seg, render_job, context)
+            frames = gpu.render_with_offload_fallback(
+                renderer, request, devices[0] if devices else None
+            )
+    seconds = clock.wall
+    gpu.charge(clock.gpu_seconds)
+    expected = (seg.render_frames, render_job.height, render_job.width, 3)
+    if tuple(frames.shape) != expected or frames.dtype != np.uint8:
+        raise RuntimeError(
+            f"renderer {render_job.renderer} returned {frames.shape} {frames.dtype}, "
+            f"expected {expected} uint8"
+        )
+    new = frames[seg.overlap : seg.overlap + seg.num_frames]
+    work = Path(settings.cache_dir) / "segments" / key
+    clip = encode_frames(new, seg.fps, work / "segment.mp4")
+    store = AssetStore(settings.assets_dir)
+    sha, stored = store.put_file(clip)
+    tail = save_tail(frames, seg, render_job.continuity_frames, work / "tail")
+    clip.unlink(missing_ok=True)
+    return {
+        "index": seg.index,
+        "path": str(stored),
+        "sha256": sha,
+        "seconds": seconds,
+        "tail": [str(p) for p in tail],
+        "gpu_seconds": clock.gpu_seconds,
+    }
+
+
+def render_key(
+    renderer_id: str,
+    sp: SegmentSpec,
+    job: RenderJob,
+    audio_sha: str,
+    avatar_sha: str,
+    prev_sha: str | None,
+) -> str:
+    """Everything that changes this segment's pixels, and nothing else.
+
+    A diffusion render depends on its own audio window, prompt and continuity input; the
+    animatic also draws captions and the whole-video timeline, so those count for it only.
+    """
+    parts: dict[str, Any] = {
+        "spec": sp.to_dict(),
+        "size": [job.width, job.height],
+        "seed": job.seed,
+        "audio": audio_sha,
+        "avatar": avatar_sha,
+        "previous": prev_sha if sp.overlap else None,
+    }
+    if job.renderer == "animatic":
+        t0, t1 = sp.render_start, sp.render_start + sp.render_frames / sp.fps
+        parts["captions"] = [
+            (w.word, w.start, w.end) for w in job.transcript.words if w.end > t0 and w.start < t1
+        ]
+        parts["timeline"] = [(p.action, p.start, p.end) for p in job.plan.phases]
+        parts["cuts"], parts["duration"], parts["title"] = list(job.cuts), job.duration, job.title
+    return content_key("render", renderer_id, parts)
+
+
+def renderer_identity(renderer: str, checkpoint: str | None, steps: int) -> str:
+    """What identifies a renderer's output: the checkpoint's index hash and steps for ActAvatar."""
+    if renderer == "actavatar" and checkpoint:
+        index = Path(checkpoint) / "model_index.json"
+        return f"actavatar:{sha256_file(index)}:{Path(checkpoint).resolve()}:steps={steps}"
+    return f"{renderer}:v1"
