@@ -38,7 +38,9 @@ class StaleVersion(Exception):
     """The edit started from version `parent`, but version `latest` was saved since."""
 
     def __init__(self, job_id: str, parent: int | None, latest: PlanVersion | None) -> None:
-        self.job_id, self.parent, self.latest = job_id, parent, latest
+        # Plain values only: the row is expired once the failed transaction rolls back.
+        self.job_id, self.parent = job_id, parent
+        self.latest = latest.number if latest else None
         if latest is None:
             super().__init__(f"job {job_id} has no plan version {parent}; reload")
             return

@@ -1,0 +1,120 @@
+"""A plan given by a person (`run --plan`, the review app) instead of planned: read and checked.
+
+The given plan is checked with the planner's own validator against the job's words and the
+same plan request the planner got (cues, scenes, constraints), so an edit is held to exactly
+the rules a planned plan is. A person may leave out `start`/`end`: they follow from the words.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from flows.runtime.errors import InputError
+from planners.schema import Plan, PlanRequest, Transcript
+from planners.validation import validate_plan
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a plan of one job is validated and segmented against."""
+
+    request: PlanRequest
+    fps: int
+    segment_seconds: float
+    overlap: int
+
+
+def job_options(stored: dict[str, Any], **overrides: Any) -> Any:
+    """The job's options contract from what its record stored (older records: known keys)."""
+    from flows.video.options import JobOptions
+
+    values = {("continuity" if k == "continuity_frames" else k): v for k, v in stored.items()}
+    values.update(overrides)
+    return JobOptions.parse(
+        **{k: v for k, v in values.items() if k in JobOptions.model_fields and v is not None}
+    )
+
+
+def job_plan_context(
+    script_path: str | Path, options: dict[str, Any], transcript: Transcript
+) -> PlanContext:
+    """The plan request the flow built for this job (script cues, scenes, constraints)."""
+    from flows.video.inputs import JobInputs
+    from flows.video.produce import plan_request
+    from flows.video.render import renderer_overlap
+    from flows.video.script import parse_script
+
+    opts = job_options(options)
+    script = parse_script(script_path)
+    inputs = JobInputs(script=script, options=opts, avatar_sha="", audio_sha=None, input_key="")
+    return PlanContext(
+        request=plan_request(inputs, transcript),
+        fps=script.fps,
+        segment_seconds=inputs.segment_seconds,
+        overlap=renderer_overlap(opts.renderer, opts.continuity),
+    )
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def plan_from_data(data: Any, request: PlanRequest) -> tuple[Plan | None, list[str]]:
+    """Parse and validate a plan (a plan.json dict); (plan, []) when it may be rendered.
+
+    Errors are the validator's own sentences ("phases[1] (words 3..5, 'nods'): lasts 0.40 s,
+    shorter than ..."), or for a malformed file the field path and pydantic's reason.
+    """
+    if not isinstance(data, dict):
+        return None, ["the plan must be a JSON object with 'base' and 'phases'"]
+    words = request.transcript.words
+    data = dict(data)
+    data.setdefault("planner", "edit")
+    phases = []
+    for raw in data.get("phases") or []:
+        p = dict(raw) if isinstance(raw, dict) else raw
+        if isinstance(p, dict):
+            fw, lw = p.get("first_word"), p.get("last_word")
+            ok = isinstance(fw, int) and isinstance(lw, int) and 0 <= fw <= lw < len(words)
+            if ok and "start" not in p:
+                p["start"] = words[fw].start
+            if ok and "end" not in p:
+                p["end"] = words[lw].end
+            p.setdefault("start", 0.0)
+            p.setdefault("end", 0.0)
+        phases.append(p)
+    data["phases"] = phases
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as exc:
+        return None, [f"{_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
+    return plan, validate_plan(plan, request)
+
+
+def one_line(errors: list[str]) -> str:
+    """The first problem, and how many more there are: the CLI's single error line."""
+    more = len(errors) - 1
+    return errors[0] + (f" (and {more} more problem{'s' * (more > 1)})" if more > 0 else "")
+
+
+def check_given_plan(data: Any, request: PlanRequest, *, file: str) -> Plan:
+    """The given plan, or InputError (exit 2) naming the phase and the rule it breaks."""
+    plan, errors = plan_from_data(data, request)
+    if errors or plan is None:
+        raise InputError(one_line(errors), file=file)
+    return plan
+
+
+__all__ = [
+    "PlanContext",
+    "check_given_plan",
+    "job_options",
+    "job_plan_context",
+    "one_line",
+    "plan_from_data",
+]

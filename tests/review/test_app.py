@@ -1,0 +1,177 @@
+"""The review app's HTTP API on a job made in the test: files, edits, versions, safety."""
+
+import os
+
+import pytest
+from conftest import CUE
+
+from planners.validation import validate_plan
+from storage.plan_versions import get_plan_version, list_plan_versions
+
+
+def rows(plan: dict) -> list[dict]:
+    return [{k: p[k] for k in ("action", "first_word", "last_word")} for p in plan["phases"]]
+
+
+def edit_of(plan: dict, phases: list[dict] | None = None, **base) -> dict:
+    return {
+        "base": {**plan["base"], **base},
+        "phases": phases if phases is not None else rows(plan),
+    }
+
+
+def test_job_info_lists_words_segments_and_the_plan_as_version_1(client, fake_job):
+    info = client.get("/api/job").json()
+    assert len(info["words"]) == 30 and info["words"][2] == {
+        "word": "word2",
+        "start": 0.8,
+        "end": 1.1,
+        "score": None,
+        "interpolated": False,
+    }
+    assert info["cues"] == [{"text": CUE, "word_index": 2}]
+    assert [s["index"] for s in info["segments"]] == [0, 1, 2]  # 12 s in <= 5-s segments
+    assert info["version"]["number"] == 1 and info["version"]["source"] == "planner"
+    assert rows(info["plan"]) == rows(fake_job["plan"])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/media/../../etc/passwd",
+        "/media/%2e%2e/%2e%2e/etc/passwd",
+        "/media/..%2f..%2fetc%2fpasswd",
+        "/media//etc/passwd",
+        "/media/plans/../../../etc/passwd",
+        "/media/words.json/../../script.md",
+        "/media/script.md",
+        "/media/job.log",
+        "/static/../app.py",
+        "/static/%2e%2e%2fapp.py",
+        "/static/index.html/../../job.py",
+    ],
+)
+def test_nothing_but_the_jobs_files_is_served(client, url):
+    r = client.get(url)
+    assert r.status_code == 404, (url, r.status_code, r.content[:80])
+
+
+def test_the_jobs_own_files_are_served_with_byte_ranges(client, fake_job):
+    video = (fake_job["out"] / "video.mp4").read_bytes()
+    assert client.get("/media/video.mp4").content == video
+    part = client.get("/media/video.mp4", headers={"Range": "bytes=4-9"})
+    assert part.status_code == 206 and part.content == video[4:10]
+    assert client.get("/media/captions.vtt").text == "WEBVTT\n"
+    assert "avatar-flow review" in client.get("/").text
+
+
+def test_a_symlink_out_of_the_job_folder_is_not_followed(client, fake_job, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    (fake_job["out"] / "timeline.png").symlink_to(secret)
+    assert client.get("/media/timeline.png").status_code == 404
+
+
+def test_editing_a_phase_reports_the_segments_it_touches(client, fake_job):
+    phases = rows(fake_job["plan"])
+    phases[1] = {"action": "counts on the fingers of one hand", "first_word": 18, "last_word": 21}
+    r = client.post("/api/validate?parent=1", json=edit_of(fake_job["plan"], phases)).json()
+    assert r["errors"] == []
+    assert r["affected"] == [1]  # words 18..21 = 7.2-8.7 s, inside segment 2 of 3
+    assert [p["source"] for p in r["plan"]["phases"]] == ["cue", "edit"]
+    assert (r["plan"]["phases"][1]["start"], r["plan"]["phases"][1]["end"]) == (7.2, 8.7)
+
+
+def test_validation_errors_are_the_validators_own_and_point_at_rows(client, fake_job):
+    from orchestrator.review.given_plan import plan_from_data
+    from orchestrator.review.job import open_job
+
+    phases = rows(fake_job["plan"])
+    phases[1] = {"action": "nods gently", "first_word": 20, "last_word": 20}  # 0.3 s
+    phases.append({"action": "shrugs with both shoulders", "first_word": 21, "last_word": 25})
+    edit = edit_of(fake_job["plan"], phases, mood="")
+    r = client.post("/api/save", json={**edit, "parent": 1, "author": "ann"})
+    assert r.status_code == 422
+    errors = r.json()["errors"]
+    job = open_job(str(fake_job["out"]))
+    plan, expected = plan_from_data(r.json()["plan"], job.request)
+    assert expected == validate_plan(plan, job.request)  # the planner's validator, verbatim
+    assert [e["message"] for e in errors] == expected
+    by_message = {e["message"]: e for e in errors}
+    assert by_message["base.mood is empty"]["field"] == "mood"
+    short = next(m for m in by_message if "shorter than min_phase_seconds" in m)
+    assert short.startswith("phases[1] (words 20..20, 'nods gently'): lasts 0.30 s")
+    assert by_message[short]["phases"] == [1]
+    assert len(list_plan_versions(fake_job["db"], "fakejob00001")) == 1  # nothing saved
+
+
+def test_save_makes_a_new_version_and_keeps_the_old_one(client, fake_job):
+    phases = rows(fake_job["plan"])
+    phases[1]["action"] = "places a hand on the chest"
+    r = client.post(
+        "/api/save", json={**edit_of(fake_job["plan"], phases), "parent": 1, "author": "ann"}
+    )
+    assert r.status_code == 200, r.text
+    v = r.json()["version"]
+    assert (v["number"], v["parent"], v["author"], v["source"]) == (2, 1, "ann", "review")
+    assert v["diff"] == ["phases[1]: action 'nods gently' -> 'places a hand on the chest'"]
+    assert r.json()["affected"] == [1]
+    old = client.get("/api/versions/1").json()
+    assert old["plan"]["phases"][1]["action"] == "nods gently"
+    assert [x["number"] for x in client.get("/api/versions").json()] == [2, 1]
+    assert get_plan_version(fake_job["db"], "fakejob00001", 2).plan["phases"][1]["action"] == (
+        "places a hand on the chest"
+    )
+    # The version is also a plan file `run --plan` takes.
+    assert (fake_job["out"] / "plans" / "v0002.json").is_file()
+
+
+def test_an_edit_from_a_stale_tab_is_refused_not_lost_silently(client, fake_job):
+    tab_a, tab_b = rows(fake_job["plan"]), rows(fake_job["plan"])
+    tab_b[1]["action"] = "raises the right hand"
+    ok = client.post(
+        "/api/save", json={**edit_of(fake_job["plan"], tab_b), "parent": 1, "author": "bob"}
+    )
+    assert ok.status_code == 200
+    tab_a[1]["action"] = "shrugs with both shoulders"
+    r = client.post(
+        "/api/save", json={**edit_of(fake_job["plan"], tab_a), "parent": 1, "author": "ann"}
+    )
+    assert r.status_code == 409
+    assert r.json()["detail"].startswith("plan version 2 was saved by bob at ")
+    assert r.json()["detail"].endswith("reload to see it (this edit was not saved)")
+    saved = [
+        v.plan["phases"][1]["action"] for v in list_plan_versions(fake_job["db"], "fakejob00001")
+    ]
+    assert saved == ["nods gently", "raises the right hand"]
+
+
+def test_writes_from_another_origin_or_host_are_refused(client, fake_job):
+    body = {**edit_of(fake_job["plan"]), "parent": 1}
+    r = client.post("/api/save", json=body, headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403
+    same = client.post("/api/validate", json=body, headers={"Origin": "http://testserver"})
+    assert same.status_code == 200
+    # DNS rebinding: a page served as evil.example that resolves to 127.0.0.1.
+    assert client.get("/api/job", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_only_loopback_binds_without_an_explicit_host():
+    from flows.runtime.errors import InputError
+    from orchestrator.review.serve import bind_settings, exposure_warning
+
+    assert bind_settings(None, explicit=False)[0] == "127.0.0.1"
+    assert bind_settings("::1", explicit=False)[2] is None
+    with pytest.raises(InputError, match="refusing to listen on 0.0.0.0: not a loopback address"):
+        bind_settings("0.0.0.0", explicit=False)
+    host, allowed, warning = bind_settings("0.0.0.0", explicit=True)
+    assert (host, allowed) == ("0.0.0.0", ["*"]) and warning
+    text = exposure_warning("0.0.0.0", 8765)
+    for exposed in ("video and audio", "save plan versions", "start renders", "no login"):
+        assert exposed in text
+
+
+def test_asking_the_planner_without_one_configured_says_how(client, fake_job):
+    assert "AVATAR_FLOW_LLM_BASE_URL" not in os.environ
+    r = client.post("/api/propose?parent=1", json={**edit_of(fake_job["plan"]), "phase": 1})
+    assert r.status_code == 409 and "AVATAR_FLOW_LLM_BASE_URL" in r.json()["detail"]
