@@ -62,6 +62,9 @@ def _legacy_hash(cfg) -> str:
     for key in ("output_dir", "name", "debug"):
         data.pop(key)
     del data["model"]["audio_progressive"], data["data"]["use_phase_ids"]
+    # sections and switches added later still (the hash drops them at their defaults)
+    data.pop("distill", None)
+    data["model"].pop("time_aware_phases", None)
     for key in (
         "resume",
         "checkpoint_every",
