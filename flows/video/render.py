@@ -62,6 +62,18 @@ def slice_audio(audio: np.ndarray, rate: int, start: float, seconds: float) -> n
     return out
 
 
+def segment_timeline(phases: list, start: float, end: float) -> list[PromptPhase]:
+    """The phases the animatic's timeline bar shows for a render window: those overlapping it.
+
+    Only the segment's own phases are drawn (on the whole-video bar, at their times), so a
+    segment's pixels depend on nothing planned elsewhere: an edited phase re-renders only the
+    segments it touches, and the stitched preview never shows a stale bar.
+    """
+    return [
+        PromptPhase(p.action, p.start, p.end) for p in phases if p.end > start and p.start < end
+    ]
+
+
 def build_request(
     spec: SegmentSpec,
     *,
@@ -106,7 +118,7 @@ def build_request(
         captions=captions,
         segment_start=t0,
         total_duration=total_duration,
-        timeline_phases=[PromptPhase(p.action, p.start, p.end) for p in plan.phases],
+        timeline_phases=segment_timeline(plan.phases, t0, t0 + seconds),
         timeline_cuts=cuts,
         title=title,
     )

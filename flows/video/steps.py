@@ -21,7 +21,13 @@ from flows.runtime.settings import get_settings
 from flows.video.inputs import PIPELINE_VERSION
 from flows.video.media import encode_frames
 from flows.video.multigpu import render_parallel
-from flows.video.render import RenderJob, get_renderer, request_from_job, save_tail
+from flows.video.render import (
+    RenderJob,
+    get_renderer,
+    request_from_job,
+    save_tail,
+    segment_timeline,
+)
 from flows.video.segments import SegmentSpec
 from flows.video.speech import prepare_speech, read_wav
 from flows.video.words import transcribe
@@ -190,7 +196,8 @@ def render_key(
     """Everything that changes this segment's pixels, and nothing else.
 
     A diffusion render depends on its own audio window, prompt and continuity input; the
-    animatic also draws captions and the whole-video timeline, so those count for it only.
+    animatic also draws captions and a timeline bar (the segment's own phases, the cuts), so
+    those count for it only.
     """
     parts: dict[str, Any] = {
         "spec": sp.to_dict(),
@@ -205,7 +212,9 @@ def render_key(
         parts["captions"] = [
             (w.word, w.start, w.end) for w in job.transcript.words if w.end > t0 and w.start < t1
         ]
-        parts["timeline"] = [(p.action, p.start, p.end) for p in job.plan.phases]
+        parts["timeline"] = [
+            (p.text, p.start, p.end) for p in segment_timeline(job.plan.phases, t0, t1)
+        ]
         parts["cuts"], parts["duration"], parts["title"] = list(job.cuts), job.duration, job.title
     return content_key("render", renderer_id, parts)
 

@@ -19,29 +19,58 @@ def _setup():
     return tr, plan, specs
 
 
-def test_animatic_key_follows_the_timeline_but_actavatar_key_does_not():
+def test_a_phase_changes_only_the_keys_of_the_segments_it_touches():
+    """The animatic draws only the segment's own phases on its timeline bar, so an edited phase
+    re-renders the segments it overlaps and no other (the review loop, issue 14)."""
     tr, plan, specs = _setup()
     moved = plan.model_copy(
         update={"phases": [plan.phases[0].model_copy(update={"action": "shrugs"})]}
     )
-    first = specs[0]
-    assert first.phases == ()  # the changed phase is far from the first segment
-    keys = {}
+    first, last = specs[0], specs[-1]
+    assert first.phases == () and last.phases  # the changed phase is in the last segment only
     for renderer in ("animatic", "actavatar"):
         a = render_job(tr, plan, specs, renderer=renderer)
         b = render_job(tr, moved, specs, renderer=renderer)
-        keys[renderer] = (
-            render_key(renderer, first, a, "a", "b", None),
-            render_key(renderer, first, b, "a", "b", None),
+        assert render_key(renderer, first, a, "a", "b", None) == render_key(
+            renderer, first, b, "a", "b", None
         )
-    assert keys["animatic"][0] != keys["animatic"][1]
-    assert keys["actavatar"][0] == keys["actavatar"][1]
+    after = plan_segments(tr.words, 12.0, moved, fps=25)[-1]
+    a = render_job(tr, plan, specs, renderer="animatic")
+    b = render_job(tr, moved, specs, renderer="animatic")
+    assert render_key("animatic", last, a, "a", "b", None) != render_key(
+        "animatic", after, b, "a", "b", None
+    )
+    # The animatic's bar shows that segment's phases only (absolute times, whole-video bar).
+    req = build_request_for(last, a)
+    assert [(p.text, p.start, p.end) for p in req.timeline_phases] == [("nods gently", 10.0, 11.5)]
+    assert build_request_for(first, a).timeline_phases == []
     j = render_job(tr, plan, specs, renderer="actavatar")
     base = render_key("actavatar", first, j, "a", "b", None)
     assert render_key("actavatar", first, j, "other-audio", "b", None) != base
     assert render_key("actavatar", first, j, "a", "other-avatar", None) != base
     # The previous segment's tail only matters when the segment overlaps it.
     assert render_key("actavatar", first, j, "a", "b", "prev") == base
+
+
+def build_request_for(spec, job):
+    from PIL import Image
+
+    from flows.video.render import build_request
+
+    return build_request(
+        spec,
+        words=job.transcript.words,
+        plan=job.plan,
+        audio16k=np.zeros(16000 * 12, dtype=np.float32),
+        avatar=Image.new("RGB", (64, 64)),
+        width=64,
+        height=64,
+        seed=0,
+        total_duration=job.duration,
+        cuts=list(job.cuts),
+        title="t",
+        context=[],
+    )
 
 
 def test_tail_is_the_last_shown_frames_not_the_rounding_padding():
