@@ -7,7 +7,7 @@ so every edited phase starts and ends on a word boundary by construction.
 import re
 from typing import Any
 
-from orchestrator.review.given_plan import plan_from_data
+from flows.video.given_plan import plan_from_data
 from orchestrator.review.job import ReviewJob
 from planners.schema import Plan
 

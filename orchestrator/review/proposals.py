@@ -8,8 +8,8 @@ phases it puts between the neighbours of the chosen phase, so the rest stays unt
 
 from typing import Any
 
+from flows.video.given_plan import plan_from_data
 from orchestrator.review.editing import error_rows
-from orchestrator.review.given_plan import plan_from_data
 from orchestrator.review.job import ReviewJob
 from storage.plan_versions import diff_plans
 

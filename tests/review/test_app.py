@@ -83,7 +83,7 @@ def test_editing_a_phase_reports_the_segments_it_touches(client, fake_job):
 
 
 def test_validation_errors_are_the_validators_own_and_point_at_rows(client, fake_job):
-    from orchestrator.review.given_plan import plan_from_data
+    from flows.video.given_plan import plan_from_data
     from orchestrator.review.job import open_job
 
     phases = rows(fake_job["plan"])

@@ -67,8 +67,7 @@ async function load() {
   $("#render").title = data.prefect_server ? "Final render through the Prefect deployment produce-video"
     : "Final render in this process (no Prefect server configured)";
   const dl = $("#vocabulary"); dl.replaceChildren(...data.vocabulary.map((v) => el("option", { value: v })));
-  const segRows = Object.fromEntries(data.segment_rows.map((r) => [r.index, r.status]));
-  S.segStatus = segRows;
+  S.segStatus = S.segStatus || {};  // filled by a preview or render of this session
   if (video.getAttribute("src") !== data.video) video.src = data.video;
   renderAll();
   await check();
@@ -105,7 +104,7 @@ function renderTimeline() {
   for (let t = 0; t <= S.duration; t += 1) kids.push(el("div", { class: "tick", style: `left:${x(t)}`, text: `${t}s` }));
   const cueWords = new Set(S.cues.map((c) => c.word_index));
   S.words.forEach((w, i) => kids.push(el("div", {
-    class: "word" + (cueWords.has(i) ? " cue" : ""), "data-word": i, title: `${i}: ${w.word} (${fmt(w.start)})`,
+    class: "word" + (i % 2 ? " odd" : "") + (cueWords.has(i) ? " cue" : ""), "data-word": i, title: `${i}: ${w.word} (${fmt(w.start)})`,
     style: `left:${x(w.start)};width:${x(Math.max(w.end - w.start, 0.05))}`, text: w.word,
     onclick: () => seek(w.start),
   })));
@@ -143,7 +142,7 @@ function validRange(p) {
 }
 
 function wordOptions(selected) {
-  return S.words.map((w, i) => el("option", { value: i, selected: i === selected, text: `${i} · ${w.word} · ${w.start.toFixed(2)}` }));
+  return S.words.map((w, i) => el("option", { value: i, selected: i === selected, text: `${i} ${w.word}` }));
 }
 
 function renderRows() {
