@@ -5,7 +5,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from flows.runtime.settings import get_settings
-from storage import Asset, Job, PlanRecord, Segment, get_engine
+from storage import Asset, Job, PlanRecord, PlanVersion, Segment, get_engine
 
 
 def _session() -> Session:
@@ -32,8 +32,15 @@ def job_details(job_id: str) -> dict[str, Any] | None:
             .where(PlanRecord.job_id == job_id)
             .order_by(col(PlanRecord.id).desc())
         ).first()
+        versions = s.exec(
+            select(PlanVersion)
+            .where(PlanVersion.job_id == job_id)
+            .order_by(col(PlanVersion.number))
+        ).all()
         return {
             "job": job.model_dump(),
+            # Every saved plan (planner, review app, run --plan), oldest first, without the plans.
+            "plan_versions": [v.model_dump(exclude={"plan"}) for v in versions],
             "segments": [x.model_dump() for x in segs],
             "assets": [x.model_dump() for x in assets],
             "plan": plan.model_dump() if plan else None,

@@ -5,6 +5,7 @@ same plan request the planner got (cues, scenes, constraints), so an edit is hel
 the rules a planned plan is. A person may leave out `start`/`end`: they follow from the words.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,41 @@ def one_line(errors: list[str]) -> str:
     return errors[0] + (f" (and {more} more problem{'s' * (more > 1)})" if more > 0 else "")
 
 
+def read_plan_file(path: str | Path) -> dict[str, Any]:
+    """A plan file's JSON, checked for shape only (the words come later); InputError if bad.
+
+    Cheap enough for the input checks that run before any model loads: a missing file, bad
+    JSON or a malformed phase stops the job at once with one line.
+    """
+    spath = str(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("plan file not found", file=spath, field="plan") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the plan: {exc}", file=spath, field="plan") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"not valid JSON ({exc.msg})", file=spath, field="plan", line=exc.lineno
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(
+            "the plan must be a JSON object with 'base' and 'phases'", file=spath, field="plan"
+        )
+    shape = dict(data)
+    shape.setdefault("planner", "edit")
+    shape["phases"] = [
+        {"start": 0.0, "end": 0.0, **p} if isinstance(p, dict) else p
+        for p in data.get("phases") or []
+    ]
+    try:
+        Plan.model_validate(shape)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise InputError(f"{_loc(e['loc'])}: {e['msg']}", file=spath) from None
+    return data
+
+
 def check_given_plan(data: Any, request: PlanRequest, *, file: str) -> Plan:
     """The given plan, or InputError (exit 2) naming the phase and the rule it breaks."""
     plan, errors = plan_from_data(data, request)
@@ -117,4 +153,5 @@ __all__ = [
     "job_plan_context",
     "one_line",
     "plan_from_data",
+    "read_plan_file",
 ]
