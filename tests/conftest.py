@@ -19,14 +19,22 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-for key in (
-    "OPENAI_API_KEY",
-    "AVATAR_FLOW_LLM_BASE_URL",
-    "AVATAR_FLOW_DATABASE_URL",
-    "AVATAR_FLOW_CHECKPOINT",
-    "PREFECT_API_URL",
-):
-    os.environ.pop(key, None)
+# Everything the code reads from the environment starts unset, so a developer's shell (an LLM
+# endpoint, a GPU degree, a database, a Prefect server, Hub tokens) cannot change a test.
+# AVATAR_FLOW_HOME (set above) and AVATAR_FLOW_TINY_CACHE (a cache of built tiny models, no
+# effect on results) are the exceptions.
+KEEP = {"AVATAR_FLOW_HOME", "AVATAR_FLOW_TINY_CACHE"}
+for key in list(os.environ):
+    if (key.startswith("AVATAR_FLOW_") and key not in KEEP) or key in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "PREFECT_API_URL",
+        "PREFECT_API_KEY",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "NLTK_DATA",
+    ):
+        os.environ.pop(key, None)
 
 
 def pytest_sessionfinish(session, exitstatus):

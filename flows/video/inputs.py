@@ -9,7 +9,9 @@ from flows.runtime.errors import InputError
 from flows.runtime.settings import Settings
 from flows.video.avatar import check_avatar
 from flows.video.options import JobOptions, out_dir_for
+from flows.video.render import renderer_overlap
 from flows.video.script import Script, parse_script
+from flows.video.segments import max_content_frames
 from flows.video.speech import parse_voice, probe_audio
 from storage import sha256_file
 
@@ -52,6 +54,31 @@ def _llm_configured() -> bool:
     return bool(llm.base_url) or llm.api_key.get_secret_value() not in ("", "EMPTY")
 
 
+def longest_render_frames(script: Script, options: JobOptions) -> int:
+    """Frames of the longest segment render: the largest 4k+1 within segment_seconds."""
+    seconds = options.segment_seconds or script.segment_seconds or 5.0
+    overlap = renderer_overlap(options.renderer, options.continuity)
+    return max_content_frames(seconds, script.fps, overlap) + overlap
+
+
+def _check_checkpoint_limits(ckpt: str, script: Script, options: JobOptions) -> None:
+    """Refuse a resolution or segment length the checkpoint's RoPE table cannot position, before
+    speech synthesis (diffusers would fail deep inside the first render)."""
+    from generator.limits import checkpoint_limits
+
+    try:
+        limits = checkpoint_limits(ckpt)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise InputError(str(exc), field="checkpoint") from None
+    frames = longest_render_frames(script, options)
+    problem = limits.check(script.height, script.width, frames)
+    if problem:
+        hint = ""
+        if frames > limits.max_frames:
+            hint = " (shorten segments with --segment-seconds)"
+        raise InputError(problem + hint, file=str(script.path), field="checkpoint")
+
+
 def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Settings) -> JobInputs:
     """Parse and check everything; raises InputError (exit code 2) on the first problem."""
     script = parse_script(script_path)
@@ -72,6 +99,7 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
                 file=spath,
                 field="resolution",
             )
+        _check_checkpoint_limits(ckpt, script, options)
     if options.planner == "mllm" and not _llm_configured():
         raise InputError(
             "the mllm planner needs AVATAR_FLOW_LLM_BASE_URL or OPENAI_API_KEY", field="planner"

@@ -229,12 +229,13 @@ def normalise(
     return rate, len(samples) / ANALYSIS_RATE
 
 
-def check_not_silent(path: Path, *, file: str | None, field: str) -> None:
+def check_not_silent(path: Path, *, file: str | None, field: str, name: str | None = None) -> None:
+    """Refuse audio quieter than -50 dBFS everywhere; `name` is what the error calls it."""
     samples, _ = read_wav(path)
     peak = float(np.abs(samples).max()) if samples.size else 0.0
     if peak < 10 ** (-50 / 20):  # quieter than -50 dBFS everywhere
         raise InputError(
-            f"{path.name}: the audio is silent (peak {20 * np.log10(peak + 1e-12):.0f} dBFS)",
+            f"{name or path.name}: the audio is silent (peak {20 * np.log10(peak + 1e-12):.0f} dBFS)",
             file=file,
             field=field,
         )
@@ -283,7 +284,12 @@ def prepare_speech(
                 str(tmp),
             ]
         )
-    check_not_silent(raw16, file=script_file, field="audio" if audio else "voice")
+    check_not_silent(
+        raw16,
+        file=script_file,
+        field="audio" if audio else "voice",
+        name=audio.name if audio else f"the {source} speech",
+    )
     raw16.unlink(missing_ok=True)
     rate, duration = normalise(src, full, analysis)
     if duration > max_seconds:
