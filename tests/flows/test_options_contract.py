@@ -43,7 +43,9 @@ def test_cli_run_options_are_the_contract_fields_with_its_defaults():
 
 def test_cli_run_help_is_the_contract_description():
     helps = {
-        max(p.opts, key=len): p.help for p in _run_command().params if isinstance(p, typer.core.TyperOption)
+        max(p.opts, key=len): p.help
+        for p in _run_command().params
+        if isinstance(p, typer.core.TyperOption)
     }
     assert helps["--continuity"] == JobOptions.model_fields["continuity"].description
 
