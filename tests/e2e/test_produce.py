@@ -68,6 +68,11 @@ def test_outputs_exist_with_exact_names(first_run):
         "timeline.png",
     }
     assert names <= {p.name for p in out.iterdir()}
+    # Written with the umask's mode (a web server or a colleague may read them), not 0600.
+    from storage.assets import current_umask
+
+    for name in names:
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~current_umask(), name
     assert {Path(p).name for p in report["outputs"].values()} == names
     assert report["segments"] >= 2 and report["segments_rendered"] == report["segments"]
 

@@ -96,3 +96,20 @@ def test_asset_store_is_content_addressed_and_idempotent(tmp_path):
     assert store.verify(sha, ".mp4")
     path.write_bytes(b"tampered")
     assert not store.verify(sha, ".mp4")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path, umask):
+    import os
+
+    from storage import AssetStore, atomic_copy, atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        text = atomic_write_text(tmp_path / "a" / "plan.json", "{}\n")
+        copy = atomic_copy(text, tmp_path / "video.mp4")
+        _sha, stored = AssetStore(tmp_path / "assets").put_bytes(b"clip", ".mp4")
+    finally:
+        os.umask(old)
+    for path in (text, copy, stored):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, (path, oct(path.stat().st_mode))
