@@ -1,5 +1,6 @@
 """Two-stage ActAvatar training (stage 1: audio adapter on a frozen backbone; stage 2: full
-fine-tuning with PACA) on Hugging Face accelerate, reading a sharded latent cache.
+fine-tuning with PACA) and the distillation stage (few-evaluation students, `distill.py`), on
+Hugging Face accelerate, reading a sharded latent cache.
 
 Imports nothing of avatar-flow outside `generator/`. Entry point: `python -m generator.train
 CONFIG` (or under `accelerate launch`). Exports are lazy so importing the package is cheap.
@@ -20,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "config_from_dict": "generator.train.config",
     "config_hash": "generator.train.config",
     "Trainer": "generator.train.trainer",
+    "trainer_for": "generator.train.trainer",
+    "DistillTrainer": "generator.train.distill",
     "find_checkpoints": "generator.train.trainer",
     "data_hash": "generator.train.trainer",
     "model_files_sha256": "generator.train.trainer",

@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from generator.train.trainer import Trainer
+    from generator.train.trainer import trainer_for
 
-    Trainer(cfg).train(stop_after=args.stop_after)
+    trainer_for(cfg).train(stop_after=args.stop_after)
     return 0
 
 

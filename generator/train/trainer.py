@@ -58,18 +58,25 @@ from generator.train.logs import plot_loss
 from generator.train.losses import flow_matching_loss
 from generator.train.models import BaseModel, load_transformer, resolve_base
 
-__all__ = ["Trainer", "data_hash", "find_checkpoints", "model_files_sha256", "param_group"]
+__all__ = [
+    "Trainer",
+    "data_hash",
+    "find_checkpoints",
+    "model_files_sha256",
+    "param_group",
+    "trainer_for",
+]
 
 EventFn = Callable[[dict[str, Any]], None]
 
 
 def param_group(name: str) -> str:
     """backbone | adapter | phase: the three parameter groups the paper's stages treat apart."""
-    from generator.transformer_actavatar import PHASE_PREFIXES, is_audio_adapter_key
+    from generator.transformer_actavatar import is_audio_adapter_key, is_phase_key
 
     if is_audio_adapter_key(name):
         return "adapter"
-    if name.startswith(PHASE_PREFIXES):
+    if is_phase_key(name):
         return "phase"
     return "backbone"
 
@@ -140,6 +147,16 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ setup
     def setup(self) -> Trainer:
+        """Accelerator, data, model, optimizer, then resume (each step a method a stage such
+        as `generator.train.distill` can extend)."""
+        self._setup_accelerator()
+        self._setup_data()
+        model = self._setup_model()
+        self._setup_optimizer(model)
+        self._resume()
+        return self
+
+    def _setup_accelerator(self) -> None:
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState, GradientState
         from accelerate.utils import (
@@ -148,7 +165,6 @@ class Trainer:
             ProjectConfiguration,
             set_seed,
         )
-        from diffusers.optimization import get_scheduler
 
         cfg = self.cfg
         # A Trainer owns the process's accelerate state: drop what an earlier in-process run
@@ -180,10 +196,16 @@ class Trainer:
             )
         set_seed(cfg.seed)
 
-        # data
+    @property
+    def data_stage(self) -> str:
+        """Which clips and prompts the stage reads (distillation: the stage-2 set)."""
+        return "stage1" if self.cfg.stage == "stage1" else "stage2"
+
+    def _setup_data(self) -> None:
+        cfg = self.cfg
         self.dataset = CachedClipDataset(
             cfg.data.dataset,
-            stage=cfg.stage,
+            stage=self.data_stage,
             seed=cfg.seed,
             timestep_shift=cfg.train.timestep_shift,
             text_dropout=cfg.data.text_dropout,
@@ -194,12 +216,15 @@ class Trainer:
         self.cache_dir = self.dataset.dir
         self.data_hash = data_hash(self.cache_dir)
 
-        # model
+    def _setup_model(self) -> Any:
+        """The model to train (on CPU, not yet prepared), with its trainable parameters set."""
+        cfg = self.cfg
         self.base: BaseModel = resolve_base(cfg.model.base, cfg.model.wav2vec)
         model = load_transformer(
             self.base,
             audio_gamma=cfg.model.audio_gamma,
             audio_progressive=cfg.model.audio_progressive,
+            time_aware_phases=cfg.model.time_aware_phases,
         )
         self._check_dims(model)
         if cfg.stage == "stage1":
@@ -212,6 +237,14 @@ class Trainer:
             if cfg.reset_phase:
                 model.init_actavatar_weights(["phase_embedding"])
             model.requires_grad_(True)
+        return model
+
+    def _setup_optimizer(self, model: Any) -> None:
+        """AdamW over the trainable parameter groups, the LR schedule, accelerate's prepare,
+        the save/load hooks and EMA."""
+        from diffusers.optimization import get_scheduler
+
+        cfg, acc = self.cfg, self.accelerator
         if cfg.model.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         model.train()
@@ -248,8 +281,6 @@ class Trainer:
             from diffusers.training_utils import EMAModel
 
             self.ema = EMAModel(list(self.trainable.values()), decay=cfg.train.ema_decay)
-        self._resume()
-        return self
 
     def _check_dims(self, model: Any) -> None:
         enc = self.dataset.encoders
@@ -392,6 +423,7 @@ class Trainer:
                         "stage": self.cfg.stage,
                         "step": self.step,
                         "trainable": self.trainable_counts,
+                        **self.checkpoint_extras(),
                     },
                     indent=1,
                 )
@@ -416,6 +448,15 @@ class Trainer:
             self.emit(event)
             plot_loss(self.run_dir / "log.jsonl", self.run_dir / "loss.png", title=self.cfg.name)
         return final
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        """More provenance for `train_config.json` (a stage adds its inputs, e.g. the teacher)."""
+        return {}
+
+    def finish_run(self, last_checkpoint: Path | None) -> dict[str, Any]:
+        """Called once at the end of `train()` on every process; returns fields for the
+        `done` event (a stage may export here)."""
+        return {}
 
     def _save_adapter(self, state: dict[str, torch.Tensor], path: Path) -> None:
         """Stage-1 extraction (same format as `save_audio_adapter`, from a full state dict)."""
@@ -597,6 +638,7 @@ class Trainer:
                 summary["loss"] = state.get("metrics", {}).get("loss")
             if cfg.stage == "stage1":
                 summary["adapter"] = str((ckpts[-1] / "audio_adapter.safetensors").resolve())
+        summary.update(self.finish_run(ckpts[-1] if ckpts else None))
         self.accelerator.wait_for_everyone()
         self.emit(dict(summary))
         self.accelerator.end_training()
@@ -643,7 +685,7 @@ class Trainer:
                 if not (folder / "clip.json").is_file():
                     continue
                 meta = json.loads((folder / "clip.json").read_text())
-                prompt = _prompt_from_meta(meta) if cfg.stage == "stage2" else meta["caption"]
+                prompt = _prompt_from_meta(meta) if self.data_stage == "stage2" else meta["caption"]
                 audio = _read_wav16k(folder / "audio.wav")
                 with torch.no_grad():
                     frames = self._pipeline(
@@ -668,6 +710,15 @@ class Trainer:
         self.emit({"event": "samples", "step": self.step, "paths": [str(p) for p in written]})
         acc.wait_for_everyone()
         return written
+
+
+def trainer_for(config: TrainConfig, **kwargs: Any) -> Trainer:
+    """The trainer of a config's stage (`distill` has its own loss and model setup)."""
+    if config.stage == "distill":
+        from generator.train.distill import DistillTrainer
+
+        return DistillTrainer(config, **kwargs)
+    return Trainer(config, **kwargs)
 
 
 def _prompt_from_meta(meta: dict[str, Any]) -> Any:

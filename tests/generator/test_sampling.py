@@ -88,6 +88,15 @@ def test_solvers_are_used_and_unipc_is_the_reference(tiny_pipe, avatar, speech):
         assert float(s.sigmas[-1]) == 0.0
     with pytest.raises(ValueError, match="unknown solver"):
         _run(tiny_pipe, avatar, speech, solver="heun")
+    # `euler` is exactly x - (sigma - sigma_next) v on the flow grid
+    s = make_scheduler("euler", tiny_pipe.scheduler.config)
+    s.set_timesteps(4)
+    x, v = torch.randn(2, 3), torch.randn(2, 3)
+    for i, t in enumerate(s.timesteps):
+        nxt = s.step(v, t, x).prev_sample
+        torch.testing.assert_close(nxt, x - (s.sigmas[i] - s.sigmas[i + 1]) * v, atol=1e-6, rtol=0)
+        x = nxt
+    assert [round(float(v), 3) for v in s.sigmas] == [1.0, 0.937, 0.833, 0.625, 0.0]
 
 
 def test_guidance_interval_runs_one_forward_outside(tiny_pipe, avatar, speech):
