@@ -25,6 +25,7 @@ The one exchange loop behind the MLLM planner and the MLLM judge. What it does, 
 Every request is one `PlannerTurn`; the API key is redacted from everything recorded.
 """
 
+import hashlib
 import json
 import logging
 import math
@@ -175,14 +176,19 @@ def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def bounded_schema(
-    schema: dict[str, Any], max_string: int, max_items: int | None = None
+    schema: dict[str, Any],
+    max_string: int,
+    max_items: int | None = None,
+    hints: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """`schema` with maxLength on every string and maxItems on every array (a copy).
+    """`schema` with 1..max_string characters in every string, maxItems on every array and `hints` (property
+    name -> extra keywords, e.g. an enum of valid word indices) merged in (a copy).
 
     For servers that turn the schema into a grammar (llama.cpp): the answer then cannot run
-    on, and its size, hence `max_tokens`, is known. Not sent with `json_schema` (OpenAI's
-    strict mode refuses these keywords).
+    on or name what does not exist, and its size, hence `max_tokens`, is known. Not sent with
+    `json_schema` (OpenAI's strict mode refuses these keywords).
     """
+    hints = hints or {}
 
     def walk(node: Any) -> Any:
         if isinstance(node, list):
@@ -190,8 +196,13 @@ def bounded_schema(
         if not isinstance(node, dict):
             return node
         out = {k: walk(v) for k, v in node.items()}
+        if isinstance(out.get("properties"), dict):
+            out["properties"] = {
+                k: {**v, **hints[k]} if k in hints else v for k, v in out["properties"].items()
+            }
         if out.get("type") == "string" and "enum" not in out:
             out["maxLength"] = min(int(out.get("maxLength", max_string)), max_string)
+            out.setdefault("minLength", 1)  # an empty field is never an answer
         if out.get("type") == "array" and max_items is not None:
             out["maxItems"] = min(int(out.get("maxItems", max_items)), max_items)
         return out
@@ -234,7 +245,11 @@ def schema_max_tokens(schema: dict[str, Any], max_string: int, max_items: int = 
 
 
 def response_format(
-    mode: str, answer_model: type[BaseModel], max_string: int, max_items: int | None
+    mode: str,
+    answer_model: type[BaseModel],
+    max_string: int,
+    max_items: int | None,
+    hints: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """The `response_format` request field for one of FORMATS (None for text)."""
     if mode == "json_schema":
@@ -247,7 +262,7 @@ def response_format(
             },
         }
     if mode == "json_object+schema":
-        schema = bounded_schema(strict_schema(answer_model), max_string, max_items)
+        schema = bounded_schema(strict_schema(answer_model), max_string, max_items, hints)
         return {"type": "json_object", "schema": schema}
     if mode == "json_object":
         return {"type": "json_object"}
@@ -255,6 +270,40 @@ def response_format(
 
 
 # ---------------------------------------------------------------------------- the prompt
+def summarise_messages(messages: Sequence[dict[str, Any]], chars: int = 160) -> list[str]:
+    """'role: first characters' per message; images as their size and hash, never the bytes."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            bits = []
+            for part in content:
+                if part.get("type") == "image_url":
+                    url = part["image_url"]["url"]
+                    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+                    bits.append(f"[image {len(url)} chars sha256:{digest}]")
+                elif part.get("type") == "input_audio":
+                    data = part["input_audio"]["data"]
+                    digest = hashlib.sha256(data.encode()).hexdigest()[:12]
+                    bits.append(f"[audio {len(data)} chars sha256:{digest}]")
+                else:
+                    bits.append(str(part.get("text", ""))[:chars])
+            text = " ".join(bits)
+        else:
+            text = str(content or "")[:chars]
+        if m.get("tool_calls"):
+            text += (
+                " [tool calls: " + ", ".join(c["function"]["name"] for c in m["tool_calls"]) + "]"
+            )
+        out.append(f"{m.get('role')}: {text}")
+    return out
+
+
+def prompt_hash(messages: Sequence[dict[str, Any]]) -> str:
+    """sha256 of the exact messages sent (images included), for the record."""
+    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
+
+
 _PIECE = re.compile(r"\w+|[^\w\s]+")
 
 
@@ -381,6 +430,7 @@ def ask_json(
     kind: str = "plan",
     tools: Tools | None = None,
     max_items: int | None = None,
+    grammar_hints: dict[str, dict[str, Any]] | None = None,
     timeout: float | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     temperature: float | None = None,
@@ -397,6 +447,8 @@ def ask_json(
         kind: Kind of the first turn in the trace ("plan", "judge", ...).
         tools: Tools offered while `settings.use_tools` and the server accepts them.
         max_items: Longest array the answer may need (grammar bound and max_tokens).
+        grammar_hints: Property name -> schema keywords added where the server turns the
+            schema into a grammar (json_object+schema), e.g. {"first_word": {"enum": [...]}}.
         timeout: Seconds for everything; default `settings.timeout`.
         on_progress: Called as tokens arrive.
         temperature, seed: Override the settings' sampling values.
@@ -404,6 +456,7 @@ def ask_json(
             endpoint drops images (the judge cannot judge frames it never sees).
     """
     ex = _Exchange(endpoint, answer_model, build, tools or {}, max_items, on_progress)
+    ex.hints = grammar_hints
     ex.deadline = time.monotonic() + (timeout if timeout is not None else ex.s.timeout)
     ex.budget = timeout if timeout is not None else ex.s.timeout
     ex.temperature = ex.s.temperature if temperature is None else temperature
@@ -437,6 +490,7 @@ class _Exchange:
     budget: float
     temperature: float
     seed: int | None
+    hints: dict[str, dict[str, Any]] | None = None
 
     def __init__(
         self,
@@ -526,8 +580,6 @@ class _Exchange:
             ]
 
     def _turn(self, kind: str, messages: list[dict[str, Any]], offer: Tools) -> PlannerTurn:
-        from planners.mllm_prompt import prompt_hash, summarise_messages
-
         turn = PlannerTurn(
             index=len(self.turns),
             kind=kind,
@@ -650,7 +702,9 @@ class _Exchange:
         kw["max_completion_tokens" if "max_tokens" in omit else "max_tokens"] = limit
         if probe:
             return kw
-        fmt = response_format(self.mode, self.answer_model, self.s.max_string_chars, self.max_items)
+        fmt = response_format(
+            self.mode, self.answer_model, self.s.max_string_chars, self.max_items, self.hints
+        )
         if fmt is not None:
             kw["response_format"] = fmt
         if offer:

@@ -49,7 +49,14 @@ from planners.rules import RulePlanner
 from planners.schema import BaseBlock, Plan, PlanRequest, Transcript, Word
 from planners.validation import usable_cues, validate_plan
 
-__all__ = ["MLLMPlanner", "max_phases", "repair_text", "strict_schema"]
+__all__ = [
+    "MLLMPlanner",
+    "allowed_actions",
+    "max_phases",
+    "repair_text",
+    "strict_schema",
+    "word_hints",
+]
 
 Build = Callable[[Any], tuple[Any, list[str]]]
 
@@ -59,6 +66,27 @@ def max_phases(request: PlanRequest) -> int:
     c = request.constraints
     windows = math.ceil(request.transcript.duration / c.segment_seconds) + 1
     return max(1, min(len(request.transcript.words), c.max_phases_per_segment * windows))
+
+
+def word_hints(n_words: int, actions: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """Grammar hints: word indices can only be indices of existing words and, when free text
+    is not allowed, actions only the allowed ones (a grammar-driven server then cannot
+    produce an out-of-range phase or a foreign action; other servers ignore the hints)."""
+    hints: dict[str, dict[str, Any]] = {}
+    if 0 < n_words <= 2000:
+        indices = {"enum": list(range(n_words))}
+        hints = {"first_word": indices, "last_word": indices}
+    if actions:
+        hints["action"] = {"enum": list(dict.fromkeys(actions))}
+    return hints
+
+
+def allowed_actions(request: PlanRequest) -> list[str]:
+    """The only actions a plan may use when free text is off (vocabulary and cue texts)."""
+    c = request.constraints
+    if c.allow_free_text:
+        return []
+    return [*c.vocabulary, *(q.text for q in usable_cues(request)[0])]
 
 
 class MLLMPlanner:
@@ -113,7 +141,12 @@ class MLLMPlanner:
             return plan, errors + validate_plan(plan, request)
 
         out = self._ask(
-            messages, PlanAnswer, build, self._plan_tools(request, build), max_phases(request)
+            messages,
+            PlanAnswer,
+            build,
+            self._plan_tools(request, build),
+            max_phases(request),
+            word_hints(len(request.transcript.words), allowed_actions(request)),
         )
         if out.result is not None:
             return out.result.model_copy(update={"trace": out.turns, "warnings": warnings})
@@ -179,7 +212,9 @@ class MLLMPlanner:
                 errors.append("caption must be a short non-empty sentence")
             return (answer.caption.strip(), plan), errors
 
-        out = self._ask(messages, AnnotationAnswer, build, {}, max_phases(request))
+        out = self._ask(
+            messages, AnnotationAnswer, build, {}, max_phases(request), word_hints(len(words))
+        )
         if out.result is not None:
             caption, plan = out.result
             return make_annotation(
@@ -205,6 +240,7 @@ class MLLMPlanner:
         build: Build,
         tools: Tools,
         max_items: int,
+        hints: dict[str, dict[str, Any]],
     ) -> JSONAnswer:
         return ask_json(
             self.endpoint,
@@ -213,6 +249,7 @@ class MLLMPlanner:
             build,
             tools=tools,
             max_items=max_items,
+            grammar_hints=hints,
             on_progress=self.on_progress,
         )
 

@@ -7,7 +7,6 @@ enforces.
 """
 
 import base64
-import hashlib
 import json
 import mimetypes
 from collections.abc import Sequence
@@ -16,7 +15,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planners.llm import extract_json, parse_answer, validation_messages  # noqa: F401
+from planners.llm import (  # noqa: F401  (generic helpers, kept importable from here)
+    extract_json,
+    parse_answer,
+    prompt_hash,
+    summarise_messages,
+    validation_messages,
+)
 from planners.schema import BaseBlock, Phase, Plan, PlanRequest, Word
 from planners.snapping import phase_from_words
 from planners.validation import covers_cue, usable_cues
@@ -208,40 +213,6 @@ def user_message(
     content += [{"type": "image_url", "image_url": {"url": u}} for u in image_urls]
     content += list(audio_parts)
     return {"role": "user", "content": content}
-
-
-def summarise_messages(messages: Sequence[dict[str, Any]], chars: int = 160) -> list[str]:
-    """'role: first characters' per message; images as their size and hash, never the bytes."""
-    out = []
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, list):
-            bits = []
-            for part in content:
-                if part.get("type") == "image_url":
-                    url = part["image_url"]["url"]
-                    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-                    bits.append(f"[image {len(url)} chars sha256:{digest}]")
-                elif part.get("type") == "input_audio":
-                    data = part["input_audio"]["data"]
-                    digest = hashlib.sha256(data.encode()).hexdigest()[:12]
-                    bits.append(f"[audio {len(data)} chars sha256:{digest}]")
-                else:
-                    bits.append(str(part.get("text", ""))[:chars])
-            text = " ".join(bits)
-        else:
-            text = str(content or "")[:chars]
-        if m.get("tool_calls"):
-            text += (
-                " [tool calls: " + ", ".join(c["function"]["name"] for c in m["tool_calls"]) + "]"
-            )
-        out.append(f"{m.get('role')}: {text}")
-    return out
-
-
-def prompt_hash(messages: Sequence[dict[str, Any]]) -> str:
-    """sha256 of the exact messages sent (images included), for the record."""
-    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
 
 
 def answer_phases(
