@@ -235,6 +235,9 @@ def write_sampling_file(folder: str | Path, data: dict[str, Any]) -> Path:
     folder = Path(folder)
     path = folder / SAMPLING_FILE
     fd, tmp = tempfile.mkstemp(prefix=".sampling.", dir=folder)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # mkstemp's 0600 would hide it from other users
     with os.fdopen(fd, "w") as fh:
         json.dump({"version": 1, **data}, fh, indent=1)
     os.replace(tmp, path)

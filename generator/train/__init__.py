@@ -21,7 +21,7 @@ _EXPORTS: dict[str, str] = {
     "config_from_dict": "generator.train.config",
     "config_hash": "generator.train.config",
     "Trainer": "generator.train.trainer",
-    "trainer_for": "generator.train.trainer",
+    "trainer_for": "generator.train.stages",
     "DistillTrainer": "generator.train.distill",
     "find_checkpoints": "generator.train.trainer",
     "data_hash": "generator.train.trainer",

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from generator.train.trainer import trainer_for
+    from generator.train.stages import trainer_for
 
     trainer_for(cfg).train(stop_after=args.stop_after)
     return 0

@@ -64,7 +64,6 @@ __all__ = [
     "find_checkpoints",
     "model_files_sha256",
     "param_group",
-    "trainer_for",
 ]
 
 EventFn = Callable[[dict[str, Any]], None]
@@ -710,15 +709,6 @@ class Trainer:
         self.emit({"event": "samples", "step": self.step, "paths": [str(p) for p in written]})
         acc.wait_for_everyone()
         return written
-
-
-def trainer_for(config: TrainConfig, **kwargs: Any) -> Trainer:
-    """The trainer of a config's stage (`distill` has its own loss and model setup)."""
-    if config.stage == "distill":
-        from generator.train.distill import DistillTrainer
-
-        return DistillTrainer(config, **kwargs)
-    return Trainer(config, **kwargs)
 
 
 def _prompt_from_meta(meta: dict[str, Any]) -> Any:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from train_helpers import tiny_config
 
-from generator.train.trainer import find_checkpoints, trainer_for
+from generator.train.stages import trainer_for
+from generator.train.trainer import find_checkpoints
 
 
 @pytest.fixture(scope="module")
