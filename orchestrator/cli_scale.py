@@ -58,7 +58,7 @@ def serve(
 ) -> None:
     """Serve the flows as deployments with their schedules (runs from the UI execute here).
 
-    produce-video and produce-batch always; build-dataset and training once they exist.
+    Every registered flow: produce-video, produce-batch, build-dataset and the training flows.
     """
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     _set_gpus(gpus)
