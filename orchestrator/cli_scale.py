@@ -230,26 +230,11 @@ def batch(
             raise InputError(
                 f"--concurrency must be at least 1, got {concurrency}", field="concurrency"
             )
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
         from flows.runtime import progress
         from flows.video.batch import produce_batch
 
         hide_run_logs(verbose)
-        bar = Progress(
-            TextColumn("batch"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[note]}"),
-            console=console,
-            disable=not console.is_terminal,
-        )
-        task_id = bar.add_task("batch", total=len(rows), note="")
-
-        def on_event(ev) -> None:
-            if ev.stage == "batch":
-                bar.update(task_id, completed=ev.done, note=ev.message)
-
+        bar, on_event = _batch_bar(len(rows))
         with bar, progress.listening(on_event):
             report = produce_batch(
                 manifest=str(manifest),
@@ -262,28 +247,54 @@ def batch(
     if as_json:
         out.print_json(json.dumps(report, default=str))
     else:
-        table = Table(title=f"Batch {manifest.name}")
-        for col in ("row", "id", "status", "job", "seconds", "video / error"):
-            table.add_column(col, overflow="fold")
-        style = {"done": "green", "skipped": "cyan", "failed": "red"}
-        for r in report["rows"]:
-            table.add_row(
-                str(r["row"]),
-                r["id"],
-                f"[{style[r['status']]}]{r['status']}[/]",
-                r.get("job_id") or "-",
-                f"{r['seconds']:.1f}",
-                escape(r.get("video") or r.get("error") or "-"),
-            )
-        out.print(table)
-        s = report["summary"]
-        out.print(
-            f"{s['done']} done, {s['skipped']} skipped, {s['failed']} failed — "
-            f"report: {report['report']}",
-            highlight=False,
-        )
+        _print_batch(report, manifest.name)
     if report["summary"]["failed"]:
         raise typer.Exit(1)
+
+
+def _batch_bar(total: int):
+    """One progress bar over the rows (drawn on a terminal only) and its event listener."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(
+        TextColumn("batch"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    task_id = bar.add_task("batch", total=total, note="")
+
+    def on_event(ev) -> None:
+        if ev.stage == "batch":
+            bar.update(task_id, completed=ev.done, note=ev.message)
+
+    return bar, on_event
+
+
+def _print_batch(report: dict, name: str) -> None:
+    """The batch report as a table (one row per manifest row) and a summary line."""
+    table = Table(title=f"Batch {name}")
+    for col in ("row", "id", "status", "job", "seconds", "video / error"):
+        table.add_column(col, overflow="fold")
+    style = {"done": "green", "skipped": "cyan", "failed": "red"}
+    for r in report["rows"]:
+        table.add_row(
+            str(r["row"]),
+            r["id"],
+            f"[{style[r['status']]}]{r['status']}[/]",
+            r.get("job_id") or "-",
+            f"{r['seconds']:.1f}",
+            escape(r.get("video") or r.get("error") or "-"),
+        )
+    out.print(table)
+    s = report["summary"]
+    out.print(
+        f"{s['done']} done, {s['skipped']} skipped, {s['failed']} failed — "
+        f"report: {report['report']}",
+        highlight=False,
+    )
 
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
