@@ -98,9 +98,11 @@ def progress_listener():
 
 
 def with_progress(fn, *args, **kwargs):
-    """Call a flow with progress bars on the terminal."""
+    """Call a flow with progress bars on the terminal, its run logs kept off it (the one
+    failure line is `fail`'s)."""
     from flows.runtime import progress
 
+    hide_run_logs(verbose=False)
     bar, on_event = progress_listener()
     with bar, progress.listening(on_event):
         return fn(*args, **kwargs)
