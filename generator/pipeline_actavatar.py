@@ -177,6 +177,99 @@ def guided_velocity(
     return combine_guidance(v_u.float(), v_t.float(), v_ta.float(), text_scale, audio_scale)
 
 
+def denoise(
+    model: Any,
+    scheduler: Any,
+    latents: torch.Tensor,
+    condition: torch.Tensor,
+    num_clean: int,
+    prompt_embeds: torch.Tensor,
+    phase_ids: torch.Tensor | None,
+    negative_prompt_embeds: torch.Tensor,
+    negative_phase_ids: torch.Tensor | None,
+    audio_embeds: torch.Tensor | None,
+    text_scale: float,
+    audio_scale: float,
+    num_inference_steps: int,
+    guidance_interval: tuple[float, float] | None = None,
+    step_cache: StepCacheConfig | None = None,
+    batched: bool = True,
+    model_kwargs: dict[str, Any] | None = None,
+    attention_kwargs: dict[str, Any] | None = None,
+    on_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
+    interrupted: Callable[[], bool] | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The pipeline's denoising loop on latents: (B, C, F, H, W) noise -> clean latents.
+
+    The first `num_clean` latent frames are `condition`, held clean at timestep 0 (TI2V rule).
+    Every step calls `guided_velocity` (three predictions inside `guidance_interval`, one
+    outside) and `scheduler.step`; `step_cache` skips block stacks by the MagCache rule.
+    `ActAvatarPipeline.__call__` runs exactly this; the bench calls it on its own latents so
+    that what is measured is what users run. `on_step(i, t, latents)` may return new latents.
+    Returns the latents (condition composited) and the call's evaluation counts."""
+    device = latents.device
+    dtype = model.dtype
+    b, _, f, h, w = latents.shape
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    timesteps = scheduler.timesteps
+    sigmas = [float(s) for s in scheduler.sigmas[: len(timesteps)]]
+    if guidance_interval is not None and not 0 <= guidance_interval[0] <= guidance_interval[1]:
+        raise ValueError(
+            f"guidance_interval must be (lo, hi) with lo <= hi, got {guidance_interval}"
+        )
+    frame_mask = clean_frame_mask(f, num_clean, b, device)
+    p_h, p_w = model.config.patch_size[1:]
+    tokens_per_frame = (h // p_h) * (w // p_w)
+    use_guidance = not (text_scale == 1.0 and audio_scale == 1.0)
+    evaluations = guided_steps = 0
+    if step_cache is not None:
+        enable_step_cache(model, step_cache)
+    try:
+        for i, t in enumerate(timesteps):
+            if interrupted is not None and interrupted():
+                continue
+            x = compose_clean_latents(latents, condition, num_clean).to(dtype)
+            timestep = token_timesteps(t, frame_mask, tokens_per_frame)
+            guided = use_guidance and guidance_on(sigmas[i], guidance_interval)
+            guided_steps += int(guided)
+            evaluations += 3 if guided else 1
+            v = guided_velocity(
+                model,
+                x,
+                timestep,
+                prompt_embeds,
+                phase_ids,
+                negative_prompt_embeds,
+                negative_phase_ids,
+                audio_embeds,
+                text_scale,
+                audio_scale,
+                batched=batched,
+                guided=guided,
+                step_index=i,
+                num_steps=len(timesteps),
+                attention_kwargs=attention_kwargs,
+                model_kwargs=model_kwargs,
+            )
+            latents = scheduler.step(v, t, latents, return_dict=False)[0]
+            if on_step is not None:
+                new = on_step(i, t, latents)
+                latents = latents if new is None else new
+        skipped = step_cache_stats(model)["skipped"] if step_cache is not None else 0
+    finally:
+        if step_cache is not None:
+            disable_step_cache(model)
+    stats = {
+        "steps": len(timesteps),
+        "guided_steps": guided_steps,
+        # block-stack forwards per clip (a guided step counts 3, a cached one 0)
+        "evaluations": (evaluations * b - skipped) // b,
+        "cache_skipped": skipped // b,
+        "solver": type(scheduler).__name__,
+    }
+    return compose_clean_latents(latents, condition, num_clean), stats
+
+
 class ActAvatarPipeline(DiffusionPipeline):
     r"""
     ActAvatar talking-avatar generation on Wan2.2-TI2V-5B.
@@ -546,30 +639,16 @@ class ActAvatarPipeline(DiffusionPipeline):
         )
         audio_embeds = self.encode_audio(audio, num_frames, fps, sample_rate)
 
-        # 2. Timesteps (a named solver replaces the scheduler for this call only)
+        # 2. The scheduler (a named solver replaces it for this call only)
         scheduler = (
             self.scheduler if solver is None else make_scheduler(solver, self.scheduler.config)
         )
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = scheduler.timesteps
-        sigmas = [float(s) for s in scheduler.sigmas[: len(timesteps)]]
-        self._num_timesteps = len(timesteps)
-        if guidance_interval is not None and not 0 <= guidance_interval[0] <= guidance_interval[1]:
-            raise ValueError(
-                f"guidance_interval must be (lo, hi) with lo <= hi, got {guidance_interval}"
-            )
-        if step_cache is not None:
-            enable_step_cache(self.transformer, step_cache)
-        evaluations = guided_steps = 0
 
         # 3. Latents and the clean conditioning frames (image or previous tail)
         latents = self.prepare_latents(num_frames, height, width, generator, device, latents)
         condition = self.encode_condition_frames(cond_frames, height, width)
         num_clean = condition.shape[2]
         num_latent_frames = latents.shape[2]
-        frame_mask = clean_frame_mask(num_latent_frames, num_clean, 1, device)
-        p_h, p_w = self.transformer.config.patch_size[1:]
-        tokens_per_frame = (latents.shape[3] // p_h) * (latents.shape[4] // p_w)
         # anchor windows of the prompt's phases on the latent grid (time-aware phases)
         windows = phase_windows(
             prompt,
@@ -579,68 +658,52 @@ class ActAvatarPipeline(DiffusionPipeline):
             self.vae_scale_factor_temporal,
         )[None].to(device)
 
-        # 4. Denoising loop
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    continue
-                self._current_timestep = t
-                latent_model_input = compose_clean_latents(latents, condition, num_clean).to(dtype)
-                timestep = token_timesteps(t, frame_mask, tokens_per_frame)
-                guided = self.do_classifier_free_guidance and guidance_on(
-                    sigmas[i], guidance_interval
-                )
-                guided_steps += int(guided)
-                evaluations += 3 if guided else 1
-                noise_pred = self.predict_velocity(
-                    latent_model_input,
-                    timestep,
-                    prompt_embeds,
-                    phase_ids,
-                    negative_prompt_embeds,
-                    negative_phase_ids,
-                    audio_embeds,
-                    batched=batched_guidance,
-                    attention_kwargs=attention_kwargs,
-                    guided=guided,
-                    step_index=i,
-                    num_steps=len(timesteps),
-                    phase_windows=windows,
-                )
-                latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-
-                if callback_on_step_end is not None:
-                    callback_kwargs = {}
-                    local_vars = {
-                        "latents": latents,
-                        "prompt_embeds": prompt_embeds,
-                        "negative_prompt_embeds": negative_prompt_embeds,
-                    }
-                    for k in callback_on_step_end_tensor_inputs:
-                        callback_kwargs[k] = local_vars[k]
-                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
-                    latents = callback_outputs.pop("latents", latents)
-                    prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
-                    negative_prompt_embeds = callback_outputs.pop(
-                        "negative_prompt_embeds", negative_prompt_embeds
-                    )
-                progress_bar.update()
-                if progress is not None:
-                    progress(i + 1, len(timesteps))
-
-        self._current_timestep = None
-        latents = compose_clean_latents(latents, condition, num_clean)
-        skipped = 0
-        if step_cache is not None:
-            skipped = step_cache_stats(self.transformer)["skipped"]
-            disable_step_cache(self.transformer)
-        self.sampling_stats = {
-            "steps": len(timesteps),
-            "guided_steps": guided_steps,
-            "evaluations": evaluations - skipped,  # block-stack forwards per clip (B=3 counts 3)
-            "cache_skipped": skipped,
-            "solver": solver or type(self.scheduler).__name__,
+        # 4. Denoising loop (`denoise`: the same function the bench samples with)
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        self._num_timesteps = len(scheduler.timesteps)
+        tensors = {
+            "prompt_embeds": prompt_embeds,
+            "negative_prompt_embeds": negative_prompt_embeds,
         }
+
+        def on_step(i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+            self._current_timestep = t
+            if callback_on_step_end is not None:
+                local_vars = {"latents": latents, **tensors}
+                callback_kwargs = {k: local_vars[k] for k in callback_on_step_end_tensor_inputs}
+                outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                latents = outputs.pop("latents", latents)
+            progress_bar.update()
+            if progress is not None:
+                progress(i + 1, self._num_timesteps)
+            return latents
+
+        with self.progress_bar(total=self._num_timesteps) as progress_bar:
+            latents, self.sampling_stats = denoise(
+                self.transformer,
+                scheduler,
+                latents,
+                condition,
+                num_clean,
+                prompt_embeds,
+                phase_ids,
+                negative_prompt_embeds,
+                negative_phase_ids,
+                audio_embeds,
+                guidance_scale,
+                audio_guidance_scale,
+                num_inference_steps,
+                guidance_interval=guidance_interval,
+                step_cache=step_cache,
+                batched=batched_guidance,
+                model_kwargs={"phase_windows": windows},
+                attention_kwargs=attention_kwargs,
+                on_step=on_step,
+                interrupted=lambda: self.interrupt,
+            )
+        self._current_timestep = None
+        if solver is not None:
+            self.sampling_stats["solver"] = solver
 
         # 5. Decode
         if output_type == "latent":

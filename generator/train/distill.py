@@ -130,7 +130,11 @@ class DistillTrainer(Trainer):
     """Trainer for stage `distill` (see the module docstring)."""
 
     def _setup_model(self) -> Any:
-        from generator.prompting import DEFAULT_NEGATIVE_PROMPT, encode_structured_prompt
+        from generator.prompting import (
+            DEFAULT_NEGATIVE_PROMPT,
+            encode_structured_prompt,
+            unconditional_phase_ids,
+        )
         from generator.train.models import load_encoders
         from generator.transformer_actavatar import ActAvatarTransformer3DModel
 
@@ -167,7 +171,7 @@ class DistillTrainer(Trainer):
         enc = load_encoders(self.base)
         neg = DEFAULT_NEGATIVE_PROMPT if d.negative_prompt is None else d.negative_prompt
         with torch.no_grad():
-            emb, ids = encode_structured_prompt(
+            emb, _ = encode_structured_prompt(
                 neg,
                 enc["tokenizer"],
                 enc["text_encoder"],
@@ -175,6 +179,8 @@ class DistillTrainer(Trainer):
                 max_phases=teacher.config.max_phases,
             )
         del enc
+        # the pipeline's negative branch: all-base ids (as training's dropped text)
+        ids = unconditional_phase_ids(1, emb.shape[1])
         device = self.accelerator.device
         self.negative = (emb.float().to(device), ids.to(device))
         sched_cfg = load_scheduler(self.base).config
