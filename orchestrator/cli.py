@@ -21,6 +21,7 @@ from orchestrator.console import (
     progress_listener,
     quiet_prefect,
 )
+from orchestrator.review.serve import review
 
 app = typer.Typer(
     add_completion=False,
@@ -44,6 +45,7 @@ StepsOpt = Annotated[int | None, typer.Option(help=describe("steps"))]
 ContinuityOpt = Annotated[int, typer.Option(help=describe("continuity"))]
 ForceOpt = Annotated[bool, typer.Option(help=describe("force"))]
 WebhookOpt = Annotated[str | None, typer.Option(help=describe("webhook"))]
+PlanOpt = Annotated[Path | None, typer.Option("--plan", help=describe("plan"))]
 
 
 def _check_inputs(script: Path, options: JobOptions):
@@ -67,6 +69,7 @@ def run(
     continuity: ContinuityOpt = default("continuity"),
     force: ForceOpt = default("force"),
     webhook: WebhookOpt = default("webhook"),
+    plan: PlanOpt = default("plan"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the job report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show Prefect logs.")] = False,
 ) -> None:
@@ -84,6 +87,7 @@ def run(
             continuity=continuity,
             force=force,
             webhook=webhook,
+            plan=str(plan.resolve()) if plan else None,
         )
         _check_inputs(script, options)
         from flows.runtime import progress
@@ -98,8 +102,9 @@ def run(
         return
     out.print(
         f"[bold green]done[/] job {report['job_id']}: {report['segments']} segments "
-        f"({report['segments_rendered']} rendered, {report['segments_cached']} cached), "
-        f"{report['duration']:.1f} s of video"
+        f"({report['segments_rendered']} rendered, {report['segments_cached']} reused from the "
+        f"cache), {report['duration']:.1f} s of video, plan version {report['plan_version']}"
+        + (" (given)" if report.get("plan_given") else "")
     )
     for kind, path in report["outputs"].items():
         out.print(f"  {kind:<13} {path}", highlight=False)
@@ -247,6 +252,18 @@ def jobs_show(
     for a in details["assets"]:
         assets.add_row(a["kind"], str(a["bytes"]), a["sha256"][:12], a["path"])
     out.print(assets)
+    versions = Table(title="Plan versions")
+    for col in ("v", "source", "author", "saved", "changes"):
+        versions.add_column(col)
+    for v in details["plan_versions"]:
+        versions.add_row(
+            str(v["number"]),
+            v["source"],
+            v["author"],
+            v["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            "\n".join(v["diff"]),
+        )
+    out.print(versions)
 
 
 @app.command()
@@ -273,6 +290,7 @@ app.command()(serve)
 app.command()(deploy)
 app.command()(worker)
 app.command()(batch)
+app.command()(review)
 app.add_typer(db_app, name="db")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(train_app, name="train")

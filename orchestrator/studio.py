@@ -56,6 +56,7 @@ class Studio:
         continuity: int = 1,
         force: bool = False,
         webhook: str | None = None,
+        plan: str | Path | None = None,
     ) -> JobResult:
         """Produce one video; raises `flows.runtime.errors.InputError` on bad input (the same
         one line the CLI prints). The keywords are the job options contract's fields
@@ -74,6 +75,7 @@ class Studio:
             continuity=continuity,
             force=force,
             webhook=webhook,
+            plan=str(Path(plan).resolve()) if plan else None,
         )
         report = produce_video(script=str(script), options=options)
         return JobResult(

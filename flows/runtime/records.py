@@ -1,5 +1,6 @@
 """Database bookkeeping for a job: short transactions, ids and paths in, no ORM objects out."""
 
+import getpass
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from storage import (
     sha256_file,
     utcnow,
 )
+from storage.plan_versions import add_plan_version
 
 
 def open_job(db: str, *, input_key: str, out_dir: str, **fields: Any) -> str:
@@ -73,6 +75,28 @@ def record_plan(
         for i, turn in enumerate(turns or []):
             s.add(PlannerTurnRecord(plan_id=rec.id, turn=i, data=turn))
         return rec.id
+
+
+def record_plan_version(db: str, job_id: str, plan: Plan, *, source: str) -> int:
+    """The job's plan version for `plan`: a new one when it differs from the latest.
+
+    Every plan a job renders is a version (the planner's, `run --plan`, the review app's), so
+    `jobs show` and the review app list what was rendered when, by whom.
+    """
+    try:
+        author = getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        author = ""
+    version, _ = add_plan_version(
+        db,
+        job_id,
+        plan.model_dump(mode="json"),
+        parent=None,
+        author=author,
+        source=source,
+        check_parent=False,
+    )
+    return version.number
 
 
 def record_segments(db: str, job_id: str, specs: list[dict]) -> None:

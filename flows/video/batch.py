@@ -229,6 +229,8 @@ def prepare_rows(
                 )
             seen[key] = n
         given = {c: values[c] for c in OPTION_COLUMNS if c != "out" and values.get(c) is not None}
+        if given.get("plan") and not Path(str(given["plan"])).is_absolute():
+            given["plan"] = str(base / str(given["plan"]))  # like `script`: next to the manifest
         options = JobOptions.parse(file=source, row=n, **given).model_dump(
             mode="json", exclude_unset=True
         )
@@ -290,6 +292,8 @@ def already_done(script: Path, options: JobOptions) -> dict | None:
 
     settings = get_settings()
     inputs = prepare_inputs(script, options, settings)  # InputError -> the row fails
+    if options.plan:  # a given plan is a new version of the job: run, unchanged segments cached
+        return None
     out_dir = str(inputs.out_dir(settings))
     with session_scope(settings.db_url) as s:
         job = s.exec(

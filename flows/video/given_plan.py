@@ -6,56 +6,14 @@ the rules a planned plan is. A person may leave out `start`/`end`: they follow f
 """
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from flows.runtime.errors import InputError
-from planners.schema import Plan, PlanRequest, Transcript
+from planners.schema import Plan, PlanRequest
 from planners.validation import validate_plan
-
-
-@dataclass(frozen=True)
-class PlanContext:
-    """What a plan of one job is validated and segmented against."""
-
-    request: PlanRequest
-    fps: int
-    segment_seconds: float
-    overlap: int
-
-
-def job_options(stored: dict[str, Any], **overrides: Any) -> Any:
-    """The job's options contract from what its record stored (older records: known keys)."""
-    from flows.video.options import JobOptions
-
-    values = {("continuity" if k == "continuity_frames" else k): v for k, v in stored.items()}
-    values.update(overrides)
-    return JobOptions.parse(
-        **{k: v for k, v in values.items() if k in JobOptions.model_fields and v is not None}
-    )
-
-
-def job_plan_context(
-    script_path: str | Path, options: dict[str, Any], transcript: Transcript
-) -> PlanContext:
-    """The plan request the flow built for this job (script cues, scenes, constraints)."""
-    from flows.video.inputs import JobInputs
-    from flows.video.produce import plan_request
-    from flows.video.render import renderer_overlap
-    from flows.video.script import parse_script
-
-    opts = job_options(options)
-    script = parse_script(script_path)
-    inputs = JobInputs(script=script, options=opts, avatar_sha="", audio_sha=None, input_key="")
-    return PlanContext(
-        request=plan_request(inputs, transcript),
-        fps=script.fps,
-        segment_seconds=inputs.segment_seconds,
-        overlap=renderer_overlap(opts.renderer, opts.continuity),
-    )
 
 
 def _loc(loc: tuple) -> str:
@@ -147,10 +105,7 @@ def check_given_plan(data: Any, request: PlanRequest, *, file: str) -> Plan:
 
 
 __all__ = [
-    "PlanContext",
     "check_given_plan",
-    "job_options",
-    "job_plan_context",
     "one_line",
     "plan_from_data",
     "read_plan_file",

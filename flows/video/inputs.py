@@ -8,6 +8,7 @@ from pathlib import Path
 from flows.runtime.errors import InputError
 from flows.runtime.settings import Settings
 from flows.video.avatar import check_avatar
+from flows.video.given_plan import read_plan_file
 from flows.video.options import JobOptions, out_dir_for
 from flows.video.render import renderer_overlap
 from flows.video.script import Script, parse_script
@@ -123,6 +124,8 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
             file=spath,
             field="text",
         )
+    if options.plan is not None:
+        read_plan_file(options.plan)  # missing file, bad JSON or a malformed phase: stop now
     avatar_sha = "default"
     if script.avatar is not None:
         check_avatar(script.avatar, file=spath)

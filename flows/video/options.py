@@ -30,9 +30,10 @@ from flows.runtime.errors import InputError
 
 RENDERERS = ("animatic", "actavatar")
 PLANNERS = ("rule", "mllm")
-# Options that do not change the finished video: left out of the job's input key, so a job is
-# found again (and a batch row skipped) whatever their values.
-NOT_IN_KEY = ("out", "force", "webhook")
+# Options left out of the job's input key, so a job is found again whatever their values: those
+# that do not change the finished video, and `plan`, which makes a new plan version of the same
+# job (recorded in PlanVersion; a batch row with a plan always runs, its segments cached).
+NOT_IN_KEY = ("out", "force", "webhook", "plan")
 
 
 class JobOptions(BaseModel):
@@ -79,6 +80,13 @@ class JobOptions(BaseModel):
         description="Frames of the previous segment the next one continues from (actavatar): "
         "0 = restart from the avatar, 1 = the TI2V rule, 5/9/... = more (1 + 4k, at most 33).",
     )
+    plan: str | None = Field(
+        None,
+        description="A plan.json to use instead of planning (e.g. one edited in `avatar-flow "
+        "review`). Checked against the job's words with the planner's own rules before "
+        "anything renders; only the segments whose inputs it changes are rendered again. It "
+        "is a new plan version of the same job, so it is not part of the job's input key.",
+    )
     force: bool = Field(False, description="Recompute every step instead of reusing results.")
     webhook: str | None = Field(
         None,
@@ -121,6 +129,13 @@ class JobOptions(BaseModel):
                 f"continuity must be 0 or 1, 5, 9, ... 33 frames (1 + 4k, one latent frame "
                 f"per 4 video frames), got {v}"
             )
+        return v
+
+    @field_validator("plan")
+    @classmethod
+    def _json_file(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("plan must be the path of a plan.json file")
         return v
 
     @field_validator("webhook")

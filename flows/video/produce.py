@@ -31,12 +31,14 @@ from flows.runtime.records import (
     open_job,
     record_assets,
     record_plan,
+    record_plan_version,
     record_segment_done,
     record_segments,
     set_status,
 )
 from flows.runtime.settings import Settings, get_settings
 from flows.video.captions import write_srt, write_vtt
+from flows.video.given_plan import check_given_plan, read_plan_file
 from flows.video.inputs import JobInputs, prepare_inputs
 from flows.video.media import concat_and_mux
 from flows.video.options import JobOptions
@@ -132,8 +134,15 @@ def prepare_plan(
     )
     if not transcript.words:
         raise InputError("no speech was recognised in the audio", file=script_file, field="audio")
-    # 3. Plan.
+    # 3. Plan: a given plan (`plan` option) is checked against these words by the planner's
+    # own rules, before anything renders; otherwise the planner plans (cached).
     request = plan_request(inputs, transcript, speech_audio=speech["analysis"])
+    if inputs.options.plan:
+        progress.emit("plan", 0, 1, "given")
+        given = inputs.options.plan
+        plan = check_given_plan(read_plan_file(given), request, file=given)
+        progress.emit("plan", 1, 1)
+        return speech, transcript, plan, [], content_key("plan", "given", plan.model_dump())
     plan_key = content_key("plan", planner, planner_cache_key(planner, request))
     plan_data = plan_step.with_options(**refresh)(
         key=plan_key, request=request.model_dump(mode="json"), planner=planner
@@ -184,6 +193,7 @@ class Planned:
     plan: Plan
     specs: list[SegmentSpec]
     render_job: RenderJob
+    plan_version: int | None = None  # the job's PlanVersion number of `plan`
 
 
 @dataclass(frozen=True)
@@ -224,6 +234,7 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
         inputs, settings, force=o.force, script_file=str(s.path)
     )
     record_plan(run.db, run.id, plan, plan_key, trace)
+    version = record_plan_version(run.db, run.id, plan, source="cli" if o.plan else "planner")
     set_status(run.db, run.id, JobStatus.planned, duration=transcript.duration)
     overlap = renderer_overlap(o.renderer, o.continuity)
     specs = plan_segments(
@@ -252,7 +263,7 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
         title=s.title,
         continuity_frames=overlap,
     )
-    return Planned(speech, transcript, plan, specs, render_job)
+    return Planned(speech, transcript, plan, specs, render_job, version)
 
 
 def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendered:
@@ -364,6 +375,8 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
         "planner": plan.planner,
         "fallback_reason": plan.fallback_reason,
         "phases": len(plan.phases),
+        "plan_given": bool(inputs.options.plan),
+        "plan_version": planned.plan_version,
         "gpu_seconds": gpu_seconds,
         "gpu_seconds_per_output_second": gpu.per_output_second(gpu_seconds, transcript.duration),
     }

@@ -3,6 +3,6 @@ timeline, save plan versions, re-render only the segments an edit touches, then 
 final render. FastAPI (already installed with Prefect) serves one job and a static page in
 plain JavaScript; nothing is fetched from the network."""
 
-from orchestrator.review.serve import bind_settings, register, serve
+from orchestrator.review.serve import bind_settings, review, serve
 
-__all__ = ["bind_settings", "register", "serve"]
+__all__ = ["bind_settings", "review", "serve"]

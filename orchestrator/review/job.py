@@ -157,7 +157,7 @@ class ReviewJob:
 
 def open_job(target: str, db: str | None = None) -> ReviewJob:
     """Load a finished job for review; InputError (one line, exit 2) when it cannot be."""
-    from flows.video.given_plan import job_plan_context
+    from orchestrator.review.context import job_plan_context
 
     db = db or get_settings().db_url
     job = find_job(target, db)

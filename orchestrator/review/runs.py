@@ -102,7 +102,7 @@ def prefect_server_configured() -> bool:
 
 def flow_parameters(job: ReviewJob, **overrides: Any) -> dict[str, Any]:
     """`produce-video` parameters that reproduce this job, with option `overrides` applied."""
-    from flows.video.given_plan import job_options
+    from orchestrator.review.context import job_options
 
     options = job_options(job.options, **{"force": False, **overrides})
     return {

@@ -101,7 +101,3 @@ def review(
         serve(target, host=host, port=port, explicit_host=host is not None)
     except (Exception, KeyboardInterrupt) as exc:
         fail(exc)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("review")(review)

@@ -4,31 +4,10 @@ the review app's API tests. The browser test makes a real one with the real pipe
 import json
 
 import pytest
+from review_helpers import CUE, N_WORDS, PLAN, word_times
 from support import write_script
 
 from storage import Job, session_scope
-
-N_WORDS = 30
-CUE = "waves hello with the right hand"
-PLAN = {
-    "schema_version": 1,
-    "planner": "rules",
-    "base": {
-        "identity": "A presenter",
-        "scene": "a bright studio",
-        "mood": "calm and friendly",
-        "style": "natural lighting",
-        "motion": "steady upper body",
-    },
-    "phases": [
-        {"action": CUE, "first_word": 2, "last_word": 5, "source": "cue"},
-        {"action": "nods gently", "first_word": 20, "last_word": 23, "source": "lexicon"},
-    ],
-}
-
-
-def word_times(i: int) -> tuple[float, float]:
-    return round(i * 0.4, 3), round(i * 0.4 + 0.3, 3)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from conftest import CUE
+from review_helpers import CUE
 
 from planners.validation import validate_plan
 from storage.plan_versions import get_plan_version, list_plan_versions

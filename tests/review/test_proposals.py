@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import CUE
+from review_helpers import CUE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "planners"))
 from fake_openai import FakeOpenAIServer  # noqa: E402
