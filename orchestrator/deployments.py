@@ -24,7 +24,7 @@ deployments.yaml:
 
 Job options (`renderer`, `out`, ...) may be written flat as above or under `options:`; flat keys
 are moved into the flow's `options` parameter (`flows.video.options.JobOptions`). Relative paths
-in `script`, `manifest`, `template`, `out`, `out_root` and `checkpoint` are resolved against the
+in `script`, `manifest`, `template`, `out`, `out_root`, `checkpoint` and `plan` resolve against the
 folder of the YAML file.
 """
 
@@ -132,7 +132,7 @@ def _check_cron(expr: Any, timezone: str | None, where: str, file: str) -> None:
         ) from None
 
 
-PATH_PARAMETERS = ("script", "manifest", "template", "out", "out_root", "checkpoint")
+PATH_PARAMETERS = ("script", "manifest", "template", "out", "out_root", "checkpoint", "plan")
 
 
 def _check_params(fl: Any, params: Any, where: str, file: str) -> dict[str, Any]:
