@@ -148,6 +148,79 @@ def fill_template(template: Path, variables: dict[str, str]) -> str:
     return text
 
 
+def _absolute(path: str, base: Path) -> str:
+    """A manifest path: absolute as given, else relative to the manifest's folder."""
+    return str(Path(path) if Path(path).is_absolute() else base / path)
+
+
+def _row_source(
+    n: int,
+    values: dict[str, Any],
+    template: str | None,
+    base: Path,
+    templates: dict[str, list[str]],
+    source: str,
+) -> tuple[str | None, str | None, list[str]]:
+    """(script, template, the template's placeholders) of row `n`: exactly one of the two."""
+    script, tmpl = values.get("script"), values.get("template") or template
+    if script and values.get("template"):
+        raise InputError(
+            f"row {n}: give either `script` or `template`, not both", file=source, field="template"
+        )
+    if script:
+        return _absolute(str(script), base), None, []
+    if not tmpl:
+        raise InputError(
+            f"row {n}: needs a `script` column or a template (--template)",
+            file=source,
+            field="script",
+        )
+    tpath = _absolute(str(tmpl), base)
+    if tpath not in templates:
+        if not Path(tpath).is_file():
+            raise InputError(f"row {n}: no such template {tpath}", file=source, field="template")
+        templates[tpath] = placeholders(Path(tpath).read_text(encoding="utf-8"))
+    return None, tpath, templates[tpath]
+
+
+def _check_columns(
+    n: int,
+    values: dict[str, Any],
+    names: list[str],
+    tmpl: str | None,
+    defaults: dict[str, Any],
+    source: str,
+) -> None:
+    """Every non-reserved column fills a placeholder, and every placeholder has a value."""
+    for column in (k for k in values if k not in RESERVED and k not in defaults):
+        if column not in names:
+            hint = (
+                f"the template's placeholders are: {', '.join(names) or 'none'}"
+                if tmpl
+                else "a row with `script` takes no template variables"
+            )
+            raise InputError(
+                f"row {n}: unknown column '{column}' ({hint}; reserved: {', '.join(RESERVED)})",
+                file=source,
+                field=column,
+            )
+    missing = [p for p in names if values.get(p) in (None, "")]
+    if missing:
+        raise InputError(
+            f"row {n}: the template needs a value for '{{{missing[0]}}}'",
+            file=source,
+            field=missing[0],
+        )
+
+
+def _row_options(n: int, values: dict[str, Any], base: Path, source: str) -> dict[str, Any]:
+    """The row's job options (all but `out`), validated by the contract; only those given."""
+    given = {c: values[c] for c in OPTION_COLUMNS if c != "out" and values.get(c) is not None}
+    if given.get("plan"):
+        given["plan"] = _absolute(str(given["plan"]), base)  # like `script`: next to the manifest
+    return JobOptions.parse(file=source, row=n, **given).model_dump(mode="json", exclude_unset=True)
+
+
 def prepare_rows(
     raw: list[dict[str, Any]],
     *,
@@ -159,65 +232,22 @@ def prepare_rows(
 ) -> list[BatchRow]:
     """Validate every row before anything runs; raises InputError naming file, row and field."""
     base = Path(base_dir) if base_dir else Path.cwd()
+    defaults = defaults or {}
     templates: dict[str, list[str]] = {}
     rows: list[BatchRow] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # output folder -> the row writing there
     for n, item in enumerate(raw, start=1):
-        values = {**(defaults or {}), **{k: v for k, v in item.items() if v is not None}}
-        script, tmpl = values.get("script"), values.get("template") or template
-        if script and values.get("template"):
-            raise InputError(
-                f"row {n}: give either `script` or `template`, not both",
-                file=source,
-                field="template",
-            )
-        if script:
-            tmpl = None
-        if not script and not tmpl:
-            raise InputError(
-                f"row {n}: needs a `script` column or a template (--template)",
-                file=source,
-                field="script",
-            )
-        names: list[str] = []
-        if tmpl:
-            tpath = Path(tmpl) if Path(tmpl).is_absolute() else base / tmpl
-            if str(tpath) not in templates:
-                if not tpath.is_file():
-                    raise InputError(
-                        f"row {n}: no such template {tpath}", file=source, field="template"
-                    )
-                templates[str(tpath)] = placeholders(tpath.read_text(encoding="utf-8"))
-            names, tmpl = templates[str(tpath)], str(tpath)
-        extra = [k for k in values if k not in RESERVED and k not in (defaults or {})]
-        for column in extra:
-            if column not in names:
-                hint = (
-                    f"the template's placeholders are: {', '.join(names) or 'none'}"
-                    if tmpl
-                    else "a row with `script` takes no template variables"
-                )
-                raise InputError(
-                    f"row {n}: unknown column '{column}' ({hint}; reserved: {', '.join(RESERVED)})",
-                    file=source,
-                    field=column,
-                )
-        missing = [p for p in names if values.get(p) in (None, "")]
-        if missing:
-            raise InputError(
-                f"row {n}: the template needs a value for '{{{missing[0]}}}'",
-                file=source,
-                field=missing[0],
-            )
-        if script:
-            script = str(Path(script) if Path(script).is_absolute() else base / script)
+        values = {**defaults, **{k: v for k, v in item.items() if v is not None}}
+        script, tmpl, names = _row_source(n, values, template, base, templates, source)
+        _check_columns(n, values, names, tmpl, defaults, source)
         row_id = str(values.get("id") or (Path(script).stem if script else f"row-{n}"))
         row_id = _ID.sub("-", row_id).strip("-") or f"row-{n}"
         out = values.get("out")
-        if out:
-            out = str(Path(out) if Path(out).is_absolute() else base / out)
-        elif out_root:
-            out = str(Path(out_root) / row_id)
+        out = (
+            _absolute(str(out), base)
+            if out
+            else (str(Path(out_root) / row_id) if out_root else None)
+        )
         if out:
             key = str(Path(out).resolve())
             if key in seen:
@@ -228,12 +258,6 @@ def prepare_rows(
                     field="id",
                 )
             seen[key] = n
-        given = {c: values[c] for c in OPTION_COLUMNS if c != "out" and values.get(c) is not None}
-        if given.get("plan") and not Path(str(given["plan"])).is_absolute():
-            given["plan"] = str(base / str(given["plan"]))  # like `script`: next to the manifest
-        options = JobOptions.parse(file=source, row=n, **given).model_dump(
-            mode="json", exclude_unset=True
-        )
         rows.append(
             BatchRow(
                 row=n,
@@ -242,7 +266,7 @@ def prepare_rows(
                 template=tmpl,
                 variables={k: str(values[k]) for k in names},
                 out=out,
-                options=options,
+                options=_row_options(n, values, base, source),
             )
         )
     return rows
