@@ -64,3 +64,21 @@ def test_actavatar_renderer_end_to_end(tmp_path):
     bad = write_script(tmp_path, "Hello there.", name="bad.md", resolution="144x144")
     proc = _run_cli(home, "run", str(bad), "--renderer", "actavatar", "--checkpoint", str(ckpt))
     assert proc.returncode == 2 and "multiples of 32" in proc.stderr
+
+
+def test_a_checkpoint_too_small_for_the_script_is_refused_before_speech(tmp_path):
+    """The tiny preset's RoPE table (rope_max_seq_len 32, patch 2, VAE stride 16) positions at
+    most 1024 pixels per side: a 1280x704 script is one line naming the checkpoint and its limit,
+    exit 2, before any speech is synthesised (issue 10, defect 5)."""
+    from generator.presets import build_tiny_pipeline
+
+    ckpt = tmp_path / "tiny-pipeline"
+    build_tiny_pipeline(ckpt)
+    script = write_script(tmp_path, "Hello there, this is too wide.", resolution="1280x704")
+    home = tmp_path / "home"
+    proc = _run_cli(home, "run", str(script), "--renderer", "actavatar", "--checkpoint", str(ckpt))
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert str(ckpt) in lines[0] and "width 1280 > 1024" in lines[0]
+    assert "at most 1024x1024 pixels" in lines[0] and "field 'checkpoint'" in lines[0]
+    assert not (home / "cache" / "speech").exists()  # refused before speech synthesis
