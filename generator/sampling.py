@@ -64,6 +64,7 @@ __all__ = [
     "SOLVERS",
     "SamplingOptions",
     "StepCacheConfig",
+    "candidate_options",
     "disable_step_cache",
     "enable_step_cache",
     "guidance_on",
@@ -187,6 +188,32 @@ class SamplingOptions:
             lo, hi = self.guidance_interval
             if not 0.0 <= lo <= hi <= 1.0:
                 raise ValueError(f"guidance_interval must be 0 <= lo <= hi <= 1, got ({lo}, {hi})")
+
+
+def candidate_options(step_cache: StepCacheConfig | None = None) -> dict[str, SamplingOptions]:
+    """The fast settings every benchmark and evaluation compares with the reference (named
+    rows). `one-forward-*` rows are what a distilled student costs (scales 1: one forward per
+    step); with the teacher's weights they measure cost only, not a student's quality."""
+    rows = {
+        "teacher": SamplingOptions(),
+        "unipc-20": SamplingOptions(steps=20),
+        "unipc-12": SamplingOptions(steps=12),
+        "unipc-8": SamplingOptions(steps=8),
+        "dpm++2m-12": SamplingOptions(steps=12, solver="dpm++2m"),
+        "interval-40": SamplingOptions(guidance_interval=(0.0, 0.9)),
+        "unipc-12+interval": SamplingOptions(steps=12, guidance_interval=(0.0, 0.9)),
+        "one-forward-40": SamplingOptions(guidance_scale=1.0, audio_guidance_scale=1.0),
+        "one-forward-8": SamplingOptions(
+            steps=8, solver="euler", guidance_scale=1.0, audio_guidance_scale=1.0
+        ),
+        "one-forward-4": SamplingOptions(
+            steps=4, solver="euler", guidance_scale=1.0, audio_guidance_scale=1.0
+        ),
+    }
+    if step_cache is not None:
+        rows["cache-40"] = SamplingOptions(step_cache=step_cache)
+        rows["unipc-20+cache"] = SamplingOptions(steps=20, step_cache=step_cache)
+    return rows
 
 
 def interpolate_ratios(ratios: list[float] | tuple[float, ...], steps: int) -> list[float]:
