@@ -189,6 +189,49 @@ def bench_overhead(frames: int, lat_h: int, lat_w: int, repeats: int) -> dict[st
     return {"wan": t_wan, "actavatar": t_aa, "ratio": ratio}
 
 
+def bench_time_aware(frames: int, lat_h: int, lat_w: int, repeats: int) -> dict[str, float]:
+    """Time-aware phase attention vs the same model without it (baseline in this process)."""
+    torch.manual_seed(0)
+    model = ActAvatarTransformer3DModel(**BENCH_CONFIG).eval()
+    timed = ActAvatarTransformer3DModel(**BENCH_CONFIG, time_aware_phases=True).eval()
+    missing, _ = timed.load_state_dict(model.state_dict(), strict=False)
+    assert all(".phase_time." in k for k in missing)
+    with torch.no_grad():  # "trained": non-zero audio output and time term
+        for a, b in zip(model.blocks, timed.blocks):
+            torch.nn.init.normal_(a.audio_attn.to_out[0].weight, std=0.02)
+            b.audio_attn.to_out[0].weight.copy_(a.audio_attn.to_out[0].weight)
+            torch.nn.init.normal_(b.phase_time.weight, std=0.5)
+    x, ts, text, phase, audio = make_inputs(BENCH_CONFIG, 1, frames, lat_h, lat_w)
+    windows = torch.zeros(1, BENCH_CONFIG["max_phases"] + 2, 2)
+    windows[0, 0] = torch.tensor([0.0, frames])
+    windows[0, 1] = torch.tensor([1.0, frames / 2])
+    kw = dict(audio_embeds=audio, phase_ids=phase)
+    with torch.no_grad():
+        best = compare(
+            {
+                "paca": lambda: model(x, ts, text, **kw),
+                "time_aware": lambda: timed(x, ts, text, phase_windows=windows, **kw),
+            },
+            repeats,
+        )
+    overhead = best["time_aware"] / best["paca"] - 1.0
+    tokens = frames * (lat_h // 2) * (lat_w // 2)
+    rows = BENCH_CONFIG["max_phases"] + 2
+    d = BENCH_CONFIG["attention_head_dim"]
+    print(
+        f"\n[4] time-aware phase attention ({tokens} video tokens, text 512, {rows} extra q/k "
+        f"channels per head on d={d})"
+    )
+    print(f"    ActAvatar (audio + PACA)               {best['paca'] * 1e3:8.1f} ms")
+    print(f"    + time-aware phases (windows given)    {best['time_aware'] * 1e3:8.1f} ms")
+    print(
+        f"    overhead {overhead * 100:+.2f} %  (target <= 2 %: "
+        f"{'OK' if overhead <= 0.02 else 'MISSED'}); analytic: the text attention's q.k grows by "
+        f"{rows}/{2 * d} of its (q.k + p.v) cost"
+    )
+    return {"paca": best["paca"], "time_aware": best["time_aware"], "overhead": overhead}
+
+
 def bench_audio_scaling(lat_h: int, lat_w: int, repeats: int) -> None:
     torch.manual_seed(0)
     model = ActAvatarTransformer3DModel(**{**BENCH_CONFIG, "num_layers": 1}).eval()
@@ -329,6 +372,7 @@ def main() -> None:
         frames, lat_h, lat_w, reps = 9, 36, 44, 5  # 9 x 396 = 3,564 tokens
     bench_audio_scaling(lat_h, lat_w, 3 * reps)  # timing only, before any memory probe
     bench_overhead(frames, lat_h, lat_w, reps)
+    bench_time_aware(frames, lat_h, lat_w, 2 * reps)
     bench_guidance(frames, lat_h, lat_w, reps)
     analytic_5b()
     print(f"\nbenchmark wall time {time.perf_counter() - t0:.0f} s")

@@ -1,4 +1,5 @@
-"""The synthetic ablation: base -> +PACA -> +progressive audio -> +two-stage, on CPU.
+"""The synthetic ablation: base -> +PACA -> +progressive -> +two-stage -> +time-aware, on CPU,
+with the controls that show the instrument can see timing (`generator.eval.controls`).
 
 Protocol (same world, data, seeds and stage-2 optimizer-step budget for every row):
 
@@ -18,12 +19,21 @@ Protocol (same world, data, seeds and stage-2 optimizer-step budget for every ro
      fine-tuning with PACA + progressive audio), started from the stage-1 adapter. As in
      the paper (stage 1 20K steps, then stage 2 14K), stage 1 is additional pre-training,
      so this row differs from +progressive only in the adapter stage 2 starts from.
-2. Held-out test prompts (action pair x window layout combinations never seen in
-   training), sampled with the Euler flow-matching sampler, text cross-attention recorded.
+   - **+time-aware**: +two-stage (same stage-1 adapter) with time-aware phase attention
+     (`time_aware_phases=True`: a zero-init logit term between each frame's time and each
+     phase token's anchor window; beyond the paper).
+2. Controls: the positive control (oracle routing, trained like +progressive but with the
+   oracle mask, in-memory loop through the trainer's loss) and the negative controls
+   (evaluation-time: text-blind, shuffled phase ids, wrong anchors); reference levels
+   (chance, anchor-blind) in closed form.
+3. Held-out test prompts (action x window layout combinations never seen in training),
+   sampled with the Euler flow-matching sampler (`generator.eval.sampling.sample_clips`),
+   text cross-attention recorded; probes of frame time and key phase.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -49,6 +59,7 @@ class Variant:
     paca: bool
     progressive: bool
     two_stage: bool
+    time_aware: bool = False
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -56,9 +67,19 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("+PACA", paca=True, progressive=False, two_stage=False),
     Variant("+progressive", paca=True, progressive=True, two_stage=False),
     Variant("+two-stage", paca=True, progressive=True, two_stage=True),
+    Variant("+time-aware", paca=True, progressive=True, two_stage=True, time_aware=True),
+)
+ORACLE = Variant("oracle routing", paca=True, progressive=True, two_stage=False)
+# evaluation-time negative controls: (name, row it is applied to, input change)
+NEGATIVE_CONTROLS: tuple[tuple[str, str, str], ...] = (
+    ("text-blind (+two-stage)", "+two-stage", "text_blind"),
+    ("shuffled ids (+PACA)", "+PACA", "shuffled_ids"),
+    ("shuffled ids (+time-aware)", "+time-aware", "shuffled_ids"),
+    ("wrong anchors (+two-stage)", "+two-stage", "wrong_anchors"),
+    ("wrong anchors (+time-aware)", "+time-aware", "wrong_anchors"),
 )
 
-# The tiny preset, resized to the world (16 latent channels, 32-d text, 2x16-d audio).
+# The tiny preset, resized to the world (12 latent channels, 32-d text, 2x16-d audio).
 MODEL_OVERRIDES: dict[str, Any] = {
     "in_channels": 12,
     "out_channels": 12,
@@ -77,24 +98,27 @@ MODEL_OVERRIDES: dict[str, Any] = {
 
 @dataclass
 class BenchConfig:
-    """Sizes and budgets of a bench run (`full()` / `quick()` give the two presets)."""
+    """Sizes and budgets of a bench run (`full()` / `quick_config()` give the two presets)."""
 
     world: WorldConfig = field(default_factory=WorldConfig)
+    # sized so that the full run (3 seeds x 6 trained rows + 5 evaluation-only controls)
+    # takes about 20 min alone on this 2-core machine (11.7 trainer steps/s on one thread)
     seeds: tuple[int, ...] = (0, 1, 2)
-    pretrain_steps: int = 500
-    steps: int = 1000
-    stage1_steps: int = 300  # +two-stage: extra adapter-only steps before its stage 2
+    pretrain_steps: int = 400
+    steps: int = 500
+    stage1_steps: int = 300  # +two-stage / +time-aware: extra adapter-only steps before stage 2
     batch_size: int = 16
     lr: float = 2e-3
     n_train: int = 1024
     n_talking_head: int = 512
-    n_test: int = 64
+    n_test: int = 256
     sample_steps: int = 16
-    eval_batch: int = 32
+    eval_batch: int = 64
     data_seed: int = 1234
     threads: int = 1
     model: dict[str, Any] = field(default_factory=lambda: dict(MODEL_OVERRIDES))
     backend: str = "trainer"  # "trainer" (generator.train.Trainer) or "loop" (train_loop.py)
+    rows: tuple[str, ...] | None = None  # None: every row and control; else only these rows
     quick: bool = False
 
     @classmethod
@@ -106,14 +130,14 @@ class BenchConfig:
         """Plumbing only (CI): tiny budgets, numbers mean nothing."""
         return cls(
             seeds=(0,),
-            pretrain_steps=10,
-            steps=12,
-            stage1_steps=4,
-            n_train=64,
-            n_talking_head=32,
-            n_test=8,
-            sample_steps=3,
-            eval_batch=8,
+            pretrain_steps=6,
+            steps=8,
+            stage1_steps=3,
+            n_train=48,
+            n_talking_head=16,
+            n_test=16,
+            sample_steps=2,
+            eval_batch=16,
             quick=True,
         )
 
@@ -129,134 +153,209 @@ class _Data:
     talking_head: Any  # TensorSet, rest body, brief prompt
     test: Any  # TensorSet, held-out prompts
     test_clips: list[Clip]
+    test_wrong: Any  # TensorSet, test prompts with another layout's anchors (same actions)
+    references: dict[str, dict[str, float]]
 
 
-def _encode(clips: list[Clip], tokenizer: Any, encoder: Any, cfg: WorldConfig, brief: bool):
+def _encode(
+    clips: list[Clip],
+    tokenizer: Any,
+    encoder: Any,
+    cfg: WorldConfig,
+    brief: bool,
+    max_phases: int,
+    prompts: list[Any] | None = None,
+):
     import torch
 
     from generator.eval.train_loop import TensorSet
-    from generator.prompting import encode_structured_prompt
+    from generator.prompting import encode_structured_prompt, phase_windows
 
-    prompts = [BRIEF_PROMPT if brief else c.prompt for c in clips]
+    if prompts is None:
+        prompts = [BRIEF_PROMPT if brief else c.prompt for c in clips]
     cache: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
-    texts, ids = [], []
+    texts, ids, wins = [], [], []
     with torch.no_grad():
         for p in prompts:
             if p not in cache:
                 cache[p] = encode_structured_prompt(
-                    p, tokenizer, encoder, max_sequence_length=cfg.text_len, max_phases=4
+                    p, tokenizer, encoder, max_sequence_length=cfg.text_len, max_phases=max_phases
                 )
             e, i = cache[p]
             texts.append(e[0])
             ids.append(i[0])
+            wins.append(
+                phase_windows(
+                    None if isinstance(p, str) else p,
+                    cfg.fps,
+                    cfg.num_latent_frames,
+                    max_phases,
+                    cfg.temporal_stride,
+                )
+            )
     return TensorSet(
         latents=torch.from_numpy(np.stack([c.latents for c in clips])),
         audio=torch.from_numpy(np.stack([c.audio for c in clips])),
         text=torch.stack(texts).float(),
         phase_ids=torch.stack(ids).long(),
+        windows=torch.stack(wins).float(),
     )
 
 
 def build_data(cfg: BenchConfig) -> _Data:
     """Generate and encode the bench data once (shared by every row and seed)."""
+    from generator.eval.controls import reference_levels, wrong_layouts
     from generator.eval.world import build_world_text_encoder, build_world_tokenizer
 
     world = SyntheticWorld(cfg.world)
     tokenizer = build_world_tokenizer(world)
     encoder = build_world_text_encoder(len(tokenizer), cfg.world.text_dim, cfg.world.world_seed)
+    mp = cfg.model.get("max_phases", 4)
     train = world.dataset(cfg.n_train, cfg.data_seed, "train")
     th = world.dataset(cfg.n_talking_head, cfg.data_seed + 1, "talking_head")
     test = world.dataset(cfg.n_test, cfg.data_seed + 2, "test")
+    wrong = wrong_layouts(world, test, cfg.data_seed + 3)
+    wrong_prompts = [world.prompt_for(lay, c.actions, c.prompt.base) for lay, c in zip(wrong, test)]
     return _Data(
         world=world,
-        train=_encode(train, tokenizer, encoder, cfg.world, brief=False),
-        train_brief=_encode(train, tokenizer, encoder, cfg.world, brief=True),
-        talking_head=_encode(th, tokenizer, encoder, cfg.world, brief=True),
-        test=_encode(test, tokenizer, encoder, cfg.world, brief=False),
+        train=_encode(train, tokenizer, encoder, cfg.world, False, mp),
+        train_brief=_encode(train, tokenizer, encoder, cfg.world, True, mp),
+        talking_head=_encode(th, tokenizer, encoder, cfg.world, True, mp),
+        test=_encode(test, tokenizer, encoder, cfg.world, False, mp),
         test_clips=test,
+        test_wrong=_encode(test, tokenizer, encoder, cfg.world, False, mp, wrong_prompts),
+        references=reference_levels(world, test, seed=cfg.data_seed),
     )
 
 
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-def _new_model(cfg: BenchConfig, seed: int):
+def _new_model(cfg: BenchConfig, seed: int, time_aware: bool = False):
     import torch
 
     from generator.presets import get_transformer_config
     from generator.transformer_actavatar import ActAvatarTransformer3DModel
 
     torch.manual_seed(seed)
-    return ActAvatarTransformer3DModel(**get_transformer_config("tiny", **cfg.model))
-
-
-def _pretrain(cfg: BenchConfig, data: _Data, seed: int) -> tuple[dict[str, Any], list[float]]:
-    """The shared 'public checkpoint': backbone trained with brief prompts and no audio."""
-    from generator.eval.train_loop import train
-
-    model = _new_model(cfg, seed)
-    losses = train(
-        model,
-        data.train_brief,
-        cfg.pretrain_steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        seed=seed + 100,
-        use_audio=False,
-        use_phase_ids=False,
+    return ActAvatarTransformer3DModel(
+        **get_transformer_config("tiny", **cfg.model, time_aware_phases=time_aware)
     )
-    return copy.deepcopy(model.state_dict()), losses
 
 
-def _train_variant(
-    cfg: BenchConfig, data: _Data, variant: Variant, seed: int, backbone: dict[str, Any]
-) -> tuple[Any, dict[str, list[float]]]:
-    """In-memory loop backend: fine-tune one row from the shared backbone."""
-    from generator.eval.train_loop import train
-
-    model = _new_model(cfg, seed)
-    model.load_state_dict(backbone)
-    model.set_audio_scales(progressive=variant.progressive, scale=1.0)
-    curves: dict[str, list[float]] = {}
-    if variant.two_stage:
-        steps1 = _stage1_steps(cfg)
-        model.freeze_backbone()
-        curves["stage1"] = train(
-            model,
-            data.talking_head,
-            steps1,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            seed=seed + 200,
-            use_audio=True,
-            use_phase_ids=False,
-        )
-        # Extract the adapter and inject it into a fresh copy of the backbone (paper 3.4.2).
-        with tempfile.TemporaryDirectory(prefix="adapter-") as tmp:
-            path = Path(tmp) / "audio_adapter.safetensors"
-            model.save_audio_adapter(path)
-            model = _new_model(cfg, seed)
-            model.load_state_dict(backbone)
-            model.set_audio_scales(progressive=variant.progressive, scale=1.0)
-            model.load_audio_adapter(path)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    curves["stage2" if variant.two_stage else "train"] = train(
-        model,
-        data.train,
-        cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        seed=seed + 300,
-        use_audio=True,
-        use_phase_ids=variant.paca,
-    )
-    return model, curves
+def _from_backbone(cfg: BenchConfig, seed: int, backbone: dict[str, Any], time_aware: bool):
+    model = _new_model(cfg, seed, time_aware)
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if unexpected or any(".phase_time." not in k for k in missing):
+        raise RuntimeError(f"backbone does not fit: {missing[:4]} {unexpected[:4]}")
+    return model
 
 
 def _stage1_steps(cfg: BenchConfig) -> int:
     """Stage-1 steps of +two-stage: extra, on top of the `steps` of its stage 2."""
     return max(1, cfg.stage1_steps)
+
+
+class _LoopRuns:
+    """In-memory backend (also the oracle control): `train_loop.train` = the trainer's loss."""
+
+    def __init__(self, cfg: BenchConfig, data: _Data) -> None:
+        self.cfg, self.data = cfg, data
+        self.adapters: dict[int, dict[str, Any]] = {}
+
+    def pretrain(self, seed: int) -> tuple[dict[str, Any], list[float]]:
+        """The shared 'public checkpoint': backbone trained with brief prompts and no audio."""
+        from generator.eval.train_loop import train
+
+        model = _new_model(self.cfg, seed)
+        losses = train(
+            model,
+            self.data.train_brief,
+            self.cfg.pretrain_steps,
+            batch_size=self.cfg.batch_size,
+            lr=self.cfg.lr,
+            seed=seed + 100,
+            use_audio=False,
+            use_phase_ids=False,
+        )
+        return copy.deepcopy(model.state_dict()), losses
+
+    def _stage1(self, seed: int, backbone: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
+        from generator.eval.train_loop import train
+
+        model = _from_backbone(self.cfg, seed, backbone, False)
+        model.set_audio_scales(progressive=True, scale=1.0)
+        model.freeze_backbone()
+        losses = train(
+            model,
+            self.data.talking_head,
+            _stage1_steps(self.cfg),
+            batch_size=self.cfg.batch_size,
+            lr=self.cfg.lr,
+            seed=seed + 200,
+            use_audio=True,
+            use_phase_ids=False,
+            num_clean=0,
+        )
+        return copy.deepcopy(model.audio_adapter_state_dict()), losses
+
+    def variant(
+        self, variant: Variant, seed: int, backbone: dict[str, Any], oracle: bool = False
+    ) -> tuple[Any, dict[str, list[float]]]:
+        from generator.eval.train_loop import train
+
+        curves: dict[str, list[float]] = {}
+        model = _from_backbone(self.cfg, seed, backbone, variant.time_aware)
+        model.set_audio_scales(progressive=variant.progressive, scale=1.0)
+        if variant.two_stage:
+            if seed not in self.adapters:
+                self.adapters[seed] = self._stage1(seed, backbone)
+            adapter, curves["stage1"] = self.adapters[seed]
+            model.load_state_dict(adapter, strict=False)
+        model.requires_grad_(True)
+        on_batch = None
+        ctx = contextlib.nullcontext(None)
+        if oracle:
+            from generator.eval.controls import oracle_routing
+
+            ctx = oracle_routing(model)
+        with ctx as procs:
+            if procs is not None:
+                on_batch = _oracle_setter(self.cfg, self.data.train, procs, self.data)
+            curves["stage2" if variant.two_stage else "train"] = train(
+                model,
+                self.data.train,
+                self.cfg.steps,
+                batch_size=self.cfg.batch_size,
+                lr=self.cfg.lr,
+                seed=seed + 300,
+                use_audio=True,
+                use_phase_ids=variant.paca,
+                on_batch=on_batch,
+            )
+        return model, curves
+
+
+def _oracle_setter(cfg: BenchConfig, data: Any, procs: list[Any], full: _Data):
+    """on_batch callback: the oracle mask of the batch's clips on every processor."""
+    from generator.eval.controls import oracle_mask
+
+    windows = full.train_windows_gen  # type: ignore[attr-defined]
+    pad = cfg.model.get("max_phases", 4) + 1
+    tpf = (cfg.world.height // 2) * (cfg.world.width // 2)
+
+    def set_mask(idx: Any) -> None:
+        mask = oracle_mask(
+            data.phase_ids[idx],
+            [windows[int(i)] for i in idx],
+            cfg.world.num_latent_frames,
+            tpf,
+            pad,
+        )
+        for proc in procs:
+            proc.mask = mask
+
+    return set_mask
 
 
 class _TrainerRuns:
@@ -268,10 +367,17 @@ class _TrainerRuns:
         self.cfg, self.data, self.work = cfg, data, work
         pad = cfg.model.get("max_phases", 4) + 1
         tr, th, br = data.train, data.talking_head, data.train_brief
+        self.stage1: dict[int, tuple[Path, list[float]]] = {}
         self.cache = {
-            # block ids are stored; rows without PACA train with `use_phase_ids=False`
+            # block ids and windows are stored; rows without PACA train with use_phase_ids=False
             "prompt": write_cache(
-                work / "cache-prompt", tr.latents, tr.audio, (tr.text, tr.phase_ids), None, pad
+                work / "cache-prompt",
+                tr.latents,
+                tr.audio,
+                (tr.text, tr.phase_ids),
+                None,
+                pad,
+                windows=tr.windows,
             ),
             "brief": write_cache(
                 work / "cache-brief", tr.latents, tr.audio, (br.text, br.phase_ids), None, pad
@@ -320,7 +426,24 @@ class _TrainerRuns:
         model = load_trained(res["transformer"])
         backbone = write_base(self.work / f"backbone-{seed}", model)
         model.save_audio_adapter(backbone / "audio_adapter.safetensors")
+        # the same weights with time-aware phases switched on (new projections zero = identity)
+        ta = _from_backbone(self.cfg, seed, model.state_dict(), True)
+        write_base(self.work / f"backbone-ta-{seed}", ta)
         return backbone, res["losses"]
+
+    def _stage1(self, seed: int, backbone: Path) -> tuple[Path, list[float]]:
+        if seed not in self.stage1:
+            res1 = self._run(
+                "stage1",
+                backbone,
+                "talking",
+                f"stage1-{seed}",
+                _stage1_steps(self.cfg),
+                seed,
+                audio_progressive=True,
+            )
+            self.stage1[seed] = (Path(res1["adapter"]), res1["losses"])
+        return self.stage1[seed]
 
     def variant(self, variant: Variant, seed: int, backbone: Path) -> tuple[Any, dict]:
         from generator.eval.trainer_backend import load_trained
@@ -328,26 +451,15 @@ class _TrainerRuns:
         tag = variant.name.strip("+")
         curves: dict[str, list[float]] = {}
         adapter = backbone / "audio_adapter.safetensors"
-        steps = self.cfg.steps
         if variant.two_stage:
-            s1 = _stage1_steps(self.cfg)
-            res1 = self._run(
-                "stage1",
-                backbone,
-                "talking",
-                f"{tag}-s1-{seed}",
-                s1,
-                seed,
-                audio_progressive=variant.progressive,
-            )
-            curves["stage1"] = res1["losses"]
-            adapter = Path(res1["adapter"])  # stage 2 below = the +progressive run otherwise
+            adapter, curves["stage1"] = self._stage1(seed, backbone)
+        base = self.work / f"backbone-ta-{seed}" if variant.time_aware else backbone
         res = self._run(
             "stage2",
-            backbone,
+            base,
             "prompt",
             f"{tag}-{seed}",
-            steps,
+            self.cfg.steps,
             seed,
             adapter=adapter,
             audio_progressive=variant.progressive,
@@ -360,44 +472,123 @@ class _TrainerRuns:
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
+def _inputs(data: _Data, variant: Variant, change: str | None) -> dict[str, Any]:
+    """Test inputs of a row, or of a negative control applied to it."""
+    import torch
+
+    from generator.eval.controls import shuffled_phase_ids
+    from generator.prompting import unconditional_phase_ids
+
+    src = data.test_wrong if change == "wrong_anchors" else data.test
+    text, ids, windows = src.text, src.phase_ids, src.windows
+    if change == "text_blind":
+        text = torch.zeros_like(text)
+        ids = unconditional_phase_ids(*ids.shape)
+        windows = windows.clone()
+        windows[:, 1:] = 0
+    elif change == "shuffled_ids":
+        ids = shuffled_phase_ids(ids, [len(c.windows) for c in data.test_clips])
+    return {
+        "latents": data.test.latents,
+        "audio": data.test.audio,
+        "text": text,
+        "phase_ids": ids if variant.paca else None,
+        "phase_windows": windows if variant.paca else None,
+    }
+
+
 def evaluate(
-    cfg: BenchConfig, data: _Data, model: Any, variant: Variant, seed: int
+    cfg: BenchConfig,
+    data: _Data,
+    model: Any,
+    variant: Variant,
+    seed: int,
+    change: str | None = None,
+    oracle: bool = False,
 ) -> dict[str, Any]:
-    """Sample the held-out prompts, score every clip, measure phase focus per layer."""
+    """Sample the held-out prompts, score every clip, phase focus/contrast per layer, probes."""
+    import torch
 
+    from generator.eval.controls import oracle_mask
     from generator.eval.metrics import aggregate, score_clip
-    from generator.eval.phase_focus import capture_text_attention, phase_focus
-    from generator.eval.train_loop import sample
+    from generator.eval.phase_focus import capture_text_attention, phase_contrast, phase_focus
+    from generator.eval.probes import frame_time_r2, key_phase_accuracy
+    from generator.eval.sampling import SamplerOptions, sample_clips
 
-    test = data.test
+    inputs = _inputs(data, variant, change)
+    test_ids = data.test.phase_ids  # the true blocks of every token (for the focus measures)
+    windows = [c.windows for c in data.test_clips]
     tpf = (cfg.world.height // 2) * (cfg.world.width // 2)
-    scores, probs = [], []
-    for start in range(0, len(test), cfg.eval_batch):
+    pad = cfg.model.get("max_phases", 4) + 1
+    n = len(data.test)
+    scores, probs, frame_inputs = [], [], []
+    for start in range(0, n, cfg.eval_batch):
         sl = slice(start, start + cfg.eval_batch)
-        with capture_text_attention(model, tpf) as rec:
-            out = sample(
+        batch = {k: (v[sl] if v is not None else None) for k, v in inputs.items()}
+        mask = (
+            oracle_mask(test_ids[sl], windows[sl], cfg.world.num_latent_frames, tpf, pad)
+            if oracle
+            else None
+        )
+        with capture_text_attention(model, tpf, mask=mask) as rec:
+            out = sample_clips(
                 model,
-                test.latents[sl],
-                test.text[sl],
-                test.audio[sl],
-                test.phase_ids[sl] if variant.paca else None,
-                cfg.sample_steps,
-                seed=seed + 400 + start,
+                batch,
+                SamplerOptions(steps=cfg.sample_steps, seed=seed * 7919 + 400 + start),
             )
         probs.append(rec.mean())  # (L, b, F, S)
         for i, x in enumerate(out.numpy()):
             scores.append(score_clip(data.world, x, data.test_clips[start + i]))
+        if change is None:  # probe: cross-attention inputs at sigma 0.5 on the true latents
+            g = torch.Generator().manual_seed(seed + 900 + start)
+            lat = batch["latents"]
+            xt = 0.5 * lat + 0.5 * torch.randn(lat.shape, generator=g)
+            xt[:, :, :1] = lat[:, :, :1]
+            from generator.conditioning import clean_frame_mask, token_timesteps
+
+            ts = token_timesteps(
+                torch.full((lat.shape[0],), 500.0),
+                clean_frame_mask(lat.shape[2], 1, lat.shape[0]),
+                tpf,
+            )
+            with (
+                torch.no_grad(),
+                capture_text_attention(model, tpf, keep_inputs=True, mask=mask) as r2,
+            ):
+                model(
+                    xt,
+                    ts,
+                    batch["text"],
+                    audio_embeds=batch["audio"],
+                    phase_ids=batch["phase_ids"],
+                    phase_windows=batch["phase_windows"],
+                )
+            frame_inputs.append([torch.cat(layer).numpy() for layer in r2.inputs])
     all_probs = np.concatenate(probs, axis=1)  # (L, N, F, S)
-    focus = phase_focus(all_probs, test.phase_ids.numpy(), [c.windows for c in data.test_clips])
+    focus = phase_focus(all_probs, test_ids.numpy(), windows)
+    contrast = phase_contrast(all_probs, test_ids.numpy(), windows)
     result = aggregate(scores)
-    result["focus_last"] = float(focus["focus"][-1])
     result["focus_rel_last"] = float(focus["focus_rel"][-1])
-    return {
+    result["contrast_last"] = float(contrast[-1])
+    out: dict[str, Any] = {
         "metrics": result,
         "focus": {k: v.tolist() for k, v in focus.items()},
-        "example_probs": all_probs[:, 0].tolist(),  # (L, F, S) of test clip 0
-        "example_labels": scores[0]["labels"],
+        "contrast": contrast.tolist(),
     }
+    if change is None:
+        layers = len(model.blocks)
+        r2 = [
+            frame_time_r2(np.concatenate([fi[layer] for fi in frame_inputs]))
+            for layer in range(layers)
+        ]
+        out["frame_time_r2"] = r2
+        result["frame_time_r2_max"] = float(max(r2))
+        result["key_probe_acc"] = key_phase_accuracy(
+            model, data.test.text, data.test.phase_ids, use_paca=variant.paca
+        )
+        out["example_probs"] = all_probs[:, 0].tolist()  # (L, F, S) of test clip 0
+        out["example_labels"] = scores[0]["labels"]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,7 +599,7 @@ def run_bench(
     out_dir: str | Path,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train and evaluate every row for every seed; write results.json and the report."""
+    """Train and evaluate every row and control for every seed; write results.json + report."""
     import torch
 
     from generator.eval.report import write_report
@@ -418,61 +609,85 @@ def run_bench(
     torch.set_num_threads(max(1, cfg.threads))
     t0 = time.time()
     data = build_data(cfg)
+    data.train_windows_gen = [c.windows for c in _train_clips(cfg, data)]  # type: ignore[attr-defined]
     log(
         f"data: {len(data.train)} train, {len(data.talking_head)} talking-head, "
-        f"{len(data.test)} held-out test clips ({time.time() - t0:.1f}s)"
+        f"{len(data.test)} held-out test clips, {len(data.world.layouts)} layouts "
+        f"({time.time() - t0:.1f}s)"
     )
-    runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in VARIANTS}
+    variants = [v for v in VARIANTS if cfg.rows is None or v.name in cfg.rows]
+    wanted = {v.name for v in variants}
+    controls = [c for c in NEGATIVE_CONTROLS if c[1] in wanted and cfg.rows is None]
+    with_oracle = cfg.rows is None or ORACLE.name in cfg.rows
+    runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    control_runs: dict[str, list[dict[str, Any]]] = {c[0]: [] for c in controls}
+    if with_oracle:
+        control_runs[ORACLE.name] = []
     pretrain_curves: list[list[float]] = []
     work_ctx = tempfile.TemporaryDirectory(prefix="eval-work-")
     work = Path(work_ctx.name)
+    loop = _LoopRuns(cfg, data)
     trainer = _TrainerRuns(cfg, data, work) if cfg.backend == "trainer" else None
     try:
         for seed in cfg.seeds:
             ts = time.time()
             if trainer is not None:
-                backbone, pre_losses = trainer.pretrain(seed)
+                backbone_dir, pre_losses = trainer.pretrain(seed)
+                from generator.eval.trainer_backend import load_trained
+
+                backbone = load_trained(backbone_dir / "transformer").state_dict()
             else:
-                backbone, pre_losses = _pretrain(cfg, data, seed)
+                backbone, pre_losses = loop.pretrain(seed)
             pretrain_curves.append(pre_losses)
             log(f"seed {seed}: backbone pre-trained in {time.time() - ts:.1f}s")
-            for variant in VARIANTS:
+            models: dict[str, Any] = {}
+            for variant in variants:
                 ts = time.time()
                 if trainer is not None:
-                    model, curves = trainer.variant(variant, seed, backbone)
+                    model, curves = trainer.variant(variant, seed, backbone_dir)
                 else:
-                    model, curves = _train_variant(cfg, data, variant, seed, backbone)
+                    model, curves = loop.variant(variant, seed, backbone)
                 t_train = time.time() - ts
                 ev = evaluate(cfg, data, model, variant, seed)
-                ev.update(
-                    seed=seed,
-                    curves=curves,
-                    train_seconds=t_train,
-                    eval_seconds=time.time() - ts - t_train,
-                    audio_scales=list(model.audio_block_scales),
-                )
+                ev.update(seed=seed, curves=curves, train_seconds=t_train)
+                ev["eval_seconds"] = time.time() - ts - t_train
                 runs[variant.name].append(ev)
-                m = ev["metrics"]
-                log(
-                    f"seed {seed} {variant.name:<13} H@S {m['hit_rate']:.3f} IoU "
-                    f"{m['temporal_iou']:.3f} lip {m['lip_corr']:.3f} id "
-                    f"{m['identity_err']:.3f} focus {m['focus_rel_last']:.3f} "
-                    f"({t_train:.0f}s train, {ev['eval_seconds']:.0f}s eval)"
-                )
+                models[variant.name] = model
+                _log_row(log, seed, variant.name, ev, t_train)
+            for name, row, change in controls:
+                ts = time.time()
+                v = next(x for x in variants if x.name == row)
+                ev = evaluate(cfg, data, models[row], v, seed, change=change)
+                ev.update(seed=seed, eval_seconds=time.time() - ts)
+                control_runs[name].append(ev)
+                _log_row(log, seed, name, ev, 0.0)
+            if with_oracle:
+                ts = time.time()
+                model, curves = loop.variant(ORACLE, seed, backbone, oracle=True)
+                t_train = time.time() - ts
+                ev = evaluate(cfg, data, model, ORACLE, seed, oracle=True)
+                ev.update(seed=seed, curves=curves, train_seconds=t_train)
+                ev["eval_seconds"] = time.time() - ts - t_train
+                control_runs[ORACLE.name].append(ev)
+                _log_row(log, seed, ORACLE.name, ev, t_train)
     finally:
         work_ctx.cleanup()
     results = {
         "config": _config_dict(cfg),
-        "variants": [asdict(v) for v in VARIANTS],
+        "variants": [asdict(v) for v in variants],
         "runs": runs,
+        "controls": control_runs,
+        "references": data.references,
         "pretrain_curves": pretrain_curves,
         "seconds": time.time() - t0,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "num_layouts": {str(k): len(v) for k, v in data.world.layouts_by_count.items()},
+        "test_phases": int(sum(len(c.windows) for c in data.test_clips)),
         "trainer": (
             "the real two-stage trainer (`generator.train.Trainer`)"
             if cfg.backend == "trainer"
-            else "the minimal in-memory flow-matching loop (`generator.eval.train_loop`)"
+            else "the in-memory loop through the trainer's loss (`generator.eval.train_loop`)"
         ),
         "example": {
             "phase_ids": data.test.phase_ids[0].tolist(),
@@ -483,6 +698,25 @@ def run_bench(
     write_report(results, out)
     log(f"report: {out / 'README.md'} ({time.time() - t0:.0f}s total)")
     return results
+
+
+def _train_clips(cfg: BenchConfig, data: _Data) -> list[Clip]:
+    """The training clips again (same seed): their windows for the oracle masks."""
+    return data.world.dataset(cfg.n_train, cfg.data_seed, "train")
+
+
+def _log_row(log: Callable[[str], None], seed: int, name: str, ev: dict, t_train: float) -> None:
+    m = ev["metrics"]
+    extra = (
+        f" R2 {m['frame_time_r2_max']:.2f} key {m['key_probe_acc']:.2f}"
+        if "frame_time_r2_max" in m
+        else ""
+    )
+    log(
+        f"seed {seed} {name:<28} H@S {m['hit_rate']:.3f} IoU {m['temporal_iou']:.3f} "
+        f"contrast {m['contrast_last']:+.3f} lip {m['lip_corr']:.3f}{extra} "
+        f"({t_train:.0f}s train, {ev['eval_seconds']:.0f}s eval)"
+    )
 
 
 def _rounded(obj: Any, digits: int = 4) -> Any:

@@ -11,6 +11,12 @@ tokens of each latent frame.
 Measure (per layer): for each phase k, over the frames inside its window, the share of
 attention mass on phase-k tokens (`focus`), and that share among phase tokens only
 (`focus_rel` = mass(k) / mass(all phases); chance is the token share of phase k).
+
+`focus_rel` alone cannot tell routing from a fixed preference: attention that never changes
+over time gives 1/2 for two phases whatever it prefers. The timing measure is the *contrast*
+(`contrast`): phase k's share in frames of window k minus its share in frames of the other
+phases' windows, averaged over phases and clips. Chance (no routing) is exactly 0; perfect
+routing is 1. It is reported per layer (Figure 4's sharpening with depth).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = [
     "TextAttnProbsProcessor",
     "block_mass",
     "capture_text_attention",
+    "phase_contrast",
     "phase_focus",
 ]
 
@@ -34,10 +41,20 @@ __all__ = [
 class TextAttentionRecorder:
     """Per-layer sums of (B, F, S) attention probabilities (mean over heads and frame tokens)."""
 
-    def __init__(self, num_layers: int, tokens_per_frame: int) -> None:
+    def __init__(self, num_layers: int, tokens_per_frame: int, keep_inputs: bool = False) -> None:
         self.tokens_per_frame = tokens_per_frame
         self.sums: list[torch.Tensor | None] = [None] * num_layers
         self.calls = [0] * num_layers
+        self.keep_inputs = keep_inputs
+        self.inputs: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
+
+    def add_input(self, layer: int, hidden_states: torch.Tensor) -> None:
+        """Keep the cross-attention input, averaged over each frame's tokens: (B, F, D)."""
+        if not self.keep_inputs:
+            return
+        b, n, d = hidden_states.shape
+        per_frame = hidden_states.reshape(b, n // self.tokens_per_frame, self.tokens_per_frame, d)
+        self.inputs[layer].append(per_frame.mean(2).detach().float().cpu())
 
     def add(self, layer: int, probs: torch.Tensor) -> None:
         # probs: (B, heads, N_video, S) -> (B, F, S)
@@ -69,11 +86,13 @@ class TextAttnProbsProcessor:
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         rotary_emb: Any = None,
+        phase_time_bias: tuple[torch.Tensor, torch.Tensor, int] | None = None,
     ) -> torch.Tensor:
         if attn.add_k_proj is not None:
             raise NotImplementedError("image-conditioned (I2V 14B) cross-attention is not recorded")
         if encoder_hidden_states is None:
             raise ValueError("TextAttnProbsProcessor is for cross-attention (attn2)")
+        self.recorder.add_input(self.layer, hidden_states)
         # hidden_states: (B, N, D); encoder_hidden_states: (B, S, D)
         query = attn.norm_q(attn.to_q(hidden_states))
         key = attn.norm_k(attn.to_k(encoder_hidden_states))
@@ -82,8 +101,13 @@ class TextAttnProbsProcessor:
         k = key.unflatten(2, (attn.heads, -1)).transpose(1, 2)  # (B, h, S, d)
         v = value.unflatten(2, (attn.heads, -1)).transpose(1, 2)
         logits = q @ k.transpose(-1, -2) * (q.shape[-1] ** -0.5)  # (B, h, N, S)
-        if attention_mask is not None:
-            logits = logits + attention_mask
+        if phase_time_bias is not None:  # time-aware phases: bias[frame(n), row(s)]
+            frame_bias, token_rows, tpf = phase_time_bias  # (B, F, h, R), (B, S, R)
+            bias = torch.einsum("bfhr,bsr->bhfs", frame_bias.float(), token_rows.float())
+            logits = logits + bias.repeat_interleave(tpf, dim=2).to(logits.dtype)
+        mask = attention_mask if attention_mask is not None else getattr(self, "mask", None)
+        if mask is not None:
+            logits = logits + mask
         probs = logits.float().softmax(-1).to(q.dtype)
         self.recorder.add(self.layer, probs)
         out = (probs @ v).transpose(1, 2).flatten(2, 3).type_as(query)  # (B, N, h*d)
@@ -92,13 +116,24 @@ class TextAttnProbsProcessor:
 
 
 @contextlib.contextmanager
-def capture_text_attention(model: Any, tokens_per_frame: int) -> Iterator[TextAttentionRecorder]:
-    """Record every block's `attn2` probabilities inside the `with`; restore processors after."""
-    recorder = TextAttentionRecorder(len(model.blocks), tokens_per_frame)
+def capture_text_attention(
+    model: Any,
+    tokens_per_frame: int,
+    keep_inputs: bool = False,
+    mask: torch.Tensor | None = None,
+) -> Iterator[TextAttentionRecorder]:
+    """Record every block's `attn2` probabilities inside the `with`; restore processors after.
+
+    `keep_inputs` also keeps each layer's cross-attention input per frame (probes); `mask`
+    (B, 1, N, S) additive, e.g. the oracle routing of the positive control, is applied too.
+    """
+    recorder = TextAttentionRecorder(len(model.blocks), tokens_per_frame, keep_inputs)
     previous = [block.attn2.get_processor() for block in model.blocks]
     try:
         for i, block in enumerate(model.blocks):
-            block.attn2.set_processor(TextAttnProbsProcessor(recorder, i))
+            proc = TextAttnProbsProcessor(recorder, i)
+            proc.mask = mask
+            block.attn2.set_processor(proc)
         yield recorder
     finally:
         for block, proc in zip(model.blocks, previous):
@@ -150,3 +185,35 @@ def phase_focus(
         "focus_rel": np.array([np.mean(f) for f in focus_rel]),
         "chance_rel": np.full(num_layers, float(np.mean(chance)) if chance else 0.0),
     }
+
+
+def phase_contrast(
+    probs: np.ndarray,
+    phase_ids: np.ndarray,
+    windows: list[list[tuple[int, int]]],
+) -> np.ndarray:
+    """(L,) routing contrast: phase k's share of the phase-token mass in window-k frames minus
+    its share in the frames of the other phases' windows (mean over phases and clips).
+
+    0 = attention that does not change with time (whatever it prefers), 1 = perfect routing.
+    Windows are on generated frames (latent frame = window frame + 1).
+    """
+    num_layers, batch = probs.shape[:2]
+    per_layer: list[list[float]] = [[] for _ in range(num_layers)]
+    for b in range(batch):
+        nb = len(windows[b]) + 1
+        if nb < 3:
+            continue
+        mass = block_mass(probs[:, b], phase_ids[b], nb)  # (L, F, nb + 1)
+        share = mass[..., 1:nb] / np.maximum(mass[..., 1:nb].sum(-1, keepdims=True), 1e-12)
+        for k, (s, e) in enumerate(windows[b], start=1):
+            own = share[:, s + 1 : e + 1, k - 1].mean(1)  # (L,)
+            others = [
+                share[:, s2 + 1 : e2 + 1, k - 1].mean(1)
+                for j, (s2, e2) in enumerate(windows[b], start=1)
+                if j != k
+            ]
+            diff = own - np.mean(others, axis=0)
+            for layer in range(num_layers):
+                per_layer[layer].append(float(diff[layer]))
+    return np.array([np.mean(v) if v else 0.0 for v in per_layer])

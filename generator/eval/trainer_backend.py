@@ -35,11 +35,13 @@ def write_cache(
     caption: torch.Tensor | None,
     pad_id: int,
     shard_size: int = 256,
+    windows: torch.Tensor | None = None,
 ) -> Path:
     """Write clips as a trainer cache. `prompt` = (states (N, S, D), block ids (N, S)),
     `caption` = brief-caption states (N, S, D); text is stored trimmed to real tokens (the
-    first `pad_id` of each row's block ids ends it). Block ids are always stored; a run
-    trains without them with `use_phase_ids=False`."""
+    first `pad_id` of each row's block ids ends it). Block ids (and the phase windows, for
+    time-aware phases) are always stored; a run trains without them with
+    `use_phase_ids=False`."""
     from generator.train.data import CacheWriter
 
     directory = Path(directory)
@@ -59,6 +61,8 @@ def write_cache(
                 n = int((ids != pad_id).sum())
                 tensors["prompt_embeds"] = states[:n]
                 tensors["phase_ids"] = ids[:n]
+                if windows is not None:
+                    tensors["phase_windows"] = windows[i]
             if caption is not None:
                 n = int(caption[i].abs().sum(-1).gt(0).sum())
                 tensors["caption_embeds"] = caption[i][:n]

@@ -58,12 +58,17 @@ BRIEF_PROMPT = "A person speaking."
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Sizes of the synthetic world (defaults: 5 s clips, 0.5 s per latent frame)."""
+    """Sizes of the synthetic world (defaults: 6 s clips, 0.5 s per latent frame).
+
+    Fixed before the first full run of the issue-10 bench (not tuned on results): 12
+    generated frames, phases of 2-5 frames, first start 0-3, gaps 0-2, two phases per clip
+    and three in `three_phase_fraction` of the clips (1,000+ window layouts instead of 36).
+    """
 
     channels: int = 12
     height: int = 4
     width: int = 4
-    num_gen_frames: int = 10  # generated latent frames; the clip has 1 + this
+    num_gen_frames: int = 12  # generated latent frames; the clip has 1 + this
     frame_seconds: float = 0.5
     temporal_stride: int = 4  # video frames per latent frame (Wan VAE)
     identity_channels: tuple[int, int] = (0, 4)  # [start, end)
@@ -73,12 +78,13 @@ class WorldConfig:
     audio_dim: int = 16
     audio_nuisance: float = 0.3
     observation_noise: float = 0.05
-    num_phases: int = 2
-    phase_len: tuple[int, int] = (2, 4)  # inclusive range, in generated frames
-    max_start: int = 1
-    max_gap: int = 1
+    num_phases: int = 2  # phases of most clips
+    three_phase_fraction: float = 0.3  # share of clips with num_phases + 1 phases
+    phase_len: tuple[int, int] = (2, 5)  # inclusive range, in generated frames
+    max_start: int = 3
+    max_gap: int = 2
     heldout_fraction: float = 0.2
-    text_len: int = 48
+    text_len: int = 64
     text_dim: int = 32
     world_seed: int = 0
 
@@ -97,6 +103,11 @@ class WorldConfig:
     @property
     def fps(self) -> float:
         return self.temporal_stride / self.frame_seconds
+
+    @property
+    def phase_counts(self) -> tuple[int, ...]:
+        """Phases per clip that occur: `num_phases`, and one more if `three_phase_fraction`."""
+        return (self.num_phases,) + ((self.num_phases + 1,) if self.three_phase_fraction else ())
 
 
 @dataclass
@@ -141,16 +152,30 @@ class SyntheticWorld:
         self.audio_directions = rng.standard_normal((cfg.audio_layers, cfg.audio_dim)).astype(
             np.float32
         )
-        self.layouts = self._layouts()
-        pairs = list(itertools.permutations(range(1, len(ACTIONS)), cfg.num_phases))
-        combos = [(p, lay) for p in pairs for lay in self.layouts]
-        held = [c for c in combos if _hash01(cfg.world_seed, c) < cfg.heldout_fraction]
-        self.heldout_combos = held
-        self.train_combos = [c for c in combos if c not in set(held)]
+        self.layouts_by_count = {n: self._layouts(n) for n in cfg.phase_counts}
+        self.layouts = [lay for n in cfg.phase_counts for lay in self.layouts_by_count[n]]
+        self.train_by_count: dict[int, list] = {}
+        self.heldout_by_count: dict[int, list] = {}
+        for n in cfg.phase_counts:
+            perms = list(itertools.permutations(range(1, len(ACTIONS)), n))
+            combos = [(p, lay) for p in perms for lay in self.layouts_by_count[n]]
+            held = [c for c in combos if _hash01(cfg.world_seed, c) < cfg.heldout_fraction]
+            held_set = set(held)
+            self.heldout_by_count[n] = held
+            self.train_by_count[n] = [c for c in combos if c not in held_set]
+        self.heldout_combos = [c for n in cfg.phase_counts for c in self.heldout_by_count[n]]
+        self.train_combos = [c for n in cfg.phase_counts for c in self.train_by_count[n]]
+
+    def draw_count(self, rng: np.random.Generator) -> int:
+        """Phases of a new clip: `num_phases`, or one more with `three_phase_fraction`."""
+        cfg = self.config
+        if len(cfg.phase_counts) > 1 and rng.random() < cfg.three_phase_fraction:
+            return cfg.phase_counts[1]
+        return cfg.phase_counts[0]
 
     # ------------------------------------------------------------------ structure
-    def _layouts(self) -> list[tuple[tuple[int, int], ...]]:
-        """All phase-window layouts: ordered, non-overlapping, on the latent-frame grid."""
+    def _layouts(self, num_phases: int) -> list[tuple[tuple[int, int], ...]]:
+        """All layouts of `num_phases` windows: ordered, non-overlapping, on the frame grid."""
         cfg = self.config
         lo, hi = cfg.phase_len
         out: list[tuple[tuple[int, int], ...]] = []
@@ -166,7 +191,7 @@ class SyntheticWorld:
                     if e <= cfg.num_gen_frames:
                         rec(e, left - 1, (*acc, (s, e)))
 
-        rec(0, cfg.num_phases, ())
+        rec(0, num_phases, ())
         return out
 
     def frame_labels(self, windows: list[tuple[int, int]], actions: list[int]) -> np.ndarray:
@@ -263,7 +288,8 @@ class SyntheticWorld:
             windows: list[tuple[int, int]] = []
         else:
             if combo is None:
-                combo = self.train_combos[int(rng.integers(len(self.train_combos)))]
+                pool = self.train_by_count[self.draw_count(rng)]
+                combo = pool[int(rng.integers(len(pool)))]
             actions, windows = list(combo[0]), [tuple(w) for w in combo[1]]
         labels = self.frame_labels(windows, actions)
         starts = np.zeros(cfg.num_gen_frames, dtype=np.int64)
@@ -301,23 +327,31 @@ class SyntheticWorld:
         if split == "train":
             return [self.make_clip(rng) for _ in range(n)]
         if split == "test":
-            order = rng.permutation(len(self.heldout_combos))
-            return [
-                self.make_clip(rng, combo=self.heldout_combos[int(order[i % len(order)])])
-                for i in range(n)
-            ]
+            orders = {k: rng.permutation(len(v)) for k, v in self.heldout_by_count.items()}
+            used = dict.fromkeys(orders, 0)
+            clips = []
+            for _ in range(n):
+                k = self.draw_count(rng)
+                pool, order = self.heldout_by_count[k], orders[k]
+                clips.append(self.make_clip(rng, combo=pool[int(order[used[k] % len(order)])]))
+                used[k] += 1
+            return clips
         raise ValueError(f"unknown split {split!r}")
 
     def corpus(self) -> list[str]:
         """Every sentence this world can prompt with (the offline tokenizer's corpus)."""
         from generator.prompting import render_structured_prompt
 
-        lines = [BRIEF_PROMPT, *BASE_PROMPTS]
-        for (acts, lay), base in itertools.product(
-            self.train_combos + self.heldout_combos, BASE_PROMPTS
-        ):
+        lines = [BRIEF_PROMPT, *BASE_PROMPTS, *ACTIONS[1:]]
+        # every anchor that any layout can write (the vocabulary is words + characters)
+        fs = self.config.frame_seconds
+        for k in range(self.config.num_gen_frames + 1):
+            lines.append(f"[{k * fs:.1f}s-{k * fs:.1f}s]")
+        for acts, lay in self.train_combos[:50]:
             lines.append(
-                render_structured_prompt(self.prompt_for(list(lay), list(acts), base)).text
+                render_structured_prompt(
+                    self.prompt_for(list(lay), list(acts), BASE_PROMPTS[0])
+                ).text
             )
         return lines
 

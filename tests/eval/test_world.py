@@ -71,7 +71,24 @@ def test_heldout_prompts_are_unseen(world):
     train = {(tuple(c.actions), tuple(c.windows)) for c in world.dataset(200, 0, "train")}
     test = {(tuple(c.actions), tuple(c.windows)) for c in world.dataset(50, 1, "test")}
     assert train and test and not (train & test)
-    assert len(world.heldout_combos) + len(world.train_combos) == 12 * len(world.layouts)
+    perms = {2: 12, 3: 24}  # ordered action choices from 4 actions
+    total = sum(perms[n] * len(lays) for n, lays in world.layouts_by_count.items())
+    assert len(world.heldout_combos) + len(world.train_combos) == total
+
+
+def test_wider_layouts_and_three_phase_clips(world):
+    cfg = world.config
+    assert set(world.layouts_by_count) == {2, 3}
+    assert len(world.layouts) > 500  # was 36 before issue 10
+    starts = {lay[0][0] for lay in world.layouts}
+    gaps = {b[0] - a[1] for lay in world.layouts for a, b in zip(lay, lay[1:])}
+    lens = {e - s for lay in world.layouts for s, e in lay}
+    assert starts == set(range(cfg.max_start + 1)) and gaps == set(range(cfg.max_gap + 1))
+    assert lens == set(range(cfg.phase_len[0], cfg.phase_len[1] + 1))
+    assert all(lay[-1][1] <= cfg.num_gen_frames for lay in world.layouts)
+    test = world.dataset(400, 3, "test")
+    share3 = np.mean([len(c.windows) == 3 for c in test])
+    assert 0.2 < share3 < 0.4  # three_phase_fraction 0.3
 
 
 def test_tokenizer_spans_time_anchors(world):

@@ -1,0 +1,71 @@
+"""The bench's sampler: one function, so the sampler can be swapped in one place.
+
+`sample_clips(model, batch, options)` runs the Euler flow-matching sampler from sigma 1 to 0
+with the TI2V rule (the first `num_clean` latent frames are the clean condition, timestep 0)
+and calls the model through `generator.pipeline_actavatar.guided_velocity`, the function the
+pipeline itself uses per step (with `options.text_scale = options.audio_scale = 1` it is one
+text+audio forward: the bench's default, no classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from generator.conditioning import clean_frame_mask, compose_clean_latents, token_timesteps
+
+__all__ = ["SamplerOptions", "sample_clips"]
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How to sample: Euler steps, noise seed, guidance scales (1 = no guidance)."""
+
+    steps: int = 16
+    seed: int = 0
+    num_clean: int = 1
+    text_scale: float = 1.0
+    audio_scale: float = 1.0
+
+
+@torch.no_grad()
+def sample_clips(model: Any, batch: dict[str, Any], options: SamplerOptions) -> torch.Tensor:
+    """Sample a batch of clips. `batch`: `latents` (B, C, F, H, W) (only the first
+    `num_clean` frames are read), `text` (B, S, D), `audio` (B, F_video, L, C) or None,
+    `phase_ids` (B, S) or None, `phase_windows` (B, R, 2) or None, and for guidance
+    `negative_text` / `negative_phase_ids`. Returns the sampled latents (B, C, F, H, W)."""
+    from generator.pipeline_actavatar import guided_velocity
+
+    cond = batch["latents"]
+    b, _, f, h, w = cond.shape
+    gen = torch.Generator().manual_seed(options.seed)
+    x = torch.randn(cond.shape, generator=gen)
+    mask = clean_frame_mask(f, options.num_clean, b)
+    _, ph, pw = model.config.patch_size
+    tpf = (h // ph) * (w // pw)
+    windows = batch.get("phase_windows")
+    extra = {"phase_windows": windows} if windows is not None else None
+    neg = batch.get("negative_text", torch.zeros_like(batch["text"]))
+    neg_ids = batch.get("negative_phase_ids")
+    grid = torch.linspace(1.0, 0.0, options.steps + 1)
+    for i in range(options.steps):
+        t, t_next = grid[i], grid[i + 1]
+        x = compose_clean_latents(x, cond, options.num_clean)
+        ts = token_timesteps(t.expand(b) * 1000.0, mask, tpf)
+        v = guided_velocity(
+            model,
+            x,
+            ts,
+            batch["text"],
+            batch.get("phase_ids"),
+            neg,
+            neg_ids,
+            batch.get("audio"),
+            options.text_scale,
+            options.audio_scale,
+            model_kwargs=extra,
+        )
+        x = x + (t_next - t) * v.float()
+    return compose_clean_latents(x, cond, options.num_clean)
