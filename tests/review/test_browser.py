@@ -3,7 +3,7 @@
 A real job (Piper voice, Whisper words, rule plan, animatic) is opened with `avatar-flow
 review`; the test moves a phase to other words on the page, changes its action, saves,
 previews, and checks the database, which segments were re-rendered, the pixels of the new
-video, and that the old version is still readable. Set AVATAR_FLOW_UPDATE_SCREENSHOT=1 to
+video, and that the old version is still readable. Set UPDATE_REVIEW_SCREENSHOT=1 to
 write the page's screenshot to docs/review.png (the README shows it).
 """
 
@@ -193,7 +193,7 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
     page.wait_for_function("document.querySelector('#version-label').textContent === 'v2'")
 
     # The stale tab's edit is refused with a message and nothing is overwritten.
-    tab2.locator('tr.phase-row[data-index="0"] input.action').fill("raises the right hand")
+    tab2.locator('tr.phase-row[data-index="1"] input.action').fill("raises the right hand")
     tab2.wait_for_selector("#save:not([disabled])")
     tab2.click("#save")
     tab2.wait_for_selector("#message.error")
@@ -204,7 +204,7 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
     # Preview: the animatic re-renders the saved version, only the touched segment.
     page.click("#preview")
     page.wait_for_function(
-        "document.querySelector('#run-status').textContent.startsWith('done')", timeout=300_000
+        "document.querySelector('#run-status').textContent.startsWith('done:')", timeout=300_000
     )
     assert page.inner_text("#run-status") == "done: 1 of 2 segments re-rendered, 1 reused"
     chips = page.locator("#segment-results .chip")
@@ -216,12 +216,15 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
     page.wait_for_timeout(700)
     shot = tmp_path / "review.png"
     page.screenshot(path=str(shot), full_page=True)
-    if os.environ.get("AVATAR_FLOW_UPDATE_SCREENSHOT") == "1":
+    if os.environ.get("UPDATE_REVIEW_SCREENSHOT") == "1":
         shutil.copy(shot, REPO / "docs" / "review.png")
 
     # The old version is still readable on the page.
     page.click('#versions li[data-version="1"] button.view')
-    assert "nods gently" in page.inner_text("#version-view")
+    page.wait_for_function(
+        "document.querySelector('#version-view').textContent.includes('version 1')"
+    )
+    assert original["phases"][1]["action"] in page.inner_text("#version-view")
     assert errors == []
 
     # Database: a second version with the edit, the first unchanged; segment statuses.

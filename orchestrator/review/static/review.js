@@ -263,8 +263,6 @@ function startDrag(ev, i) {
   const x0 = ev.clientX, f0 = p.first_word, l0 = p.last_word;
   const t0 = S.words[f0].start;
   let moved = false;
-  const target = ev.currentTarget;
-  target.setPointerCapture(ev.pointerId);
   const onMove = (e) => {
     const dt = (e.clientX - x0) / S.pps;
     if (Math.abs(e.clientX - x0) > 3) moved = true;
@@ -281,15 +279,16 @@ function startDrag(ev, i) {
     }
     renderTimeline();
   };
+  // On the window: the timeline is redrawn while dragging, so the pressed element goes away.
   const onUp = () => {
-    target.removeEventListener("pointermove", onMove);
-    target.removeEventListener("pointerup", onUp);
+    window.removeEventListener("pointermove", onMove);
+    window.removeEventListener("pointerup", onUp);
     if (!moved) { select(i); seek(S.words[p.first_word].start); return; }
     S.selected = i;
     changed(true);
   };
-  target.addEventListener("pointermove", onMove);
-  target.addEventListener("pointerup", onUp);
+  window.addEventListener("pointermove", onMove);
+  window.addEventListener("pointerup", onUp);
 }
 
 function nearestWord(t, key, lo, hi) {
@@ -344,7 +343,7 @@ async function poll() {
   S.run = data;
   const r = data;
   $("#run-progress").max = Math.max(r.total, 1); $("#run-progress").value = r.done;
-  $("#run-status").textContent = r.state === "running" ? `${r.stage} ${r.done}/${r.total} ${r.message}${r.via === "deployment" ? " (Prefect deployment)" : ""}`
+  $("#run-status").textContent = r.state === "running" ? `running · ${r.stage} ${r.done}/${r.total} ${r.message}${r.via === "deployment" ? " (Prefect deployment)" : ""}`
     : r.state === "failed" ? `failed: ${r.error}` : "done";
   if (r.state === "running") { setTimeout(poll, 400); return; }
   renderHeader();
