@@ -591,17 +591,24 @@ class _Exchange:
             max_tokens=self.max_tokens,
         )
         self.turns.append(turn)
+        self._turn_started = time.monotonic()
         return turn
 
     def _left(self) -> float:
         return self.deadline - time.monotonic()
 
     def _timeout(self) -> _Failed:
-        return _Failed(
+        """The budget ran out: the request in flight (the last turn) is marked as the error."""
+        failure = _Failed(
             "timeout",
             f"timeout after {self.budget:g} s (AVATAR_FLOW_LLM_TIMEOUT: the whole answer, "
             f"{len(self.turns)} requests)",
         )
+        if self.turns:
+            turn = self.turns[-1]
+            turn.kind, turn.errors = "error", [failure.failure.message]
+            turn.seconds = turn.seconds or time.monotonic() - self._turn_started
+        return failure
 
     # ------------------------------------------------------ prompt delivery
     def _deliverable(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -683,7 +690,12 @@ class _Exchange:
     def _cut(self, turn: PlannerTurn, reply: _Reply, messages: list[dict[str, Any]]) -> bool:
         """True (and the turn marked) when the reply's usage shows the prompt arrived cut."""
         bound = prompt_lower_bound(messages)
-        if reply.prompt_tokens is None or reply.prompt_tokens >= DELIVERY_RATIO * bound:
+        if reply.prompt_tokens is None:
+            return False
+        if has_media(messages):  # the text and at least a few tokens per image must arrive
+            if reply.prompt_tokens >= bound + MIN_IMAGE_TOKENS:
+                return False
+        elif reply.prompt_tokens >= DELIVERY_RATIO * bound:
             return False
         turn.errors = [f"the server received {reply.prompt_tokens} of at least {bound} tokens"]
         return True
@@ -788,7 +800,8 @@ class _Exchange:
             stream.close()
         if expired.is_set():
             raise self._timeout()
-        choices = state.get_final_completion().choices if chunks else []
+        # the snapshot, not get_final_completion(): that one raises on finish_reason "length"
+        choices = state.current_completion_snapshot.choices if chunks else []
         if not choices:
             turn.kind, turn.errors = "error", ["the server returned no choices"]
             raise _Failed("server_error", "the server returned no choices")
@@ -871,7 +884,6 @@ class _Exchange:
     def _raise_for(self, turn: PlannerTurn, err: openai.APIError, attempt: int) -> None:
         """Retry (return) while retries and budget remain, else raise the failure."""
         if isinstance(err, openai.APITimeoutError) or self._left() <= 0:
-            turn.kind, turn.errors = "error", [str(self._timeout())]
             raise self._timeout()
         if isinstance(err, openai.APIStatusError):
             status = err.status_code
