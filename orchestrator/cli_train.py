@@ -16,7 +16,8 @@ from orchestrator.console import one_line_errors, out, with_progress
 
 dataset_app = typer.Typer(help="Build training datasets from talking videos.", no_args_is_help=True)
 train_app = typer.Typer(
-    help="Train ActAvatar: stage 1 (audio adapter) and stage 2 (full, PACA).", no_args_is_help=True
+    help="Train ActAvatar: stage 1 (audio adapter), stage 2 (full, PACA), distill (students).",
+    no_args_is_help=True,
 )
 checkpoints_app = typer.Typer(
     help="Trained checkpoints: list, show, export, push, pull.", invoke_without_command=True
@@ -130,7 +131,11 @@ def _train(
         from flows.training import train as train_flows
 
         train_flows.check_config(config, stage, overrides)  # fail fast, before Prefect starts
-        fn = train_flows.train_stage1 if stage == "stage1" else train_flows.train_stage2
+        fn = {
+            "stage1": train_flows.train_stage1,
+            "stage2": train_flows.train_stage2,
+            "distill": train_flows.train_distill,
+        }[stage]
         report = with_progress(
             fn,
             config=str(config),
@@ -155,6 +160,13 @@ def _train(
         out.print(f"  adapter    {report['adapter']}", highlight=False)
     if report.get("checkpoint"):
         out.print(f"  checkpoint {report['checkpoint']}", highlight=False)
+    if report.get("pipeline"):
+        student = report.get("student", {})
+        out.print(
+            f"  student    {report['pipeline']} ({student.get('mode')}, "
+            f"{student.get('evaluations_per_clip')} evaluations per clip)",
+            highlight=False,
+        )
 
 
 @train_app.command("stage1")
@@ -183,6 +195,19 @@ def train_stage2(
     _train("stage2", config, set_, accelerate_config, nproc, stop_after, as_json)
 
 
+@train_app.command("distill")
+def train_distill(
+    config: Annotated[Path, typer.Argument(help="Training YAML (stage: distill).")],
+    set_: SetOpt = None,
+    accelerate_config: AccelOpt = None,
+    nproc: NprocOpt = None,
+    stop_after: StopOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Distill a teacher into a few-evaluation student (guidance folded in); exports it."""
+    _train("distill", config, set_, accelerate_config, nproc, stop_after, as_json)
+
+
 # ------------------------------------------------------------------------------------- checkpoints
 def _row_dict(row) -> dict:
     return {
@@ -209,7 +234,7 @@ def checkpoints_main(ctx: typer.Context) -> None:
 
 @checkpoints_app.command("list")
 def checkpoints_list(
-    stage: Annotated[str | None, typer.Option(help="stage1, stage2 or imported.")] = None,
+    stage: Annotated[str | None, typer.Option(help="stage1, stage2, distill or imported.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Registered checkpoints, oldest first."""

@@ -83,6 +83,12 @@ REGISTRY: tuple[DeploymentSpec, ...] = (
         "train_stage2",
         "Stage 2: fine-tune the image-to-video model with the adapter and phases.",
     ),
+    DeploymentSpec(
+        "train-distill",
+        "flows.training.train",
+        "train_distill",
+        "Distill a teacher into a few-evaluation student (guidance folded in).",
+    ),
     DeploymentSpec("train", "flows.training.train", "train_both", "Train ActAvatar (both stages)."),
 )
 

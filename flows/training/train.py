@@ -1,4 +1,5 @@
-"""The training flows: `train-stage1`, `train-stage2` and `train` (both stages in turn).
+"""The training flows: `train-stage1`, `train-stage2`, `train` (both stages in turn) and
+`train-distill` (a few-evaluation student from a teacher, `generator.train.distill`).
 
 A flow checks the config (one-line errors, exit 2, before anything heavy), then runs the
 trainer as a subprocess: `python -m generator.train CONFIG` on one device, `accelerate launch
@@ -51,6 +52,16 @@ def check_config(config: str | Path, stage: str, overrides: list[str] | None = N
         find_cache_dir(cfg.data.dataset)
     except FileNotFoundError as exc:
         raise InputError(str(exc), file=str(config), field="data.dataset") from None
+    if (
+        stage == "distill"
+        and not (Path(cfg.distill.teacher) / "transformer" / "config.json").is_file()
+    ):
+        raise InputError(
+            f"not an ActAvatar pipeline or checkpoint folder (no transformer/config.json): "
+            f"{cfg.distill.teacher}",
+            file=str(config),
+            field="distill.teacher",
+        )
     if stage == "stage2" and not Path(cfg.model.adapter).is_file():
         raise InputError(
             f"adapter not found: {cfg.model.adapter}", file=str(config), field="model.adapter"
@@ -209,6 +220,19 @@ def train_stage2(
 ) -> dict[str, Any]:
     """Stage 2: full fine-tuning with the stage-1 adapter and PACA; registers checkpoints."""
     return _train("stage2", config, overrides, accelerate_config, nproc, stop_after)
+
+
+@flow(name="train-distill", log_prints=False)
+def train_distill(
+    config: str,
+    overrides: list[str] | None = None,
+    accelerate_config: str | None = None,
+    nproc: int | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Distillation: a guidance-distilled or few-step student from a teacher checkpoint;
+    registers its checkpoints (stage `distill`) and exports the student pipeline folder."""
+    return _train("distill", config, overrides, accelerate_config, nproc, stop_after)
 
 
 @flow(name="train", log_prints=False)

@@ -188,3 +188,62 @@ def test_distill_config_errors(tmp_path, tiny_cache):
     cfg = tiny_config(tmp_path, "distill", tiny_cache, distill__teacher=str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match="distill.teacher.*no transformer/config.json"):
         trainer_for(cfg, echo=False).setup()
+
+
+def test_shipped_distill_configs_load():
+    from generator.train import CONFIG_DIR
+    from generator.train.config import load_config
+
+    got = {}
+    for name in ("tiny-distill", "tiny-distill-guidance", "paper-distill", "paper-distill-4"):
+        cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+        got[name] = (cfg.stage, cfg.distill.mode, cfg.distill.student_steps)
+    assert got == {
+        "tiny-distill": ("distill", "trajectory", 4),
+        "tiny-distill-guidance": ("distill", "guidance", 8),
+        "paper-distill": ("distill", "trajectory", 8),
+        "paper-distill-4": ("distill", "trajectory", 4),
+    }
+    paper = load_config(CONFIG_DIR / "paper-distill-guidance.yaml")
+    assert (paper.distill.mode, paper.distill.teacher_steps, paper.train.mixed_precision) == (
+        "guidance",
+        40,
+        "bf16",
+    )
+
+
+@pytest.mark.slow
+def test_cli_train_distill_registers_the_student(fresh_home, tmp_path, tiny_cache, teacher_dir):
+    from typer.testing import CliRunner
+
+    from generator.train import CONFIG_DIR
+    from orchestrator.cli import app
+
+    runner = CliRunner()
+    sets = [
+        "--set",
+        f"output_dir={tmp_path / 'run'}",
+        "--set",
+        f"data.dataset={tiny_cache}",
+        "--set",
+        "train.max_steps=2",
+        "--set",
+        "train.checkpoint_every=2",
+    ]
+    bad = runner.invoke(
+        app,
+        ["train", "distill", str(CONFIG_DIR / "tiny-distill.yaml"), *sets]
+        + ["--set", f"distill.teacher={tmp_path / 'none'}"],
+    )
+    assert bad.exit_code == 2 and "distill.teacher" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+    r = runner.invoke(
+        app,
+        ["train", "distill", str(CONFIG_DIR / "tiny-distill.yaml"), *sets]
+        + ["--set", f"distill.teacher={teacher_dir}", "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output[r.output.index("{") :])
+    assert report["student"]["evaluations_per_clip"] == 4 and Path(report["pipeline"]).is_dir()
+    rows = json.loads(runner.invoke(app, ["checkpoints", "list", "--json"]).output)
+    assert [(row["stage"], row["step"]) for row in rows] == [("distill", 2)]
