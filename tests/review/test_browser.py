@@ -219,6 +219,18 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
     if os.environ.get("UPDATE_REVIEW_SCREENSHOT") == "1":
         shutil.copy(shot, REPO / "docs" / "review.png")
 
+    # Render (here with the animatic: no GPU) writes final/ with progress on the page; every
+    # segment of version 2 is already in the cache, so nothing renders again.
+    page.select_option("#renderer", "animatic")
+    page.click("#render")
+    page.wait_for_function(
+        "document.querySelector('#run-status').textContent.startsWith('done:')", timeout=300_000
+    )
+    assert page.inner_text("#run-title") == "Render of v2 (animatic)"
+    assert page.inner_text("#run-status") == "done: 0 of 2 segments re-rendered, 2 reused"
+    assert np.array_equal(_frames(out / "final" / "video.mp4"), _frames(out / "video.mp4"))
+    assert "open the video" in page.inner_text("#message")
+
     # The old version is still readable on the page.
     page.click('#versions li[data-version="1"] button.view')
     page.wait_for_function(

@@ -330,10 +330,11 @@ async function save() {
 }
 
 async function startRun(url, body, label) {
-  const { ok, data } = await api("POST", url, body);
-  if (!ok) { say(data.detail, true); return; }
-  S.run = data; say("");
   $("#run").hidden = false; $("#run-title").textContent = label;
+  $("#run-status").textContent = "starting"; $("#segment-results").replaceChildren();
+  const { ok, data } = await api("POST", url, body);
+  if (!ok) { say(data.detail, true); $("#run-status").textContent = "not started"; return; }
+  S.run = data; say("");
   renderHeader(); poll();
 }
 
@@ -364,7 +365,8 @@ async function poll() {
     renderTimeline();
     say(`Preview of version ${r.version}: segment(s) ${rendered.map((i) => i + 1).join(", ") || "none"} re-rendered, the rest reused.`);
   } else {
-    say(`Final render of version ${r.version} finished: ${r.result.outputs.video}`);
+    say(`Final render of version ${r.version} finished: ${r.result.outputs.video} `);
+    $("#message").append(el("a", { href: "/media/final/video.mp4", target: "_blank", text: "open the video" }));
   }
 }
 
