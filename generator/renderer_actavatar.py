@@ -5,6 +5,11 @@ first `overlap_frames` frames repeat the previous segment's tail (`context_frame
 first); the first 1 + 4k of them are encoded and held clean at timestep 0 (one frame is the
 TI2V image rule, more is the InfiniteTalk-style motion context), the rest are generated and
 dropped by the stitcher. The first segment is conditioned on the avatar image.
+
+Fast sampling (issue 12, each off by default): `solver`, `guidance_interval` and a calibrated
+`step_cache` are passed to every pipeline call; `load_actavatar_renderer(..., fast=True)`
+loads the checkpoint's distilled student instead (one forward per step, its own step count
+and solver from its `sampling.json`). `last_stats` holds the evaluations of the last render.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ class ActAvatarRenderer:
         negative_prompt: str | None = None,
         color_match_strength: float = 0.0,
         batched_guidance: bool = True,
+        solver: str | None = None,
+        guidance_interval: tuple[float, float] | None = None,
+        step_cache: Any = None,
+        model_note: str = "teacher",
     ):
         self.pipeline = pipeline
         self.num_inference_steps = num_inference_steps
@@ -58,6 +67,11 @@ class ActAvatarRenderer:
         self.negative_prompt = negative_prompt
         self.color_match_strength = color_match_strength
         self.batched_guidance = batched_guidance
+        self.solver = solver
+        self.guidance_interval = guidance_interval
+        self.step_cache = step_cache
+        self.model_note = model_note  # which model renders (teacher, or the student and why)
+        self.last_stats: dict[str, Any] = {}
         self._lock = threading.Lock()  # one GPU job at a time per loaded pipeline
 
     def render(self, request: RenderRequest, progress: ProgressFn | None = None) -> np.ndarray:
@@ -83,9 +97,13 @@ class ActAvatarRenderer:
                 fps=request.fps,
                 sample_rate=16000,
                 batched_guidance=self.batched_guidance,
+                solver=self.solver,
+                guidance_interval=self.guidance_interval,
+                step_cache=self.step_cache,
                 progress=progress,
                 output_type="np",
             ).frames[0]
+            self.last_stats = dict(getattr(self.pipeline, "sampling_stats", {}))
         frames = np.clip(np.round(np.asarray(out) * 255.0), 0, 255).astype(np.uint8)
         if self.color_match_strength > 0 and request.reference_image is not None:
             from generator.pipeline_actavatar import resize_center_crop
@@ -100,25 +118,62 @@ class ActAvatarRenderer:
 
 
 def load_actavatar_renderer(
-    checkpoint_dir: str | Path, device: str | None = None, **renderer_kwargs: Any
+    checkpoint_dir: str | Path,
+    device: str | None = None,
+    fast: bool = False,
+    step_cache: bool = False,
+    **renderer_kwargs: Any,
 ) -> ActAvatarRenderer:
     """Load a pipeline saved by `ActAvatarPipeline.save_pretrained` once, on `device`.
 
     Default device: CUDA when available (transformer and text encoder in bf16, VAE and
-    audio encoder in fp32), else CPU in fp32.
+    audio encoder in fp32), else CPU in fp32. `fast=True`: the distilled student the
+    checkpoint names in its `sampling.json` (or the checkpoint itself when it is a student),
+    run with its own steps, solver and guidance 1; a checkpoint without one is a one-line
+    ValueError before anything loads. `step_cache=True`: the calibrated cache of the
+    checkpoint's `sampling.json` (ValueError when it has none).
     """
     import torch
 
     from generator.pipeline_actavatar import ActAvatarPipeline
+    from generator.sampling import find_student, read_sampling_file, step_cache_from_file
 
+    folder = Path(checkpoint_dir)
+    note = "teacher"
+    if fast:
+        found = find_student(folder)
+        if found is None:
+            raise ValueError(
+                f"{folder}: no distilled student for --fast (sampling.json lists none); train "
+                "one with `avatar-flow train distill CONFIG`"
+            )
+        folder, student = found
+        note = (
+            f"distilled student {folder} ({student['mode']}, {student['steps']} steps, "
+            f"{student['evaluations_per_clip']} evaluations per clip)"
+        )
+        renderer_kwargs.update(
+            num_inference_steps=int(student["steps"]),
+            solver=student.get("solver"),
+            guidance_scale=float(student.get("guidance_scale", 1.0)),
+            audio_guidance_scale=float(student.get("audio_guidance_scale", 1.0)),
+        )
+    if step_cache:
+        cache = step_cache_from_file(read_sampling_file(folder))
+        if cache is None:
+            raise ValueError(
+                f"{folder}: no calibrated step cache in sampling.json (calibrate it with "
+                "`python -m generator.sampling_eval calibrate`)"
+            )
+        renderer_kwargs["step_cache"] = cache
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = str(device).startswith("cuda")
     dtype = torch.bfloat16 if on_gpu else torch.float32
     pipe = ActAvatarPipeline.from_pretrained(
-        str(checkpoint_dir),
+        str(folder),
         dtype={"default": dtype, "vae": torch.float32, "audio_encoder": torch.float32},
         use_safetensors=True,
     )
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    return ActAvatarRenderer(pipe, **renderer_kwargs)
+    return ActAvatarRenderer(pipe, model_note=note, **renderer_kwargs)

@@ -67,6 +67,7 @@ __all__ = [
     "candidate_options",
     "disable_step_cache",
     "enable_step_cache",
+    "find_student",
     "guidance_on",
     "interpolate_ratios",
     "make_scheduler",
@@ -269,6 +270,27 @@ def write_sampling_file(folder: str | Path, data: dict[str, Any]) -> Path:
         json.dump({"version": 1, **data}, fh, indent=1)
     os.replace(tmp, path)
     return path
+
+
+def find_student(checkpoint: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The distilled student for `--fast`: the folder itself when it is a student, else the
+    registered student (in the teacher's `sampling.json`) with the fewest evaluations."""
+    folder = Path(checkpoint)
+    data = read_sampling_file(folder) or {}
+    if "student" in data:
+        return folder, data["student"]
+    found = []
+    for entry in data.get("students", []):
+        path = Path(entry["path"])
+        if not path.is_absolute():
+            path = folder / path
+        student = (read_sampling_file(path) or {}).get("student")
+        if student is not None:
+            found.append((int(student.get("evaluations_per_clip", 10**9)), path, student))
+    if not found:
+        return None
+    _, path, student = min(found, key=lambda f: f[0])
+    return path, student
 
 
 def step_cache_from_file(data: dict[str, Any] | None) -> StepCacheConfig | None:

@@ -52,7 +52,7 @@ import torch
 from generator.train.models import BaseModel, export_pipeline, load_scheduler, resolve_base
 from generator.train.trainer import Trainer, model_files_sha256
 
-__all__ = ["DistillTrainer", "find_student", "segment_targets", "student_sigmas", "unshift"]
+__all__ = ["DistillTrainer", "segment_targets", "student_sigmas", "unshift"]
 
 
 def unshift(sigma: torch.Tensor, shift: float) -> torch.Tensor:
@@ -101,29 +101,6 @@ def segment_targets(
 
 def _is_pipeline(path: Path) -> bool:
     return (path / "model_index.json").is_file()
-
-
-def find_student(checkpoint: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The distilled student for `--fast`: the folder itself when it is a student, else the
-    registered student (in the teacher's `sampling.json`) with the fewest evaluations."""
-    from generator.sampling import read_sampling_file
-
-    folder = Path(checkpoint)
-    data = read_sampling_file(folder) or {}
-    if "student" in data:
-        return folder, data["student"]
-    found = []
-    for entry in data.get("students", []):
-        path = Path(entry["path"])
-        if not path.is_absolute():
-            path = folder / path
-        student = (read_sampling_file(path) or {}).get("student")
-        if student is not None:
-            found.append((int(student.get("evaluations_per_clip", 10**9)), path, student))
-    if not found:
-        return None
-    _, path, student = min(found, key=lambda f: f[0])
-    return path, student
 
 
 class DistillTrainer(Trainer):

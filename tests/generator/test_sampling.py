@@ -209,3 +209,54 @@ def test_ratio_interpolation_and_sampling_file(tmp_path):
     with pytest.raises(ValueError, match="mag_ratios"):
         StepCacheConfig(threshold=0.1, mag_ratios=())
     np.testing.assert_allclose(interpolate_ratios([1.0, 2.0], 2), [1.0, 2.0])
+
+
+def test_renderer_fast_uses_the_registered_student(tiny_dir, avatar, speech, tmp_path):
+    import shutil
+
+    from generator.render_types import RenderRequest
+    from generator.renderer_actavatar import load_actavatar_renderer
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_dir, teacher)
+    with pytest.raises(ValueError, match=r"teacher: no distilled student for --fast"):
+        load_actavatar_renderer(teacher, device="cpu", fast=True)
+    with pytest.raises(ValueError, match="no calibrated step cache"):
+        load_actavatar_renderer(teacher, device="cpu", step_cache=True)
+
+    student = tmp_path / "student"
+    shutil.copytree(tiny_dir, student)
+    record = {
+        "mode": "trajectory",
+        "steps": 2,
+        "solver": "euler",
+        "guidance_scale": 1.0,
+        "audio_guidance_scale": 1.0,
+        "evaluations_per_clip": 2,
+    }
+    write_sampling_file(student, {"student": record})
+    write_sampling_file(teacher, {"students": [{"path": str(student), "steps": 2}]})
+    renderer = load_actavatar_renderer(teacher, device="cpu", fast=True)
+    assert renderer.pipeline.name_or_path == str(student)
+    assert renderer.num_inference_steps == 2 and renderer.solver == "euler"
+    assert renderer.guidance_scale == 1.0 and "distilled student" in renderer.model_note
+    req = RenderRequest(
+        index=0,
+        num_frames=F,
+        fps=25,
+        width=W,
+        height=H,
+        audio=speech[: int(F / 25 * 16000)],
+        prompt=PROMPT,
+        image=avatar,
+        seed=3,
+    )
+    with _Forwards(renderer.pipeline) as fw:
+        frames = renderer.render(req)
+    assert frames.shape == (F, H, W, 3) and fw.calls == [1, 1]  # one forward per step
+    assert renderer.last_stats["evaluations"] == 2 and renderer.last_stats["solver"] == "euler"
+
+    cache = {"threshold": 0.1, "mag_ratios": [1.0, 1.0, 1.0]}
+    write_sampling_file(teacher, {"step_cache": cache})
+    cached = load_actavatar_renderer(teacher, device="cpu", step_cache=True)
+    assert cached.step_cache == StepCacheConfig(0.1, (1.0, 1.0, 1.0))

@@ -42,8 +42,7 @@ def _cfg(tmp: Path, cache: Path, teacher: Path, name: str = "tiny-distill", **kw
 
 def test_distill_student_learns_the_guided_teacher_and_exports(tmp_path, tiny_cache, teacher_dir):
     from generator.pipeline_actavatar import ActAvatarPipeline
-    from generator.sampling import read_sampling_file
-    from generator.train.distill import find_student
+    from generator.sampling import find_student, read_sampling_file
 
     cfg = _cfg(tmp_path, tiny_cache, teacher_dir, train__max_steps=3, train__checkpoint_every=3)
     tr = trainer_for(cfg, echo=False).setup()
