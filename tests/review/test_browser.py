@@ -262,3 +262,63 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
     assert np.array_equal(before[:cut], after[:cut])
     diff = np.abs(before[cut:].astype(int) - after[cut:]).mean(axis=(1, 2, 3))
     assert diff.max() > 1.0  # the new action's label and phase bar
+
+
+def test_run_with_a_given_plan_renders_only_what_it_changes_and_refuses_a_bad_one(review):
+    from storage import sha256_file
+
+    out, env = review["out"], review["env"]
+    cli = [sys.executable, "-m", "orchestrator.cli", "run", str(EXAMPLES / "hello.md")]
+    plan = json.loads((out / "plan.json").read_text())
+    video_sha = sha256_file(out / "video.mp4")
+
+    bad = json.loads(json.dumps(plan))
+    p = bad["phases"][1]
+    p["last_word"] = p["first_word"]
+    p.pop("start"), p.pop("end")
+    (out.parent / "bad.json").write_text(json.dumps(bad))
+    proc = subprocess.run(
+        [*cli, "--out", str(out), "--plan", str(out.parent / "bad.json")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and proc.stdout == ""
+    assert proc.stderr.startswith(f"error: {out.parent / 'bad.json'}: phases[1] (words ")
+    assert "shorter than min_phase_seconds 1" in proc.stderr
+    assert sha256_file(out / "video.mp4") == video_sha  # nothing was rendered or stitched
+
+    good = json.loads(json.dumps(plan))
+    good["phases"][1]["action"] = "raises the right hand"
+    (out.parent / "good.json").write_text(json.dumps(good))
+    proc = subprocess.run(
+        [*cli, "--out", str(out), "--plan", str(out.parent / "good.json"), "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert (report["segments"], report["segments_rendered"], report["segments_cached"]) == (2, 1, 1)
+    assert report["plan_given"] is True and report["plan_version"] >= 2
+    assert json.loads((out / "plan.json").read_text())["phases"][1]["action"] == (
+        "raises the right hand"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "jobs", "show", report["job_id"], "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    versions = json.loads(shown.stdout)["plan_versions"]
+    assert versions[-1]["source"] == "cli" and versions[-1]["number"] == report["plan_version"]
+    assert versions[-1]["diff"] == [
+        f"phases[1]: action {plan['phases'][1]['action']!r} -> 'raises the right hand'"
+    ]
