@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flows.video.options import JobOptions, default, describe
 from orchestrator.cli_eval import eval_app
+from orchestrator.cli_llm import llm_app
 from orchestrator.cli_scale import batch, db_app, deploy, serve, worker
 from orchestrator.cli_train import checkpoints_app, dataset_app, train_app
 from orchestrator.console import (
@@ -46,6 +48,23 @@ ContinuityOpt = Annotated[int, typer.Option(help=describe("continuity"))]
 ForceOpt = Annotated[bool, typer.Option(help=describe("force"))]
 WebhookOpt = Annotated[str | None, typer.Option(help=describe("webhook"))]
 PlanOpt = Annotated[Path | None, typer.Option("--plan", help=describe("plan"))]
+ReplanOpt = Annotated[bool, typer.Option(help=describe("replan"))]
+StrictOpt = Annotated[bool, typer.Option(help=describe("strict"))]
+
+
+def _warn_fallback(plan_or_report: dict) -> None:
+    """One warning line on stderr when the planner fell back (also with --json, whose stdout
+    stays the JSON alone)."""
+    reason = plan_or_report.get("fallback_reason")
+    if reason:
+        kind = plan_or_report.get("fallback_kind")
+        console.print(
+            "[yellow]warning:[/] planner fell back to the rule planner"
+            + (f" ({kind})" if kind else "")
+            + f": {escape(reason)}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _check_inputs(script: Path, options: JobOptions):
@@ -70,6 +89,8 @@ def run(
     force: ForceOpt = default("force"),
     webhook: WebhookOpt = default("webhook"),
     plan: PlanOpt = default("plan"),
+    replan: ReplanOpt = default("replan"),
+    strict: StrictOpt = default("strict"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the job report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show Prefect logs.")] = False,
 ) -> None:
@@ -88,6 +109,8 @@ def run(
             force=force,
             webhook=webhook,
             plan=str(plan.resolve()) if plan else None,
+            replan=replan,
+            strict=strict,
         )
         _check_inputs(script, options)
         from flows.runtime import progress
@@ -97,6 +120,7 @@ def run(
         bar, on_event = progress_listener()
         with bar, progress.listening(on_event):
             report = produce_video(script=str(script), options=options)
+    _warn_fallback(report)
     if as_json:
         out.print_json(json.dumps(report))
         return
@@ -108,8 +132,6 @@ def run(
     )
     for kind, path in report["outputs"].items():
         out.print(f"  {kind:<13} {path}", highlight=False)
-    if report.get("fallback_reason"):
-        out.print(f"[yellow]planner fell back to the rule planner:[/] {report['fallback_reason']}")
 
 
 def _plan_table(plan: dict, words: list[dict]) -> Table:
@@ -139,6 +161,9 @@ def plan(
             help="Where plan.json and timeline.png go (default: the folder `run` would use).",
         ),
     ] = None,
+    force: ForceOpt = default("force"),
+    replan: ReplanOpt = default("replan"),
+    strict: StrictOpt = default("strict"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
@@ -146,9 +171,15 @@ def plan(
     quiet_prefect(verbose)
     with one_line_errors():
         options = JobOptions.parse(
-            planner=planner, voice=voice, out=str(out_dir.resolve()) if out_dir else None
+            planner=planner,
+            voice=voice,
+            out=str(out_dir.resolve()) if out_dir else None,
+            force=force,
+            replan=replan,
+            strict=strict,
         )
         _check_inputs(script, options)
+        from flows.runtime import progress
         from flows.video.produce import plan_script
         from flows.video.segments import plan_segments
         from flows.video.timeline import draw_timeline
@@ -156,7 +187,9 @@ def plan(
         from storage import atomic_write_text
 
         hide_run_logs(verbose)
-        result = plan_script(script=str(script), options=options)
+        bar, on_event = progress_listener()
+        with bar, progress.listening(on_event):
+            result = plan_script(script=str(script), options=options)
         folder = Path(result["out_dir"])
         p, t = Plan.model_validate(result["plan"]), Transcript.model_validate(result["transcript"])
         folder.mkdir(parents=True, exist_ok=True)
@@ -172,13 +205,12 @@ def plan(
             folder / "timeline.png",
             title=result["title"],
         )
+    _warn_fallback(result["plan"])
     if as_json:
         out.print_json(json.dumps(result["plan"]))
         return
     out.print(_plan_table(result["plan"], result["transcript"]["words"]))
     out.print(f"wrote {folder / 'plan.json'} and {folder / 'timeline.png'}", highlight=False)
-    if result["plan"].get("fallback_reason"):
-        out.print(f"[yellow]fell back:[/] {result['plan']['fallback_reason']}")
 
 
 @jobs_app.callback()
@@ -264,6 +296,20 @@ def jobs_show(
             "\n".join(v["diff"]),
         )
     out.print(versions)
+    turns = Table(title="Planner turns")
+    for col in ("#", "kind", "format", "seconds", "tokens in/out", "error"):
+        turns.add_column(col)
+    for t in details["planner_turns"]:
+        tokens = f"{t.get('prompt_tokens') or '-'}/{t.get('completion_tokens') or '-'}"
+        turns.add_row(
+            str(t.get("index", "")),
+            t.get("kind", ""),
+            t.get("response_format", ""),
+            f"{t.get('seconds', 0.0):.1f}",
+            tokens,
+            "; ".join(t.get("errors") or [])[:200],
+        )
+    out.print(turns)
 
 
 @app.command()
@@ -296,6 +342,7 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(train_app, name="train")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(eval_app, name="eval")
+app.add_typer(llm_app, name="llm")
 
 
 def main() -> None:  # pragma: no cover - console entry

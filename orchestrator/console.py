@@ -3,8 +3,9 @@ bars, and one rule for how failures end.
 
 The failure rule: an input error (`InputError`, raised before the run or inside any task) prints
 as its one line `error: FILE: field 'F': reason` and exits 2; anything else prints one
-`failed: Type: message` line and exits 1. Prefect's run logs (task tracebacks) stay off the
-terminal unless `--verbose`; `produce-video` keeps them in the job's `job.log`.
+`failed: Type: message` line and exits 1 (3 for `PlannerFallback`: `--strict` refused the
+rule planner's stand-in). Prefect's run logs (task tracebacks) stay off the terminal unless
+`--verbose`; `produce-video` keeps them in the job's `job.log`.
 """
 
 import contextlib
@@ -22,8 +23,9 @@ RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 def fail(exc: BaseException) -> None:
-    """Print `exc` as one line and leave with its exit code (2 for bad input, else 1)."""
-    from flows.runtime.errors import InputError
+    """Print `exc` as one line and leave with its exit code (2 bad input, 3 strict planner
+    fallback, else 1)."""
+    from flows.runtime.errors import InputError, PlannerFallback
 
     # Escaped: a message quoting a cue `[[points to the chart]]` must not be read as markup.
     if isinstance(exc, InputError):
@@ -31,7 +33,7 @@ def fail(exc: BaseException) -> None:
         raise typer.Exit(2)
     text = escape(f"{type(exc).__name__}: {exc}")
     console.print(f"[bold red]failed:[/] {text}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    raise typer.Exit(PlannerFallback.exit_code if isinstance(exc, PlannerFallback) else 1)
 
 
 @contextlib.contextmanager

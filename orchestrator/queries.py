@@ -5,7 +5,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from flows.runtime.settings import get_settings
-from storage import Asset, Job, PlanRecord, PlanVersion, Segment, get_engine
+from storage import Asset, Job, PlannerTurnRecord, PlanRecord, PlanVersion, Segment, get_engine
 
 
 def _session() -> Session:
@@ -32,6 +32,15 @@ def job_details(job_id: str) -> dict[str, Any] | None:
             .where(PlanRecord.job_id == job_id)
             .order_by(col(PlanRecord.id).desc())
         ).first()
+        turns = (
+            s.exec(
+                select(PlannerTurnRecord)
+                .where(PlannerTurnRecord.plan_id == plan.id)
+                .order_by(col(PlannerTurnRecord.turn))
+            ).all()
+            if plan
+            else []
+        )
         versions = s.exec(
             select(PlanVersion)
             .where(PlanVersion.job_id == job_id)
@@ -44,4 +53,6 @@ def job_details(job_id: str) -> dict[str, Any] | None:
             "segments": [x.model_dump() for x in segs],
             "assets": [x.model_dump() for x in assets],
             "plan": plan.model_dump() if plan else None,
+            # The requests behind the latest plan (kind, format, seconds, tokens, errors).
+            "planner_turns": [t.data for t in turns],
         }

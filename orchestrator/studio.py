@@ -57,6 +57,8 @@ class Studio:
         force: bool = False,
         webhook: str | None = None,
         plan: str | Path | None = None,
+        replan: bool = False,
+        strict: bool = False,
     ) -> JobResult:
         """Produce one video; raises `flows.runtime.errors.InputError` on bad input (the same
         one line the CLI prints). The keywords are the job options contract's fields
@@ -76,6 +78,8 @@ class Studio:
             force=force,
             webhook=webhook,
             plan=str(Path(plan).resolve()) if plan else None,
+            replan=replan,
+            strict=strict,
         )
         report = produce_video(script=str(script), options=options)
         return JobResult(

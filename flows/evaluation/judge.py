@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from planners import CapabilityStore, ChatEndpoint, ask_json
 from planners.mllm_settings import MLLMSettings
 
 __all__ = [
@@ -200,41 +201,6 @@ def _data_url(frame: np.ndarray, max_side: int = 512) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _schema() -> dict[str, Any]:
-    """Strict JSON schema for structured outputs (all keys required, no extras)."""
-    num = {"type": "number", "minimum": 0, "maximum": 10}
-    return {
-        "name": "phase_scores",
-        "strict": True,
-        "schema": {
-            "type": "object",
-            "properties": {
-                "action_occurrence": {"type": "integer", "enum": [0, 1]},
-                "action_accuracy": num,
-                "temporal_correctness": num,
-                "action_quality": num,
-                "hand_clarity": num,
-                "reason": {"type": "string"},
-            },
-            "required": [*SCORE_KEYS, "reason"],
-            "additionalProperties": False,
-        },
-    }
-
-
-def _parse(text: str | None) -> PhaseScores:
-    if not text:
-        raise ValueError("empty answer")
-    text = text.strip()
-    if text.startswith("```"):
-        text = text.strip("`")
-        text = text[text.find("{") :]
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end < start:
-        raise ValueError("no JSON object in the answer")
-    return PhaseScores.model_validate_json(text[start : end + 1])
-
-
 def _user_content(
     base: str,
     phase: PlanPhase,
@@ -258,55 +224,31 @@ def _user_content(
 
 
 def _ask(
-    client: Any,
-    settings: MLLMSettings,
+    endpoint: ChatEndpoint,
     content: list[dict[str, Any]],
     run: int,
-    max_repairs: int,
 ) -> PhaseScores:
-    """One judged run: strict JSON schema first, then json_object if the server refuses it;
-    invalid answers are re-asked with the validation error."""
-    import openai
-
+    """One judged run through planners.ask_json: the format negotiated once per endpoint
+    (json_schema, or llama.cpp's json_object with the schema as a grammar, ...), one time
+    budget, invalid answers re-asked with the validation error. A text-only endpoint fails:
+    frames it never sees cannot be judged."""
+    s = endpoint.settings
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
         {"role": "user", "content": content},
     ]
-    fmt: dict[str, Any] = {"type": "json_schema", "json_schema": _schema()}
-    last_error = ""
-    for _attempt in range(max_repairs + 1):
-        kwargs: dict[str, Any] = {
-            "model": settings.model,
-            "messages": messages,
-            "response_format": fmt,
-            "temperature": 0.7 if run else settings.temperature,
-        }
-        if settings.seed is not None:
-            kwargs["seed"] = settings.seed + run
-        try:
-            resp = client.chat.completions.create(**kwargs)
-        except openai.BadRequestError as exc:
-            if fmt["type"] == "json_schema" and "response_format" in str(exc):
-                fmt = {"type": "json_object"}
-                continue
-            raise JudgeError(f"judge endpoint refused the request: {exc.message}") from None
-        except openai.APIError as exc:
-            raise JudgeError(f"judge endpoint failed: {type(exc).__name__}: {exc}") from None
-        text = resp.choices[0].message.content
-        try:
-            return _parse(text)
-        except (ValueError, ValidationError) as exc:
-            last_error = str(exc).splitlines()[0][:300]
-            messages = [
-                *messages,
-                {"role": "assistant", "content": text or ""},
-                {
-                    "role": "user",
-                    "content": f"That answer was invalid ({last_error}). Reply with one JSON "
-                    "object with exactly the keys " + ", ".join([*SCORE_KEYS, "reason"]) + ".",
-                },
-            ]
-    raise JudgeError(f"no valid judge answer after {max_repairs + 1} attempts: {last_error}")
+    out = ask_json(
+        endpoint,
+        messages,
+        PhaseScores,
+        kind="judge",
+        temperature=0.7 if run else s.temperature,
+        seed=None if s.seed is None else s.seed + run,
+        require_images=True,
+    )
+    if out.failure is not None:
+        raise JudgeError(f"judge endpoint failed ({out.failure.kind}): {out.failure.message}")
+    return out.result
 
 
 def judge_video(
@@ -321,21 +263,19 @@ def judge_video(
     syncnet: str | Path | None = None,
     client: Any = None,
     log: Callable[[str], None] | None = None,
+    capabilities: CapabilityStore | None = None,
 ) -> JudgeReport:
     """Judge every phase of `plan` in `video` `runs` times and average (paper protocol)."""
     from flows.video.media import probe
 
     t0 = time.time()
     settings = settings or MLLMSettings()
-    if client is None:
-        import openai
+    if capabilities is None:  # what the endpoint accepts, shared with the planner (database)
+        from flows.runtime.llm_endpoints import DatabaseCapabilityStore
+        from flows.runtime.settings import get_settings
 
-        client = openai.OpenAI(
-            api_key=settings.api_key.get_secret_value() or "EMPTY",
-            base_url=settings.base_url,
-            timeout=settings.timeout,
-            max_retries=max(settings.max_retries, 2),
-        )
+        capabilities = DatabaseCapabilityStore(get_settings().db_url)
+    endpoint = ChatEndpoint(settings, client=client, store=capabilities)
     info = probe(Path(video))
     if not info.has_video:
         raise ValueError(f"{video}: no video stream")
@@ -352,7 +292,7 @@ def judge_video(
         content = _user_content(base, phase, times, inside, urls, info.duration)
         scores = []
         for r in range(runs):
-            scores.append(_ask(client, settings, content, r, settings.max_repair_turns))
+            scores.append(_ask(endpoint, content, r))
             if log:
                 log(f"phase {i} run {r + 1}/{runs}: AO={scores[-1].action_occurrence}")
         mean = {k: float(np.mean([getattr(s, k) for s in scores])) for k in SCORE_KEYS}

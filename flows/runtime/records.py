@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from planners.schema import Plan
 from storage import (
@@ -53,15 +53,18 @@ def set_status(db: str, job_id: str, status: str, **fields: Any) -> None:
 def record_plan(
     db: str, job_id: str, plan: Plan, cache_key: str, turns: list[dict] | None = None
 ) -> int:
-    """Store a plan once per job and content, with its planner turns (JSON records)."""
+    """Store a plan with its planner turns (JSON records), unless it is the job's latest plan
+    already (a re-run served from the cache): the latest record is the plan the job used."""
     data = plan.model_dump(mode="json")
     sha = sha256_bytes(json.dumps(data, sort_keys=True).encode())
     with session_scope(db) as s:
-        same = s.exec(
-            select(PlanRecord).where(PlanRecord.job_id == job_id, PlanRecord.sha256 == sha)
+        latest = s.exec(
+            select(PlanRecord)
+            .where(PlanRecord.job_id == job_id)
+            .order_by(col(PlanRecord.id).desc())
         ).first()
-        if same is not None:  # a re-run with the cached plan: nothing new to record
-            return same.id
+        if latest is not None and latest.sha256 == sha:  # a re-run with the cached plan
+            return latest.id
         rec = PlanRecord(
             job_id=job_id,
             planner=plan.planner,

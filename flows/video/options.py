@@ -33,7 +33,7 @@ PLANNERS = ("rule", "mllm")
 # Options left out of the job's input key, so a job is found again whatever their values: those
 # that do not change the finished video, and `plan`, which makes a new plan version of the same
 # job (recorded in PlanVersion; a batch row with a plan always runs, its segments cached).
-NOT_IN_KEY = ("out", "force", "webhook", "plan")
+NOT_IN_KEY = ("out", "force", "webhook", "plan", "replan", "strict")
 
 
 class JobOptions(BaseModel):
@@ -88,6 +88,16 @@ class JobOptions(BaseModel):
         "is a new plan version of the same job, so it is not part of the job's input key.",
     )
     force: bool = Field(False, description="Recompute every step instead of reusing results.")
+    replan: bool = Field(
+        False,
+        description="Ask the planner again instead of reusing the cached plan (speech, words "
+        "and segments whose inputs stay the same still come from the cache).",
+    )
+    strict: bool = Field(
+        False,
+        description="With the mllm planner: fail with exit code 3 instead of falling back to "
+        "the rule planner when the model gives no valid plan (for batch users who want to know).",
+    )
     webhook: str | None = Field(
         None,
         description="URL POSTed an HMAC-signed JSON body when the job finishes or fails.",

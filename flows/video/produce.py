@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from flows.runtime import gpu, progress, webhooks
-from flows.runtime.errors import InputError
+from flows.runtime.errors import InputError, PlannerFallback
 from flows.runtime.joblog import job_log
 from flows.runtime.records import (
     fail_jobs_of_run,
@@ -55,6 +55,7 @@ from flows.video.steps import (
     words_step,
 )
 from flows.video.timeline import draw_timeline
+from planners import plan_cacheable
 from planners.schema import Plan, PlanConstraints, PlanRequest, Transcript
 from storage import JobStatus, atomic_copy, atomic_write_text
 
@@ -144,11 +145,19 @@ def prepare_plan(
         progress.emit("plan", 1, 1)
         return speech, transcript, plan, [], content_key("plan", "given", plan.model_dump())
     plan_key = content_key("plan", planner, planner_cache_key(planner, request))
-    plan_data = plan_step.with_options(**refresh)(
-        key=plan_key, request=request.model_dump(mode="json"), planner=planner
-    )
+    args = {"key": plan_key, "request": request.model_dump(mode="json"), "planner": planner}
+    replan = {"refresh_cache": True} if inputs.options.replan else refresh
+    state = plan_step.with_options(**replan)(**args, return_state=True)
+    plan_data = state.result()
+    if state.name == "Cached" and not plan_cacheable(Plan.model_validate(plan_data)):
+        # Only real answers are served from the cache: a fallback because the server was down,
+        # slow or refused the format is recorded with its job, and asked again next time.
+        plan_data = plan_step.with_options(refresh_cache=True)(**args)
     trace = plan_data.pop("_trace", [])
-    return speech, transcript, Plan.model_validate(plan_data), trace, plan_key
+    plan = Plan.model_validate(plan_data)
+    if inputs.options.strict and plan.fallback_reason:
+        raise PlannerFallback(plan.fallback_reason, plan.fallback_kind)
+    return speech, transcript, plan, trace, plan_key
 
 
 @flow(name="plan-script", log_prints=False)
@@ -374,6 +383,7 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
         "aligner": transcript.aligner,
         "planner": plan.planner,
         "fallback_reason": plan.fallback_reason,
+        "fallback_kind": plan.fallback_kind,
         "phases": len(plan.phases),
         "plan_given": bool(inputs.options.plan),
         "plan_version": planned.plan_version,

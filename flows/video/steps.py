@@ -123,10 +123,32 @@ def words_step(
     return transcript.model_dump(mode="json")
 
 
+def make_planner(name: str) -> planners.Planner:
+    """The rule planner, or the MLLM planner with the endpoint memory in the database and its
+    streamed tokens shown on the plan progress line."""
+    if name != "mllm":
+        return planners.get_planner(name)
+    from flows.runtime.llm_endpoints import DatabaseCapabilityStore
+
+    def on_tokens(p: planners.Progress) -> None:
+        progress.emit(
+            "plan",
+            0,
+            1,
+            f"mllm {p.kind}: {p.tokens} tokens, {p.seconds:.0f} s ({p.budget_left:.0f} s left)",
+        )
+
+    store = DatabaseCapabilityStore(get_settings().db_url)
+    return planners.get_planner(name, capabilities=store, on_progress=on_tokens)
+
+
 @task(name="plan", **CACHED, retries=1, retry_condition_fn=retry_unless_input_error)
 def plan_step(key: str, request: dict, planner: str) -> dict:
+    """Plan (the MLLM planner falls back to the rules on its own, never raises for it). A
+    fallback for a temporary reason is cached here like any result but never served:
+    `prepare_plan` re-plans when the cache hands one back (planners.plan_cacheable)."""
     progress.emit("plan", 0, 1, planner)
-    plan = planners.get_planner(planner).plan(PlanRequest.model_validate(request))
+    plan = make_planner(planner).plan(PlanRequest.model_validate(request))
     progress.emit("plan", 1, 1)
     data = plan.model_dump(mode="json")
     trace = getattr(plan, "trace", None) or []

@@ -71,6 +71,7 @@ class FakeOpenAIServer:
         stream_usage: bool = True,
         drop_list_content: bool = False,
         drop_images: bool = False,
+        port: int = 0,
     ) -> None:
         self.responses = responses
         self.reject_json_schema = reject_json_schema
@@ -86,7 +87,7 @@ class FakeOpenAIServer:
         self.headers: list[dict[str, str]] = []  # lower-case header names
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
