@@ -128,7 +128,9 @@ class DistillConfig:
     teacher_steps: int = 40
     guidance_scale: float = 5.0
     audio_guidance_scale: float = 5.0
-    negative_prompt: str | None = None  # None: Wan's default negative prompt (as the pipeline)
+    # None: Wan's default negative prompt (as the pipeline); "": zero text states (training's
+    # dropped text; for bases without a text encoder)
+    negative_prompt: str | None = None
     teacher_batched: bool = True  # the teacher's three guidance predictions as one B=3 forward
     export: bool = True  # write <output_dir>/pipeline (student) at the end of the run
 

@@ -145,17 +145,21 @@ class DistillTrainer(Trainer):
             teacher = teacher.to(torch.bfloat16)  # a frozen 5B copy: 10 GB instead of 20
         self.teacher = teacher.to(self.accelerator.device)
 
-        enc = load_encoders(self.base)
-        neg = DEFAULT_NEGATIVE_PROMPT if d.negative_prompt is None else d.negative_prompt
-        with torch.no_grad():
-            emb, _ = encode_structured_prompt(
-                neg,
-                enc["tokenizer"],
-                enc["text_encoder"],
-                max_sequence_length=cfg.data.text_len,
-                max_phases=teacher.config.max_phases,
-            )
-        del enc
+        if d.negative_prompt == "":
+            # training's dropped text (zeros): a base without a text encoder (the bench)
+            emb = torch.zeros(1, cfg.data.text_len, teacher.config.text_dim)
+        else:
+            enc = load_encoders(self.base)
+            neg = DEFAULT_NEGATIVE_PROMPT if d.negative_prompt is None else d.negative_prompt
+            with torch.no_grad():
+                emb, _ = encode_structured_prompt(
+                    neg,
+                    enc["tokenizer"],
+                    enc["text_encoder"],
+                    max_sequence_length=cfg.data.text_len,
+                    max_phases=teacher.config.max_phases,
+                )
+            del enc
         # the pipeline's negative branch: all-base ids (as training's dropped text)
         ids = unconditional_phase_ids(1, emb.shape[1])
         device = self.accelerator.device
