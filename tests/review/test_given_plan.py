@@ -98,3 +98,21 @@ def test_a_malformed_plan_file_stops_before_anything_runs(tmp_path, monkeypatch,
     with pytest.raises(InputError) as err:
         read_plan_file("p.json")
     assert str(err.value).startswith(message)
+
+
+def test_a_manifest_plan_column_is_relative_to_the_manifest_and_always_runs(tmp_path):
+    from support import EXAMPLES
+
+    from flows.video.batch import already_done, prepare_rows
+    from flows.video.options import JobOptions
+
+    (row,) = prepare_rows(
+        [{"script": "a.md", "plan": "plans/v0002.json"}], source="m.csv", base_dir=tmp_path
+    )
+    assert row.options["plan"] == str(tmp_path / "plans" / "v0002.json")
+    plan = tmp_path / "p.json"
+    plan.write_text(json.dumps(_plan(CUE_PHASE)))
+    # Never skipped as "already done": a given plan is a new version of the job.
+    assert already_done(EXAMPLES / "hello.md", JobOptions(plan=str(plan))) is None
+    with pytest.raises(InputError, match="plan file not found"):
+        already_done(EXAMPLES / "hello.md", JobOptions(plan=str(tmp_path / "missing.json")))
