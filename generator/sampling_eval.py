@@ -1,0 +1,579 @@
+"""Issue 12 measurement: quality against model evaluations per clip on the synthetic Action Bench,
+for every training-free option and every distilled student, sampled with the pipeline's own code.
+
+    .venv/bin/python -m generator.sampling_eval --out docs/eval/sampling [--quick]
+
+Protocol (one run, one process):
+1. Data: the issue-10 bench world and splits (`generator.eval.bench.build_data`, `BenchConfig`).
+2. Teacher: trained with the real trainer as the bench's "+time-aware" row (backbone
+   pre-training on brief captions without audio, stage 1 adapter on talking heads, stage 2 with
+   PACA, progressive audio and time-aware phases), plus 10 % text and 10 % audio dropout in
+   stage 2 so that its unconditional branches exist (the bench's rows train without dropout:
+   they cannot be guided). Training seed 0.
+3. Students (`generator.train.distill.DistillTrainer`, the same trainer): guidance-distilled,
+   and 8- and 4-step trajectory students, from that teacher, on the same training cache.
+4. Sampling: every row runs `generator.pipeline_actavatar.denoise` - the pipeline's loop, its
+   scheduler (`generator.sampling.make_scheduler`, UniPC with Wan's flow shift 5 unless the row
+   says otherwise), its guidance (`guided_velocity`, text 5.0 / audio 5.0, negative = zero text
+   with all-base ids, as training's dropped text), guidance interval and step cache - on the
+   held-out test prompts, with `seeds` noise seeds (the same noise for every row of a seed).
+5. Metrics (`generator.eval.metrics`): H@S, temporal IoU, lip correlation, |lip lag|, identity
+   error, and the relative RMS distance of the generated latents to the 120-evaluation
+   teacher's for the same seed. Noise: seed-to-seed SD pooled over rows; the minimum detectable
+   effect is the bench's (`generator.eval.report.minimum_detectable_effect`, alpha 0.05 two-sided,
+   power 0.8). A row is *within the teacher's noise* when no metric differs from the teacher's
+   by more than that MDE; *worse* when one does, in the bad direction.
+6. Step cache: MagCache ratios of the teacher calibrated on 32 *training* clips; threshold =
+   the largest of a fixed grid whose latents stay within 5 % relative distance of the uncached
+   teacher on those clips. Saved as `sampling.json` with the results (and with the teacher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["Row", "StudyConfig", "run_study"]
+
+METRICS = ("hit_rate", "temporal_iou", "lip_corr", "lip_abs_lag", "identity_err")
+HIGHER_IS_BETTER = {"hit_rate": True, "temporal_iou": True, "lip_corr": True}
+THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: which model (teacher or a student) sampled with which options."""
+
+    name: str
+    model: str  # teacher | guidance | traj-8 | traj-4
+    steps: int
+    solver: str = "unipc"
+    guided: bool = True
+    interval: tuple[float, float] | None = None
+    cache: bool = False
+
+
+ROWS: tuple[Row, ...] = (
+    Row("teacher (unipc 40, guided)", "teacher", 40),
+    Row("unipc 20", "teacher", 20),
+    Row("unipc 12", "teacher", 12),
+    Row("unipc 8", "teacher", 8),
+    Row("unipc 4", "teacher", 4),
+    Row("dpm++2m 12", "teacher", 12, solver="dpm++2m"),
+    Row("dpm++2m 8", "teacher", 8, solver="dpm++2m"),
+    Row("interval [0, 0.9] 40", "teacher", 40, interval=(0.0, 0.9)),
+    Row("interval [0, 0.9] 12", "teacher", 12, interval=(0.0, 0.9)),
+    Row("step cache 40", "teacher", 40, cache=True),
+    Row("step cache 20", "teacher", 20, cache=True),
+    Row("teacher unguided 40 (control)", "teacher", 40, guided=False),
+    Row("guidance student 40", "guidance", 40, guided=False),
+    Row("guidance student 12", "guidance", 12, guided=False),
+    Row("guidance student 8", "guidance", 8, guided=False),
+    Row("trajectory student 8", "traj-8", 8, solver="euler", guided=False),
+    Row("trajectory student 4", "traj-4", 4, solver="euler", guided=False),
+)
+
+
+@dataclass
+class StudyConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    train_seed: int = 0
+    text_dropout: float = 0.1
+    audio_dropout: float = 0.1
+    guidance_scale: float = 5.0
+    audio_guidance_scale: float = 5.0
+    distill_steps: int = 300
+    distill_teacher_steps: int = 16
+    distill_lr: float = 1e-3
+    calibration_clips: int = 32
+    eval_batch: int = 64
+    quick: bool = False
+    bench: Any = None  # generator.eval.bench.BenchConfig
+    rows: tuple[Row, ...] = field(default_factory=lambda: ROWS)
+
+    @classmethod
+    def make(cls, quick: bool) -> StudyConfig:
+        from generator.eval.bench import BenchConfig
+
+        if not quick:
+            return cls(bench=BenchConfig.full())
+        return cls(
+            seeds=(0, 1),
+            distill_steps=4,
+            distill_teacher_steps=4,
+            calibration_clips=8,
+            eval_batch=16,
+            quick=True,
+            bench=BenchConfig.quick_config(),
+        )
+
+
+# ------------------------------------------------------------------------------------ training
+def _config(stage: str, out: Path, base: Path, cache: Path, steps: int, cfg: StudyConfig, **kw):
+    from generator.train import config_from_dict
+
+    b = cfg.bench
+    data = {
+        "dataset": str(cache),
+        "batch_size": b.batch_size,
+        "text_len": b.world.text_len,
+        **kw.pop("data", {}),
+    }
+    return config_from_dict(
+        {
+            "name": out.name,
+            "stage": stage,
+            "output_dir": str(out),
+            "seed": cfg.train_seed,
+            "model": {"base": str(base), "gradient_checkpointing": False, **kw.pop("model", {})},
+            "data": data,
+            "optim": {"lr": kw.pop("lr", b.lr), "warmup_steps": min(50, steps)},
+            "train": {
+                "max_steps": steps,
+                "timestep_shift": 1.0,
+                "checkpoint_every": steps,
+                "keep_checkpoints": 1,
+                "log_every": 1,
+                "resume": "never",
+            },
+            **kw,
+        }
+    )
+
+
+def train_models(cfg: StudyConfig, data: Any, work: Path, log: Any) -> dict[str, Path]:
+    """Teacher and students; returns their transformer folders (teacher: an ActAvatar folder)."""
+    from generator.eval.trainer_backend import load_trained, write_base, write_cache
+    from generator.presets import get_transformer_config
+    from generator.train.stages import trainer_for
+    from generator.transformer_actavatar import ActAvatarTransformer3DModel
+
+    b = cfg.bench
+    pad = b.model.get("max_phases", 4) + 1
+    tr, br, th = data.train, data.train_brief, data.talking_head
+    cache = {
+        "prompt": write_cache(
+            work / "cache-prompt",
+            tr.latents,
+            tr.audio,
+            (tr.text, tr.phase_ids),
+            None,
+            pad,
+            windows=tr.windows,
+        ),
+        "brief": write_cache(
+            work / "cache-brief", tr.latents, tr.audio, (br.text, br.phase_ids), None, pad
+        ),
+        "talking": write_cache(work / "cache-talking", th.latents, th.audio, None, th.text, pad),
+    }
+    torch.manual_seed(cfg.train_seed)
+    model = ActAvatarTransformer3DModel(
+        **get_transformer_config("tiny", **b.model, time_aware_phases=True)
+    )
+    init = write_base(work / "init", model)
+    model.save_audio_adapter(init / "audio_adapter.safetensors")
+
+    def run(config: Any, what: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        summary = trainer_for(config, echo=False).train()
+        log(
+            f"  {what}: {summary['steps_run']} steps, loss {summary['loss']:.4f}, "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
+        return summary
+
+    s = run(
+        _config(
+            "stage2",
+            work / "pretrain",
+            init,
+            cache["brief"],
+            b.pretrain_steps,
+            cfg,
+            model={"adapter": str(init / "audio_adapter.safetensors")},
+            data={"audio_dropout": 1.0, "use_phase_ids": False},
+        ),
+        "backbone pre-training",
+    )
+    backbone = write_base(work / "backbone", load_trained(Path(s["checkpoint"]) / "transformer"))
+    s1 = run(
+        _config("stage1", work / "stage1", backbone, cache["talking"], b.stage1_steps, cfg),
+        "stage 1 (adapter)",
+    )
+    s2 = run(
+        _config(
+            "stage2",
+            work / "stage2",
+            backbone,
+            cache["prompt"],
+            b.steps,
+            cfg,
+            model={"adapter": s1["adapter"]},
+            data={"text_dropout": cfg.text_dropout, "audio_dropout": cfg.audio_dropout},
+        ),
+        "stage 2 (PACA + progressive + time-aware, text/audio dropout)",
+    )
+    teacher = write_base(work / "teacher", load_trained(Path(s2["checkpoint"]) / "transformer"))
+    out = {"teacher": teacher / "transformer"}
+    students = {
+        "guidance": {"mode": "guidance", "student_steps": cfg.distill_teacher_steps},
+        "traj-8": {"mode": "trajectory", "student_steps": 8},
+        "traj-4": {"mode": "trajectory", "student_steps": 4},
+    }
+    for name, spec in students.items():
+        d = {
+            "teacher": str(teacher),
+            "teacher_steps": max(cfg.distill_teacher_steps, spec["student_steps"]),
+            "guidance_scale": cfg.guidance_scale,
+            "audio_guidance_scale": cfg.audio_guidance_scale,
+            "negative_prompt": "",
+            "export": False,
+            **spec,
+        }
+        sd = run(
+            _config(
+                "distill",
+                work / f"student-{name}",
+                teacher,
+                cache["prompt"],
+                cfg.distill_steps,
+                cfg,
+                distill=d,
+                lr=cfg.distill_lr,
+            ),
+            f"student {name}",
+        )
+        out[name] = Path(sd["checkpoint"]) / "transformer"
+    return out
+
+
+# ------------------------------------------------------------------------------------ sampling
+def _inputs(data: Any) -> dict[str, torch.Tensor]:
+    from generator.prompting import unconditional_phase_ids
+
+    t = data.test
+    return {
+        "cond": t.latents[:, :, :1].float(),
+        "text": t.text.float(),
+        "ids": t.phase_ids.long(),
+        "windows": t.windows.float(),
+        "audio": t.audio.float(),
+        "neg": torch.zeros(1, *t.text.shape[1:]),
+        "neg_ids": unconditional_phase_ids(1, t.text.shape[1]),
+        "shape": torch.tensor(t.latents.shape),
+    }
+
+
+def sample(
+    model: Any,
+    inp: dict[str, torch.Tensor],
+    row: Row,
+    seed: int,
+    cfg: StudyConfig,
+    step_cache: Any = None,
+    index: slice | None = None,
+) -> tuple[torch.Tensor, int]:
+    """The pipeline's `denoise` over the test set (batches); returns latents and evaluations."""
+    from generator.pipeline_actavatar import denoise
+    from generator.sampling import make_scheduler
+
+    shape = tuple(int(v) for v in inp["shape"])
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(1000 + seed))
+    idx = index or slice(0, shape[0])
+    ids = range(shape[0])[idx]
+    outs, evals = [], 0
+    scales = (cfg.guidance_scale, cfg.audio_guidance_scale) if row.guided else (1.0, 1.0)
+    for i in range(0, len(ids), cfg.eval_batch):
+        sl = slice(ids[i], ids[min(i + cfg.eval_batch, len(ids)) - 1] + 1)
+        with torch.no_grad():
+            lat, stats = denoise(
+                model,
+                make_scheduler(row.solver, {"flow_shift": 5.0}),
+                noise[sl].clone(),
+                inp["cond"][sl],
+                1,
+                inp["text"][sl],
+                inp["ids"][sl],
+                inp["neg"],
+                inp["neg_ids"],
+                inp["audio"][sl],
+                scales[0],
+                scales[1],
+                row.steps,
+                guidance_interval=row.interval,
+                step_cache=step_cache if row.cache else None,
+                model_kwargs={"phase_windows": inp["windows"][sl]},
+            )
+        outs.append(lat)
+        evals = stats["evaluations"]
+    return torch.cat(outs), evals
+
+
+def calibrate_cache(model: Any, data: Any, cfg: StudyConfig) -> dict[str, Any]:
+    """MagCache ratios and threshold on training clips (never the test set)."""
+    from generator.prompting import unconditional_phase_ids
+    from generator.sampling import (
+        StepCacheConfig,
+        disable_step_cache,
+        enable_step_cache,
+        step_cache_stats,
+    )
+
+    n = cfg.calibration_clips
+    t = data.train
+    inp = {
+        "cond": t.latents[:n, :, :1].float(),
+        "text": t.text[:n].float(),
+        "ids": t.phase_ids[:n].long(),
+        "windows": t.windows[:n].float(),
+        "audio": t.audio[:n].float(),
+        "neg": torch.zeros(1, *t.text.shape[1:]),
+        "neg_ids": unconditional_phase_ids(1, t.text.shape[1]),
+        "shape": torch.tensor((n, *t.latents.shape[1:])),
+    }
+    ref_row = ROWS[0]
+    enable_step_cache(model, None)
+    try:
+        ref, _ = sample(model, inp, ref_row, 100, cfg)
+        ratios = step_cache_stats(model)["mag_ratios"]
+    finally:
+        disable_step_cache(model)
+    sweep = []
+    chosen = THRESHOLDS[0]
+    for thr in THRESHOLDS:
+        cache = StepCacheConfig(threshold=thr, mag_ratios=tuple(ratios))
+        out, evals = sample(model, inp, replace(ref_row, cache=True), 100, cfg, cache)
+        dist = float((out - ref)[:, :, 1:].norm() / ref[:, :, 1:].norm())
+        sweep.append({"threshold": thr, "evaluations": evals, "distance": dist})
+        if dist <= 0.05:
+            chosen = thr
+    return {
+        "mag_ratios": ratios,
+        "threshold": chosen,
+        "max_skip_steps": 3,
+        "retention_ratio": 0.2,
+        "calibrated_steps": ref_row.steps,
+        "rule": "largest threshold with relative latent distance <= 0.05 to the uncached "
+        f"teacher on {n} training clips (seed 100)",
+        "sweep": sweep,
+    }
+
+
+# ------------------------------------------------------------------------------------ scoring
+def score(world: Any, latents: torch.Tensor, clips: list[Any]) -> dict[str, float]:
+    from generator.eval.metrics import aggregate, score_clip
+
+    arr = latents.numpy()
+    return aggregate([score_clip(world, arr[i], c) for i, c in enumerate(clips)])
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    """Mean, seed SD, MDE and the verdict of every row against the teacher."""
+    from generator.eval.report import minimum_detectable_effect
+
+    runs = results["runs"]
+    teacher = next(iter(runs))
+    mdes = {k: minimum_detectable_effect(results, k) for k in (*METRICS, "distance")}
+    table = {}
+    for name, seeds in runs.items():
+        row: dict[str, Any] = {"evaluations": seeds[0]["evaluations"]}
+        for key in (*METRICS, "distance"):
+            vals = [s["metrics"][key] for s in seeds]
+            row[key] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1))}
+        worse = []
+        for key in METRICS:
+            d = row[key]["mean"] - np.mean([s["metrics"][key] for s in runs[teacher]])
+            bad = -d if HIGHER_IS_BETTER.get(key, False) else d
+            if bad > mdes[key]["mde"]:
+                worse.append(f"{key} {d:+.3f}")
+        row["worse_than_teacher"] = worse
+        row["within_noise"] = not worse
+        table[name] = row
+    return {"mde": mdes, "table": table, "teacher": teacher}
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = results["summary"]
+    table, mde = s["table"], s["mde"]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    for ax, key in zip(axes, ("temporal_iou", "hit_rate", "lip_corr", "distance")):
+        for name, r in table.items():
+            marker = "o" if "student" in name else ("s" if name == s["teacher"] else "^")
+            ax.errorbar(
+                r["evaluations"],
+                r[key]["mean"],
+                yerr=r[key]["sd"],
+                fmt=marker,
+                capsize=3,
+                label=name,
+            )
+        t = table[s["teacher"]][key]["mean"]
+        if key != "distance":
+            ax.axhspan(t - mde[key]["mde"], t + mde[key]["mde"], color="grey", alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("model evaluations per clip")
+        ax.set_title(key + (" (band: teacher ± MDE)" if key != "distance" else " to teacher"))
+    axes[-1].legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out / "quality_vs_evaluations.png", dpi=110)
+    plt.close(fig)
+
+    quick = " (QUICK MODE: plumbing only, the numbers mean nothing)" if results["quick"] else ""
+    lines = [
+        f"# Quality vs model evaluations per clip (issue 12){quick}",
+        "",
+        "Generated by `python -m generator.sampling_eval --out docs/eval/sampling` "
+        f"in {results['seconds'] / 60:.1f} min on this machine (CPU). Protocol: module docstring "
+        "of `generator/sampling_eval.py`. Every row is sampled with the pipeline's own loop "
+        "(`pipeline_actavatar.denoise`: scheduler, guidance, interval, step cache).",
+        "",
+        f"Teacher: trained once (training seed {results['train_seed']}); "
+        f"{len(results['seeds'])} sampling seeds per row on {results['test_clips']} held-out "
+        f"test clips ({results['test_phases']} phases). Mean ± seed SD. Within noise = no metric "
+        "worse than the teacher's by more than the MDE (pooled seed SD over all rows, "
+        "alpha 0.05 two-sided, power 0.8).",
+        "",
+        "| row | evals/clip | H@S | temporal IoU | lip corr | abs lip lag | identity err | "
+        "distance to teacher | within teacher noise |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in table.items():
+        cells = [f"{r[k]['mean']:.3f} ± {r[k]['sd']:.3f}" for k in (*METRICS, "distance")]
+        verdict = "yes" if r["within_noise"] else "no: " + ", ".join(r["worse_than_teacher"])
+        lines.append(f"| {name} | {r['evaluations']} | " + " | ".join(cells) + f" | {verdict} |")
+    lines += [
+        "",
+        "MDE per metric: "
+        + ", ".join(
+            f"{k} {v['mde']:.3f} (seed SD {v['pooled_sd']:.3f}, df {v['df']})"
+            for k, v in mde.items()
+        ),
+        "",
+    ]
+    ok = [
+        (r["evaluations"], n) for n, r in table.items() if r["within_noise"] and n != s["teacher"]
+    ]
+    ok.sort()
+    lines.append(
+        "Fewest evaluations within the teacher's noise: "
+        + (", ".join(f"{n} ({e})" for e, n in ok[:4]) if ok else "none")
+        + "."
+    )
+    cache = results["step_cache"]
+    lines += [
+        "",
+        f"Step cache: threshold {cache['threshold']} ({cache['rule']}); sweep: "
+        + ", ".join(
+            f"{x['threshold']}: {x['evaluations']} evals, distance {x['distance']:.3f}"
+            for x in cache["sweep"]
+        ),
+        "",
+        "Training: " + "; ".join(results["training_log"]),
+        "",
+        "![quality vs evaluations](quality_vs_evaluations.png)",
+        "",
+    ]
+    (out / "README.md").write_text("\n".join(lines))
+
+
+def run_study(
+    cfg: StudyConfig, out: Path, log: Any = print, work: Path | None = None
+) -> dict[str, Any]:
+    from generator.eval.bench import build_data
+    from generator.eval.trainer_backend import load_trained
+    from generator.sampling import StepCacheConfig, write_sampling_file
+
+    torch.set_num_threads(cfg.bench.threads)
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    if work is None:  # caches and checkpoints: outside the report folder
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix="sampling-eval-"))
+    log(f"work folder {work}")
+    data = build_data(cfg.bench)
+    log(f"data: {len(data.test_clips)} test clips ({time.perf_counter() - t0:.0f} s)")
+    training_log: list[str] = []
+
+    def tlog(line: str) -> None:
+        training_log.append(line.strip())
+        log(line)
+
+    dirs = train_models(cfg, data, work, tlog)
+    models = {k: load_trained(v) for k, v in dirs.items()}
+    cache = calibrate_cache(models["teacher"], data, cfg)
+    write_sampling_file(dirs["teacher"].parent, {"step_cache": cache})
+    write_sampling_file(out, {"step_cache": cache})
+    step_cache = StepCacheConfig(
+        threshold=cache["threshold"], mag_ratios=tuple(cache["mag_ratios"])
+    )
+    log(f"step cache threshold {cache['threshold']}")
+
+    inp = _inputs(data)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    teacher_out: dict[int, torch.Tensor] = {}
+    for seed in cfg.seeds:
+        for row in cfg.rows:
+            t1 = time.perf_counter()
+            lat, evals = sample(models[row.model], inp, row, seed, cfg, step_cache)
+            if row is cfg.rows[0]:
+                teacher_out[seed] = lat
+            ref = teacher_out[seed]
+            metrics = score(data.world, lat, data.test_clips)
+            metrics["distance"] = float((lat - ref)[:, :, 1:].norm() / ref[:, :, 1:].norm())
+            runs.setdefault(row.name, []).append(
+                {"seed": seed, "evaluations": evals, "metrics": metrics}
+            )
+            log(
+                f"  seed {seed} {row.name:32s} {evals:4d} evals  IoU {metrics['temporal_iou']:.3f} "
+                f"H@S {metrics['hit_rate']:.3f} lip {metrics['lip_corr']:.3f} "
+                f"dist {metrics['distance']:.3f} ({time.perf_counter() - t1:.0f} s)"
+            )
+    results = {
+        "quick": cfg.quick,
+        "train_seed": cfg.train_seed,
+        "seeds": list(cfg.seeds),
+        "test_clips": len(data.test_clips),
+        "test_phases": sum(len(c.windows) for c in data.test_clips),
+        "guidance": [cfg.guidance_scale, cfg.audio_guidance_scale],
+        "rows": {r.name: {**r.__dict__, "interval": r.interval} for r in cfg.rows},
+        "step_cache": cache,
+        "runs": runs,
+        "training_log": training_log,
+    }
+    results["summary"] = summarise(results)
+    results["options"] = {
+        name: {"within_noise": row["within_noise"], "evaluations": row["evaluations"]}
+        for name, row in results["summary"]["table"].items()
+    }
+    results["seconds"] = time.perf_counter() - t0
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    write_report(results, out)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m generator.sampling_eval", description=__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true", help="plumbing only (tiny budgets)")
+    parser.add_argument("--work", type=Path, default=None, help="caches and checkpoints")
+    args = parser.parse_args(argv)
+    res = run_study(StudyConfig.make(args.quick), args.out, work=args.work)
+    print(f"done in {res['seconds'] / 60:.1f} min -> {args.out / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
