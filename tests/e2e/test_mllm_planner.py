@@ -180,8 +180,10 @@ def test_jobs_show_lists_the_planner_turns(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
     job_id = json.loads(proc.stdout)["job_id"]
     turns = _turns(home, job_id)
-    assert [t["kind"] for t in turns] == ["probe", "plan", "repair"]
-    assert turns[1]["errors"] and turns[2]["errors"] == []
+    # plain text, then with the avatar image (which this server sees), then the answers
+    assert [t["kind"] for t in turns] == ["probe", "probe", "plan", "repair"]
+    assert turns[1]["prompt_tokens"] > turns[0]["prompt_tokens"]
+    assert turns[2]["errors"] and turns[3]["errors"] == []
     assert all(t["response_format"] in ("text", "json_schema") for t in turns)
     table = _run_cli(home, "jobs", "show", job_id)
     assert table.returncode == 0, table.stderr[-2000:]
