@@ -2,9 +2,10 @@
 the review app's API tests. The browser test makes a real one with the real pipeline."""
 
 import json
+from pathlib import Path
 
 import pytest
-from review_helpers import CUE, N_WORDS, PLAN, word_times
+from review_helpers import CHROMIUM, CUE, FLAGS, N_WORDS, PLAN, word_times
 from support import write_script
 
 from storage import Job, session_scope
@@ -59,3 +60,14 @@ def client(fake_job):
     job = open_job(str(fake_job["out"]))
     with TestClient(create_app(job, allowed_hosts=["testserver"])) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).is_file(), "install the chromium package (scripts/install with CI=true)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()

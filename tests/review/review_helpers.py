@@ -21,3 +21,17 @@ PLAN = {
 
 def word_times(i: int) -> tuple[float, float]:
     return round(i * 0.4, 3), round(i * 0.4 + 0.3, 3)
+
+
+# Debian's chromium, driven by Playwright (its own browser download is not used).
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]

@@ -1,0 +1,89 @@
+"""The editing controls of the review page in headless Chromium, on a job made in the test
+(no rendering): errors next to their rows, split, delete, add, base fields, versions."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def url(fake_job):
+    import uvicorn
+
+    from orchestrator.review.app import create_app
+    from orchestrator.review.job import open_job
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(open_job(str(fake_job["out"])))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _rows(page) -> list[tuple[str, str, str]]:
+    out = []
+    for row in page.locator("tr.phase-row").all():
+        out.append(
+            (
+                row.locator("select.first").input_value(),
+                row.locator("select.last").input_value(),
+                row.locator("input.action").input_value(),
+            )
+        )
+    return out
+
+
+def test_split_delete_add_and_errors_next_to_their_rows(url, browser, fake_job):
+    page = browser.new_page(viewport={"width": 1300, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("tr.phase-row")
+    assert _rows(page) == [
+        ("2", "5", "waves hello with the right hand"),
+        ("20", "23", "nods gently"),
+    ]
+    # Split phase 2 (words 20..23, 1.5 s) into 20..21 and 22..23: both are now too short, and
+    # the validator's message shows under each of the two rows, not elsewhere.
+    page.click('tr.phase-row[data-index="1"] button.split')
+    page.wait_for_selector('tr.row-errors[data-index="2"]')
+    assert _rows(page)[1:] == [("20", "21", "nods gently"), ("22", "23", "nods gently")]
+    first = page.inner_text('tr.row-errors[data-index="1"]')
+    assert first.startswith("phases[1] (words 20..21, 'nods gently'): lasts 0.70 s, shorter")
+    assert page.locator('tr.row-errors[data-index="0"]').count() == 0
+    assert page.locator(".phase.invalid").count() == 2
+    assert page.is_disabled("#save")
+    # Delete one half: the other still too short; widen it with the word picker: valid again.
+    page.click('tr.phase-row[data-index="2"] button.delete')
+    row = page.locator('tr.phase-row[data-index="1"]')
+    row.locator("select.last").select_option("24")
+    page.wait_for_function("document.querySelectorAll('tr.row-errors').length === 0")
+    assert page.is_enabled("#save")
+    # An empty base field is an error next to that field.
+    page.fill('#base input[data-field="mood"]', "")
+    page.wait_for_selector('#base ul[data-field="mood"] li')
+    assert page.inner_text('#base ul[data-field="mood"]') == "base.mood is empty"
+    page.fill('#base input[data-field="mood"]', "upbeat")
+    page.wait_for_function("document.querySelectorAll('#base li').length === 0")
+    # Add a phase at the playhead (seek by clicking a word on the timeline).
+    page.click('.word[data-word="12"]')
+    page.click("#add")
+    page.wait_for_function("document.querySelectorAll('tr.phase-row').length === 3")
+    assert _rows(page)[1][:2] == ("12", "14")  # from the playhead's word, at least 1 s
+    page.click("#save")
+    page.wait_for_function("document.querySelector('#version-label').textContent === 'v2'")
+    diff = page.inner_text('#versions li[data-version="2"] .diff')
+    assert "base.mood: 'calm and friendly' -> 'upbeat'" in diff
+    assert "added phases[1] (words 12..14, 'nods gently')" in diff
+    assert errors == []
