@@ -175,3 +175,17 @@ def test_asking_the_planner_without_one_configured_says_how(client, fake_job):
     assert "AVATAR_FLOW_LLM_BASE_URL" not in os.environ
     r = client.post("/api/propose?parent=1", json={**edit_of(fake_job["plan"]), "phase": 1})
     assert r.status_code == 409 and "AVATAR_FLOW_LLM_BASE_URL" in r.json()["detail"]
+
+
+def test_a_job_is_opened_by_folder_or_id_and_a_wrong_target_is_one_line(fake_job, tmp_path):
+    from flows.runtime.errors import InputError
+    from orchestrator.review.job import open_job
+
+    assert open_job("fakejob00001").out_dir == open_job(str(fake_job["out"])).out_dir
+    with pytest.raises(InputError, match=r"no job recorded for the folder .*; run `avatar-flow"):
+        open_job(str(tmp_path))
+    with pytest.raises(InputError, match="'nope' is neither an output folder nor a job id"):
+        open_job("nope")
+    (fake_job["out"] / "video.mp4").unlink()
+    with pytest.raises(InputError, match="has no finished output"):
+        open_job("fakejob00001")

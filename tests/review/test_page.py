@@ -2,10 +2,14 @@
 (no rendering): errors next to their rows, split, delete, add, base fields, versions."""
 
 import socket
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "planners"))
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +91,51 @@ def test_split_delete_add_and_errors_next_to_their_rows(url, browser, fake_job):
     assert "base.mood: 'calm and friendly' -> 'upbeat'" in diff
     assert "added phases[1] (words 12..14, 'nods gently')" in diff
     assert errors == []
+
+
+def test_edge_drag_snaps_and_a_planner_proposal_is_accepted_into_the_editor(
+    url, browser, fake_job, monkeypatch
+):
+    from test_proposals import ANSWER
+
+    page = browser.new_page(viewport={"width": 1300, "height": 800})
+    page.goto(url)
+    page.wait_for_selector("tr.phase-row")
+    # Drag the right edge of phase 2 (ends on word 23 at 9.5 s) by +0.8 s: snaps to word 25.
+    page.locator('.phase[data-phase="1"] .edge.r').scroll_into_view_if_needed()
+    edge = page.locator('.phase[data-phase="1"] .edge.r').bounding_box()
+    pps = page.evaluate("S.pps")
+    y = edge["y"] + edge["height"] / 2
+    page.mouse.move(edge["x"] + 2, y)
+    page.mouse.down()
+    page.mouse.move(edge["x"] + 2 + 0.8 * pps, y, steps=4)
+    page.mouse.up()
+    assert _rows(page)[1] == ("20", "25", "nods gently")
+
+    from fake_openai import FakeOpenAIServer
+
+    with FakeOpenAIServer([ANSWER]) as srv:
+        monkeypatch.setenv("AVATAR_FLOW_LLM_BASE_URL", srv.url)
+        monkeypatch.setenv("AVATAR_FLOW_LLM_MODEL", "fake-omni")
+        page.reload()
+        page.wait_for_selector('tr.phase-row[data-index="1"] button.ask:not([disabled])')
+        page.click('tr.phase-row[data-index="1"] button.ask')
+        page.wait_for_selector("#proposal:not([hidden])")
+    assert page.inner_text("#proposal-diff") == (
+        "phases[1]: action 'nods gently' -> 'counts on the fingers of one hand'; "
+        "words 20..23 -> 18..21"
+    )
+    page.click("#reject")
+    assert page.is_hidden("#proposal") and _rows(page)[1] == ("20", "23", "nods gently")
+    with FakeOpenAIServer([ANSWER]) as srv:
+        monkeypatch.setenv("AVATAR_FLOW_LLM_BASE_URL", srv.url)
+        page.click("#ask-all")
+        page.wait_for_selector("#proposal:not([hidden])")
+    page.click("#accept")
+    assert _rows(page) == [
+        (str(p["first_word"]), str(p["last_word"]), p["action"]) for p in ANSWER["phases"]
+    ]
+    assert page.input_value('#base input[data-field="identity"]') == ANSWER["base"]["identity"]
+    page.wait_for_selector("#save:not([disabled])")
+    page.click("#save")
+    page.wait_for_function("document.querySelector('#version-label').textContent === 'v2'")
