@@ -163,7 +163,7 @@ def load_actavatar_renderer(
         if cache is None:
             raise ValueError(
                 f"{folder}: no calibrated step cache in sampling.json (calibrate it with "
-                "`python -m generator.sampling_eval calibrate`)"
+                "`python -m generator.sampling_eval --calibrate DIR`)"
             )
         renderer_kwargs["step_cache"] = cache
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

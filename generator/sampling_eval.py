@@ -564,12 +564,107 @@ def run_study(
     return results
 
 
+def calibrate_pipeline(
+    folder: str | Path,
+    threshold: float,
+    height: int = 704,
+    width: int = 1280,
+    num_frames: int = 125,
+    steps: int = 40,
+    seeds: tuple[int, ...] = (0, 1),
+) -> Path:
+    """MagCache ratios of a pipeline checkpoint (its own reference sampler on a fixed probe:
+    a grey avatar, a 220 Hz tone, a two-phase prompt), written with `threshold` (the bench's
+    calibrated value) to the checkpoint's `sampling.json`, keeping what else it holds."""
+    from PIL import Image
+
+    from generator.pipeline_actavatar import ActAvatarPipeline
+    from generator.render_types import PromptPhase, StructuredPrompt
+    from generator.sampling import (
+        disable_step_cache,
+        enable_step_cache,
+        read_sampling_file,
+        step_cache_stats,
+        write_sampling_file,
+    )
+
+    folder = Path(folder)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    pipe = ActAvatarPipeline.from_pretrained(
+        str(folder),
+        dtype={"default": dtype, "vae": torch.float32, "audio_encoder": torch.float32},
+        use_safetensors=True,
+    ).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    seconds = num_frames / pipe.config.fps
+    t = np.arange(int(16000 * seconds)) / 16000
+    prompt = StructuredPrompt(
+        "A person speaking to the camera",
+        (
+            PromptPhase("raises a hand", 0.0, seconds / 2),
+            PromptPhase("points to the side", seconds / 2, seconds),
+        ),
+        duration=seconds,
+    )
+    enable_step_cache(pipe.transformer, None)
+    try:
+        for seed in seeds:
+            pipe(
+                image=Image.new("RGB", (width, height), (128, 128, 128)),
+                audio=(0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32),
+                prompt=prompt,
+                num_frames=num_frames,
+                height=height,
+                width=width,
+                num_inference_steps=steps,
+                seed=seed,
+                output_type="latent",
+            )
+        ratios = step_cache_stats(pipe.transformer)["mag_ratios"]
+    finally:
+        disable_step_cache(pipe.transformer)
+    data = read_sampling_file(folder) or {}
+    data.pop("version", None)
+    data["step_cache"] = {
+        "mag_ratios": ratios,
+        "threshold": threshold,
+        "max_skip_steps": 3,
+        "retention_ratio": 0.2,
+        "calibrated_steps": steps,
+        "rule": f"ratios from this checkpoint ({len(seeds)} probe runs at {height}x{width}x"
+        f"{num_frames}); threshold from the synthetic bench",
+    }
+    return write_sampling_file(folder, data)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m generator.sampling_eval", description=__doc__)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help="report folder (the study)")
     parser.add_argument("--quick", action="store_true", help="plumbing only (tiny budgets)")
     parser.add_argument("--work", type=Path, default=None, help="caches and checkpoints")
+    parser.add_argument(
+        "--calibrate", type=Path, metavar="PIPELINE", help="write a step-cache calibration"
+    )
+    parser.add_argument("--threshold", type=float, default=None, help="with --calibrate")
+    parser.add_argument("--size", default="704x1280", help="HxW of the calibration probe")
     args = parser.parse_args(argv)
+    if args.calibrate:
+        if not (args.calibrate / "model_index.json").is_file():
+            parser.error(f"{args.calibrate}: not a pipeline folder (no model_index.json)")
+        threshold = args.threshold
+        if threshold is None:
+            from generator.sampling import read_sampling_file
+
+            bench = read_sampling_file(Path(__file__).resolve().parents[1] / "docs/eval/sampling")
+            if not bench:
+                parser.error("--threshold is required (no docs/eval/sampling/sampling.json)")
+            threshold = float(bench["step_cache"]["threshold"])
+        h, w = (int(v) for v in args.size.lower().split("x"))
+        print(calibrate_pipeline(args.calibrate, threshold, h, w))
+        return 0
+    if args.out is None:
+        parser.error("give --out DIR (the study) or --calibrate PIPELINE")
     res = run_study(StudyConfig.make(args.quick), args.out, work=args.work)
     print(f"done in {res['seconds'] / 60:.1f} min -> {args.out / 'README.md'}")
     return 0

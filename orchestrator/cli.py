@@ -45,6 +45,10 @@ CheckpointOpt = Annotated[Path | None, typer.Option(help=describe("checkpoint"))
 SegmentOpt = Annotated[float | None, typer.Option(help=describe("segment_seconds"))]
 StepsOpt = Annotated[int | None, typer.Option(help=describe("steps"))]
 ContinuityOpt = Annotated[int, typer.Option(help=describe("continuity"))]
+FastOpt = Annotated[bool, typer.Option(help=describe("fast"))]
+SolverOpt = Annotated[str | None, typer.Option(help=describe("solver"))]
+IntervalOpt = Annotated[str | None, typer.Option(help=describe("guidance_interval"))]
+StepCacheOpt = Annotated[bool, typer.Option(help=describe("step_cache"))]
 ForceOpt = Annotated[bool, typer.Option(help=describe("force"))]
 WebhookOpt = Annotated[str | None, typer.Option(help=describe("webhook"))]
 PlanOpt = Annotated[Path | None, typer.Option("--plan", help=describe("plan"))]
@@ -86,6 +90,10 @@ def run(
     segment_seconds: SegmentOpt = default("segment_seconds"),
     steps: StepsOpt = default("steps"),
     continuity: ContinuityOpt = default("continuity"),
+    fast: FastOpt = default("fast"),
+    solver: SolverOpt = default("solver"),
+    guidance_interval: IntervalOpt = default("guidance_interval"),
+    step_cache: StepCacheOpt = default("step_cache"),
     force: ForceOpt = default("force"),
     webhook: WebhookOpt = default("webhook"),
     plan: PlanOpt = default("plan"),
@@ -106,6 +114,10 @@ def run(
             segment_seconds=segment_seconds,
             steps=steps,
             continuity=continuity,
+            fast=fast,
+            solver=solver,
+            guidance_interval=guidance_interval,
+            step_cache=step_cache,
             force=force,
             webhook=webhook,
             plan=str(plan.resolve()) if plan else None,

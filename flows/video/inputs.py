@@ -80,6 +80,28 @@ def _check_checkpoint_limits(ckpt: str, script: Script, options: JobOptions) -> 
         raise InputError(problem + hint, file=str(script.path), field="checkpoint")
 
 
+def _check_sampling(ckpt: str, options: JobOptions) -> None:
+    """A distilled student for --fast and a calibration for --step-cache, before any work."""
+    from generator.sampling import find_student, read_sampling_file, step_cache_from_file
+
+    try:
+        student = find_student(ckpt) if options.fast else True
+        cache = step_cache_from_file(read_sampling_file(ckpt)) if options.step_cache else True
+    except ValueError as exc:  # a malformed sampling.json
+        raise InputError(str(exc), field="checkpoint") from None
+    if student is None:
+        raise InputError(
+            f"{ckpt}: no distilled student for --fast (its sampling.json lists none); "
+            "train one with `avatar-flow train distill CONFIG`",
+            field="fast",
+        )
+    if cache is None:
+        raise InputError(
+            f"{ckpt}: no calibrated step cache in sampling.json for --step-cache",
+            field="step_cache",
+        )
+
+
 def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Settings) -> JobInputs:
     """Parse and check everything; raises InputError (exit code 2) on the first problem."""
     script = parse_script(script_path)
@@ -101,6 +123,12 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
                 field="resolution",
             )
         _check_checkpoint_limits(ckpt, script, options)
+        _check_sampling(ckpt, options)
+    elif options.fast or options.step_cache or options.solver or options.guidance_interval:
+        raise InputError(
+            "--fast, --solver, --guidance-interval and --step-cache need --renderer actavatar",
+            field="renderer",
+        )
     if options.planner == "mllm" and not _llm_configured():
         raise InputError(
             "the mllm planner needs AVATAR_FLOW_LLM_BASE_URL or OPENAI_API_KEY", field="planner"

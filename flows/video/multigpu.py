@@ -175,8 +175,16 @@ def _render(rank: int, world: int, payload: dict[str, Any]):
 
     job = RenderJob.model_validate(payload["job"])
     spec = SegmentSpec.from_dict(payload["spec"])
-    renderer = load_actavatar_renderer(job.checkpoint, device=f"cuda:{rank}")
-    renderer.num_inference_steps = job.steps
+    interval = job.sampling.get("guidance_interval")
+    renderer = load_actavatar_renderer(
+        job.checkpoint,
+        device=f"cuda:{rank}",
+        num_inference_steps=job.steps,
+        fast=bool(job.sampling.get("fast")),
+        step_cache=bool(job.sampling.get("step_cache")),
+        solver=job.sampling.get("solver"),
+        guidance_interval=tuple(interval) if interval else None,
+    )
     renderer.pipeline.transformer.enable_parallelism(
         config=ContextParallelConfig(ulysses_degree=world)
     )

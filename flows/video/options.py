@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from flows.runtime.errors import InputError
 
 RENDERERS = ("animatic", "actavatar")
+SOLVERS = ("unipc", "unipc-3", "dpm++2m", "euler")  # generator.sampling.SOLVERS (checked by a test)
 PLANNERS = ("rule", "mllm")
 # Options left out of the job's input key, so a job is found again whatever their values: those
 # that do not change the finished video, and `plan`, which makes a new plan version of the same
@@ -87,6 +88,28 @@ class JobOptions(BaseModel):
         "anything renders; only the segments whose inputs it changes are rendered again. It "
         "is a new plan version of the same job, so it is not part of the job's input key.",
     )
+    fast: bool = Field(
+        False,
+        description="Render with the checkpoint's distilled student (one forward per step, e.g. "
+        "8 or 4 steps instead of 40 x 3 guidance predictions); a checkpoint without one is an "
+        "error. The run report says which model rendered.",
+    )
+    solver: str | None = Field(
+        None,
+        description="Flow-matching solver for fewer steps (actavatar): unipc (the default "
+        "sampler), unipc-3, dpm++2m or euler. Default: the checkpoint's scheduler.",
+        json_schema_extra={"enum": list(SOLVERS)},
+    )
+    guidance_interval: str | None = Field(
+        None,
+        description="Run text/audio guidance only while the noise level sigma is in LO,HI "
+        "(e.g. 0,0.9); other steps take one forward instead of three (actavatar).",
+    )
+    step_cache: bool = Field(
+        False,
+        description="Skip transformer steps by the checkpoint's calibrated MagCache rule "
+        "(its sampling.json); an error when the checkpoint has no calibration (actavatar).",
+    )
     force: bool = Field(False, description="Recompute every step instead of reusing results.")
     replan: bool = Field(
         False,
@@ -141,6 +164,20 @@ class JobOptions(BaseModel):
             )
         return v
 
+    @field_validator("solver")
+    @classmethod
+    def _known_solver(cls, v: str | None) -> str | None:
+        if v is not None and v not in SOLVERS:
+            raise ValueError(f"unknown solver '{v}' (one of: {', '.join(SOLVERS)})")
+        return v
+
+    @field_validator("guidance_interval")
+    @classmethod
+    def _interval(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_interval(v)
+        return v
+
     @field_validator("plan")
     @classmethod
     def _json_file(cls, v: str | None) -> str | None:
@@ -179,6 +216,17 @@ class JobOptions(BaseModel):
     def key_values(self) -> dict[str, Any]:
         """The options that change the video: hashed into the job's input key."""
         return self.model_dump(mode="json", exclude=set(NOT_IN_KEY))
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    """`LO,HI` (sigma, 0 <= LO <= HI <= 1) -> (lo, hi); ValueError with one line otherwise."""
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"guidance_interval must be LO,HI (e.g. 0,0.9), got {text!r}") from None
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"guidance_interval needs 0 <= LO <= HI <= 1, got {text!r}")
+    return lo, hi
 
 
 def option_fields() -> tuple[str, ...]:

@@ -15,7 +15,7 @@ Prefect logs (task tracebacks included) are kept in `<out>/job.log`.
 
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,8 @@ class Planned:
 class Rendered:
     clips: list[Path]
     rendered: int  # segments rendered now (the others came from the cache)
+    evaluations: list[int] = field(default_factory=list)  # model evaluations per clip
+    samplers: list[str] = field(default_factory=list)  # which model rendered (teacher/student)
 
 
 def open_job_run(inputs: JobInputs, settings: Settings) -> JobRun:
@@ -233,6 +235,21 @@ def open_job_run(inputs: JobInputs, settings: Settings) -> JobRun:
         flow_run_id=str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None,
     )
     return JobRun(id=job_id, db=settings.db_url, out_dir=out_dir)
+
+
+def sampling_options(o: JobOptions) -> dict[str, Any]:
+    """The job's fast-sampling options for the renderer (empty: the reference sampler)."""
+    from flows.video.options import parse_interval
+
+    opts: dict[str, Any] = {
+        "fast": o.fast,
+        "solver": o.solver,
+        "guidance_interval": list(parse_interval(o.guidance_interval))
+        if o.guidance_interval
+        else None,
+        "step_cache": o.step_cache,
+    }
+    return {k: v for k, v in opts.items() if v}
 
 
 def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
@@ -271,6 +288,7 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
         cuts=tuple(sp.end for sp in specs[:-1]),
         title=s.title,
         continuity_frames=overlap,
+        sampling=sampling_options(o),
     )
     return Planned(speech, transcript, plan, specs, render_job, version)
 
@@ -279,11 +297,13 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
     """Render every segment in order; cached segments are reused, missing files re-rendered."""
     job = planned.render_job
     set_status(run.db, run.id, JobStatus.rendering)
-    renderer_id = renderer_identity(job.renderer, job.checkpoint, job.steps)
+    renderer_id = renderer_identity(job.renderer, job.checkpoint, job.steps, job.sampling)
     job_data = job.model_dump(mode="json")
     refresh = {"refresh_cache": True} if inputs.options.force else {}
     total = len(planned.specs)
     rendered, clips, context, prev_sha = 0, [], [], None
+    evaluations: list[int] = []
+    samplers: list[str] = []
     progress.emit("render", 0, total)
     for sp in planned.specs:
         key = render_key(
@@ -313,9 +333,13 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
             seconds=None if was_cached else result["seconds"],
         )
         clips.append(Path(result["path"]))
+        if result.get("evaluations") is not None:
+            evaluations.append(int(result["evaluations"]))
+        if result.get("sampler"):
+            samplers.append(str(result["sampler"]))
         context, prev_sha = result["tail"], result["sha256"]
         progress.emit("render", sp.index + 1, total, "cached" if was_cached else "rendered")
-    return Rendered(clips, rendered)
+    return Rendered(clips, rendered, evaluations, samplers)
 
 
 def write_outputs(
@@ -389,6 +413,13 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
         "plan_version": planned.plan_version,
         "gpu_seconds": gpu_seconds,
         "gpu_seconds_per_output_second": gpu.per_output_second(gpu_seconds, transcript.duration),
+        # model evaluations per rendered clip (a guided step counts 3; None: not a diffusion
+        # render), and which model rendered (the teacher, or the distilled student and why)
+        "evaluations_per_clip": (
+            sum(rendered.evaluations) / len(rendered.evaluations) if rendered.evaluations else None
+        ),
+        "sampling": planned.render_job.sampling,
+        "sampler": sorted(set(rendered.samplers)),
     }
     _publish_artifact(report, plan)
     progress.emit("done", 1, 1)

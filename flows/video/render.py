@@ -4,6 +4,7 @@ per-segment request built from it (the same way in-process and in a torchrun wor
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -32,9 +33,14 @@ def renderer_overlap(name: str, continuity_frames: int = 1) -> int:
 
 @lru_cache(maxsize=2)
 def get_renderer(
-    name: str, checkpoint: str | None = None, device: str | None = None, steps: int = 40
+    name: str,
+    checkpoint: str | None = None,
+    device: str | None = None,
+    steps: int = 40,
+    sampling: tuple[tuple[str, Any], ...] = (),
 ) -> Renderer:
-    """Load a renderer once per process (the ActAvatar pipeline is expensive to load)."""
+    """Load a renderer once per process (the ActAvatar pipeline is expensive to load).
+    `sampling`: the job's fast-sampling options as sorted (name, value) pairs (hashable)."""
     with _lock:
         if name == "animatic":
             from generator.animatic import AnimaticRenderer
@@ -47,7 +53,17 @@ def get_renderer(
                 )
             from generator.renderer_actavatar import load_actavatar_renderer
 
-            return load_actavatar_renderer(checkpoint, device=device, num_inference_steps=steps)
+            opts = dict(sampling)
+            interval = opts.get("guidance_interval")
+            return load_actavatar_renderer(
+                checkpoint,
+                device=device,
+                num_inference_steps=steps,
+                fast=bool(opts.get("fast")),
+                step_cache=bool(opts.get("step_cache")),
+                solver=opts.get("solver"),
+                guidance_interval=tuple(interval) if interval else None,
+            )
         raise ValueError(f"unknown renderer '{name}' (one of: {', '.join(RENDERERS)})")
 
 
@@ -147,6 +163,14 @@ class RenderJob(BaseModel):
     cuts: tuple[float, ...]
     title: str
     continuity_frames: int
+    # fast sampling (issue 12): fast, solver, guidance_interval [lo, hi], step_cache
+    sampling: dict[str, Any] = {}
+
+    def sampling_key(self) -> tuple[tuple[str, Any], ...]:
+        """The sampling options as the hashable argument of `get_renderer`."""
+        return tuple(
+            sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in self.sampling.items())
+        )
 
 
 def request_from_job(spec: SegmentSpec, job: RenderJob, context: list[str]) -> RenderRequest:

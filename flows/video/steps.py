@@ -176,7 +176,11 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
             frames = render_parallel(seg, render_job, context, devices)
         else:
             renderer = get_renderer(
-                render_job.renderer, render_job.checkpoint, settings.device, render_job.steps
+                render_job.renderer,
+                render_job.checkpoint,
+                settings.device,
+                render_job.steps,
+                render_job.sampling_key(),
             )
             request = request_from_job(seg, render_job, context)
             frames = gpu.render_with_offload_fallback(
@@ -184,6 +188,7 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
             )
     seconds = clock.wall
     gpu.charge(clock.gpu_seconds)
+    stats = {} if len(devices) > 1 else dict(getattr(renderer, "last_stats", {}) or {})
     expected = (seg.render_frames, render_job.height, render_job.width, 3)
     if tuple(frames.shape) != expected or frames.dtype != np.uint8:
         raise RuntimeError(
@@ -204,6 +209,9 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
         "seconds": seconds,
         "tail": [str(p) for p in tail],
         "gpu_seconds": clock.gpu_seconds,
+        # model evaluations of this clip (a guided step counts 3) and which model rendered
+        "evaluations": stats.get("evaluations"),
+        "sampler": getattr(renderer, "model_note", None) if len(devices) <= 1 else None,
     }
 
 
@@ -241,9 +249,19 @@ def render_key(
     return content_key("render", renderer_id, parts)
 
 
-def renderer_identity(renderer: str, checkpoint: str | None, steps: int) -> str:
-    """What identifies a renderer's output: the checkpoint's index hash and steps for ActAvatar."""
+def renderer_identity(
+    renderer: str, checkpoint: str | None, steps: int, sampling: dict[str, Any] | None = None
+) -> str:
+    """What identifies a renderer's output: the checkpoint's index hash and steps for ActAvatar,
+    plus the fast-sampling options and the sampling.json they read (student, calibration)."""
     if renderer == "actavatar" and checkpoint:
         index = Path(checkpoint) / "model_index.json"
-        return f"actavatar:{sha256_file(index)}:{Path(checkpoint).resolve()}:steps={steps}"
+        ident = f"actavatar:{sha256_file(index)}:{Path(checkpoint).resolve()}:steps={steps}"
+        opts = {k: v for k, v in (sampling or {}).items() if v}
+        if opts:
+            ident += ":" + json.dumps(opts, sort_keys=True)
+            cal = Path(checkpoint) / "sampling.json"
+            if cal.is_file():
+                ident += f":{sha256_file(cal)}"
+        return ident
     return f"{renderer}:v1"

@@ -260,3 +260,19 @@ def test_renderer_fast_uses_the_registered_student(tiny_dir, avatar, speech, tmp
     write_sampling_file(teacher, {"step_cache": cache})
     cached = load_actavatar_renderer(teacher, device="cpu", step_cache=True)
     assert cached.step_cache == StepCacheConfig(0.1, (1.0, 1.0, 1.0))
+
+
+def test_calibrate_pipeline_writes_ratios_and_keeps_students(tiny_dir, tmp_path):
+    import shutil
+
+    from generator.sampling_eval import calibrate_pipeline
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_dir, folder)
+    write_sampling_file(folder, {"students": [{"path": "s"}]})
+    calibrate_pipeline(folder, 0.07, height=H, width=W, num_frames=F, steps=4, seeds=(0,))
+    data = read_sampling_file(folder)
+    assert data["students"] == [{"path": "s"}]
+    cache = step_cache_from_file(data)
+    assert cache.threshold == 0.07 and len(cache.mag_ratios) == 4
+    assert cache.mag_ratios[0] == 1.0 and all(r > 0 for r in cache.mag_ratios)
