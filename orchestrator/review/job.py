@@ -28,6 +28,7 @@ SERVED_FILES = {
     "plan.json": "plan.json",
     "words.json": "words.json",
     "final/video.mp4": "final/video.mp4",
+    "preview/video.mp4": "preview/video.mp4",  # previews of a job not made with the animatic
 }
 VERSIONS_DIR = "plans"
 FINAL_DIR = "final"

@@ -107,7 +107,8 @@ def flow_parameters(job: ReviewJob, **overrides: Any) -> dict[str, Any]:
     options = job_options(job.options, **{"force": False, **overrides})
     return {
         "script": str(job.script_path),
-        "options": options.model_dump(mode="json", exclude_defaults=True),
+        # Every field explicitly: a deployment's default parameters must not fill any in.
+        "options": options.model_dump(mode="json"),
     }
 
 

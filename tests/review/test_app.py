@@ -189,3 +189,40 @@ def test_a_job_is_opened_by_folder_or_id_and_a_wrong_target_is_one_line(fake_job
     (fake_job["out"] / "video.mp4").unlink()
     with pytest.raises(InputError, match="has no finished output"):
         open_job("fakejob00001")
+
+
+def test_preview_and_render_reuse_the_jobs_options_but_never_force_or_call_its_webhook(fake_job):
+    from orchestrator.review import runs
+    from orchestrator.review.job import open_job
+    from storage import Job, session_scope
+
+    stored = {
+        "renderer": "actavatar",
+        "checkpoint": "/ckpt/actavatar",
+        "segment_seconds": 4.5,
+        "force": True,
+        "webhook": "https://example.org/hook",
+        "out": "somewhere/else",
+    }
+    with session_scope(fake_job["db"]) as s:
+        row = s.get(Job, "fakejob00001")
+        row.settings = {"options": stored, "fps": 25}
+        row.renderer = "actavatar"
+    job = open_job("fakejob00001")
+    assert job.segment_seconds == 4.5  # the job's own segment length for validation and cuts
+    out = fake_job["out"]
+    preview = runs.flow_parameters(
+        job, out=str(out / "preview"), renderer="animatic", plan="/p/v0002.json", webhook=None
+    )
+    assert preview["script"] == str(fake_job["script"])
+    options = preview["options"]
+    assert {k: options[k] for k in ("out", "renderer", "checkpoint", "segment_seconds")} == {
+        "out": str(out / "preview"),
+        "renderer": "animatic",
+        "checkpoint": "/ckpt/actavatar",
+        "segment_seconds": 4.5,
+    }
+    assert (options["plan"], options["force"], options["webhook"]) == ("/p/v0002.json", False, None)
+    render = runs.flow_parameters(job, out=str(out / "final"), renderer="actavatar", plan="/p.json")
+    assert render["options"]["webhook"] == "https://example.org/hook"  # the job's own callback
+    assert render["options"]["force"] is False

@@ -360,7 +360,10 @@ async function poll() {
   if (r.kind === "preview") {
     const t = video.currentTime;
     await load();
-    video.src = S.job.video; video.currentTime = t;
+    // A job rendered with another renderer keeps its video; its animatic preview is beside it.
+    const own = r.out_dir === S.job.job.out_dir;
+    video.src = own ? S.job.video : `/media/preview/video.mp4?v=${Date.now()}`;
+    video.currentTime = t;
     S.segStatus = Object.fromEntries(seg.map((s) => [s.index, s.status]));
     renderTimeline();
     say(`Preview of version ${r.version}: segment(s) ${rendered.map((i) => i + 1).join(", ") || "none"} re-rendered, the rest reused.`);
