@@ -107,8 +107,9 @@ def flow_parameters(job: ReviewJob, **overrides: Any) -> dict[str, Any]:
     options = job_options(job.options, **{"force": False, **overrides})
     return {
         "script": str(job.script_path),
-        # Every field explicitly: a deployment's default parameters must not fill any in.
-        "options": options.model_dump(mode="json"),
+        # Every set field explicitly, so a deployment's default parameters cannot override the
+        # job's choices (unset ones are None: the server's JSON schema may not allow null).
+        "options": options.model_dump(mode="json", exclude_none=True),
     }
 
 

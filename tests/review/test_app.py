@@ -222,7 +222,8 @@ def test_preview_and_render_reuse_the_jobs_options_but_never_force_or_call_its_w
         "checkpoint": "/ckpt/actavatar",
         "segment_seconds": 4.5,
     }
-    assert (options["plan"], options["force"], options["webhook"]) == ("/p/v0002.json", False, None)
+    assert (options["plan"], options["force"]) == ("/p/v0002.json", False)
+    assert "webhook" not in options
     render = runs.flow_parameters(job, out=str(out / "final"), renderer="actavatar", plan="/p.json")
     assert render["options"]["webhook"] == "https://example.org/hook"  # the job's own callback
     assert render["options"]["force"] is False
