@@ -75,9 +75,12 @@ class RunManager:
                 run.result = work(run)
                 run.state = "done"
             except BaseException as exc:  # reported on the page, never raised in a thread
+                from flows.runtime.errors import InputError
+
                 run.error = _one_line(exc)
                 run.state = "failed"
-                traceback.print_exc()
+                if not isinstance(exc, InputError):  # bad input is its one line; else the log
+                    traceback.print_exc()
             finally:
                 run.finished = time.time()
 

@@ -227,3 +227,30 @@ def test_preview_and_render_reuse_the_jobs_options_but_never_force_or_call_its_w
     render = runs.flow_parameters(job, out=str(out / "final"), renderer="actavatar", plan="/p.json")
     assert render["options"]["webhook"] == "https://example.org/hook"  # the job's own callback
     assert render["options"]["force"] is False
+
+
+def test_one_run_at_a_time_and_a_failure_is_one_line_on_the_run():
+    import threading
+    import time
+
+    from flows.runtime.errors import InputError
+    from orchestrator.review.runs import Busy, Run, RunManager
+
+    manager, release = RunManager(), threading.Event()
+    first = manager.start(Run(kind="preview", version=2), lambda r: release.wait(5) and {"ok": 1})
+    with pytest.raises(Busy, match=r"a preview is still running \(started \d\d:\d\d:\d\d\)"):
+        manager.start(Run(kind="render", version=2), lambda r: {})
+    release.set()
+    while first.state == "running":
+        time.sleep(0.01)
+    assert (first.state, first.result) == ("done", {"ok": 1})
+
+    def bad(run):
+        raise InputError("phases[0] (words 1..2, 'x'): lasts 0.20 s", file="v0003.json")
+
+    failed = manager.start(Run(kind="render", version=3), bad)
+    while failed.state == "running":
+        time.sleep(0.01)
+    assert failed.state == "failed"
+    assert failed.error == "v0003.json: phases[0] (words 1..2, 'x'): lasts 0.20 s"
+    assert manager.get(failed.id) is failed
