@@ -136,7 +136,9 @@ class ReviewJob:
     def job_row(self) -> dict[str, Any]:
         with session_scope(self.db) as s:
             job = s.get(Job, self.job_id)
-            return job.model_dump(mode="json") if job else {}
+            # Not `settings`: its options may hold a webhook URL with a token in it.
+            keep = {"id", "status", "title", "out_dir", "renderer", "planner", "updated_at"}
+            return job.model_dump(mode="json", include=keep) if job else {}
 
     def current_plan(self) -> tuple[dict[str, Any], int]:
         """The latest plan version; the job's plan.json becomes version 1 on first open."""

@@ -254,3 +254,8 @@ def test_one_run_at_a_time_and_a_failure_is_one_line_on_the_run():
     assert failed.state == "failed"
     assert failed.error == "v0003.json: phases[0] (words 1..2, 'x'): lasts 0.20 s"
     assert manager.get(failed.id) is failed
+
+
+def test_the_page_never_gets_the_jobs_stored_options(client, fake_job):
+    job = client.get("/api/job").json()["job"]
+    assert set(job) == {"id", "status", "title", "out_dir", "renderer", "planner", "updated_at"}
