@@ -11,11 +11,12 @@ or checked against it by `tests/flows/test_options_contract.py`:
   cells are validated by this model;
 - the batch "already done" rule compares `JobInputs.input_key`, which hashes `key_values()`.
 
-Adding an option is a one-place change here: add the field (type, default, `description=`, and a
-`field_validator` if it needs more than its type), and list it in `NOT_IN_KEY` if it cannot change
-the video (like `force`). Then add the matching `--option` to `avatar-flow run` and the keyword to
-`Studio.produce` — the contract test fails until both exist — and read the value where the job
-uses it (`options.<name>`). Manifest columns and the Prefect form follow by themselves.
+Adding an option: its one definition is a field here (type, default, `description=`, and a
+`field_validator` if it needs more than its type), listed in `NOT_IN_KEY` if it cannot change the
+video (like `force`). The Prefect form, the manifest columns, the row validation and the input key
+follow by themselves. The two typed signatures written by hand, `avatar-flow run` (whose help and
+default are read from the field) and `Studio.produce`, each get one line; the contract test fails
+until they do. Then read the value where the job uses it (`options.<name>`).
 
 Defaults that come from the environment (`checkpoint`, `steps`) are `None` here and filled by
 `resolved()`, so a run from the UI, the CLI and the SDK resolves them the same way.
