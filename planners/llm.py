@@ -798,6 +798,10 @@ class _Exchange:
         finally:
             timer.cancel()
             stream.close()
+            if chunks:  # what arrived, also when cut short: the record shows how far it got
+                snapshot = state.current_completion_snapshot.choices
+                turn.answer = (snapshot[0].message.content or "") if snapshot else ""
+                turn.completion_tokens = tokens
         if expired.is_set():
             raise self._timeout()
         # the snapshot, not get_final_completion(): that one raises on finish_reason "length"
