@@ -179,3 +179,38 @@ def test_use_phase_ids_false_equals_padding_ids(tmp_path, tiny_cache, stage1_ada
         real_loss = float(tr.compute_loss(real))
     assert none_loss == pytest.approx(pad_loss, rel=1e-6)
     assert abs(real_loss - none_loss) > 1e-4
+
+
+def test_time_aware_phases_switch_trains_the_time_term(tmp_path, tiny_cache, stage1_adapter):
+    """model.time_aware_phases reaches the model; the cached windows reach its forward."""
+    from generator.transformer_actavatar import ActAvatarTransformer3DModel
+
+    cfg = tiny_config(
+        tmp_path,
+        "stage2",
+        tiny_cache,
+        model__adapter=str(stage1_adapter),
+        model__time_aware_phases=True,
+        train__max_steps=2,
+        train__checkpoint_every=2,
+    )
+    tr = Trainer(cfg, echo=False).setup()
+    model = tr.unwrapped
+    assert model.config.time_aware_phases is True
+    batch = next(iter(tr.make_dataloader(0, 1)))
+    windows = batch["phase_windows"]
+    f = batch["latents"].shape[2]
+    assert windows.shape == (batch["latents"].shape[0], model.config.max_phases + 2, 2)
+    assert (windows[:, 0] == torch.tensor([0.0, float(f)])).all()  # base row: whole clip
+    seen = []
+    hook = model.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw.get("phase_windows")), with_kwargs=True
+    )
+    before = {k: v.detach().clone() for k, v in model.state_dict().items() if ".phase_time." in k}
+    summary = tr.train()
+    hook.remove()
+    assert seen and all(w is not None and w.shape[1:] == windows.shape[1:] for w in seen)
+    assert any(not torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert {param_group(k) for k in before} == {"phase"}
+    saved = ActAvatarTransformer3DModel.from_pretrained(f"{summary['checkpoint']}/transformer")
+    assert saved.config.time_aware_phases is True
