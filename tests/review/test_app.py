@@ -259,3 +259,24 @@ def test_one_run_at_a_time_and_a_failure_is_one_line_on_the_run():
 def test_the_page_never_gets_the_jobs_stored_options(client, fake_job):
     job = client.get("/api/job").json()["job"]
     assert set(job) == {"id", "status", "title", "out_dir", "renderer", "planner", "updated_at"}
+
+
+def test_serve_warns_what_an_explicit_host_exposes_and_refuses_an_implicit_one(
+    fake_job, monkeypatch, capsys
+):
+    import uvicorn
+
+    from flows.runtime.errors import InputError
+    from orchestrator.review.serve import serve
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: calls.append(host))
+    with pytest.raises(InputError, match="pass --host 0.0.0.0 explicitly"):
+        serve(str(fake_job["out"]), host="0.0.0.0", port=9)
+    assert calls == []  # refused before anything listens
+    serve(str(fake_job["out"]), port=9)
+    serve(str(fake_job["out"]), host="0.0.0.0", port=9, explicit_host=True)
+    assert calls == ["127.0.0.1", "0.0.0.0"]
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert "listens on 0.0.0.0:9, not only on this computer" in " ".join(err.split())
