@@ -93,7 +93,10 @@ def create_app(job: ReviewJob, *, allowed_hosts: list[str] | None = None) -> Fas
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS)
     manager = runs.RunManager()
     app.state.job, app.state.runs = job, manager
-    default_author = getpass.getuser()
+    try:
+        default_author = getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        default_author = ""
     job.current_plan()  # the job's own plan.json is version 1 from the start
 
     @app.middleware("http")
