@@ -51,6 +51,7 @@ from flows.video.steps import (
     render_step,
     renderer_identity,
     run_cached,
+    run_cached_state,
     speech_step,
     words_step,
 )
@@ -315,11 +316,10 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
             prev_sha,
         )
         args = {"key": key, "spec": sp.to_dict(), "job": job_data, "context": context}
-        state = render_step.with_options(**refresh)(**args, return_state=True)
+        state = run_cached_state(
+            render_step.with_options(**refresh), lambda r: Path(r["path"]).is_file(), **args
+        )
         result = state.result()
-        if not Path(result["path"]).is_file():  # the cached record's file is gone
-            state = render_step.with_options(refresh_cache=True)(**args, return_state=True)
-            result = state.result()
         was_cached = state.name == "Cached"
         rendered += not was_cached
         record_segment_done(

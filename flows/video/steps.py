@@ -59,12 +59,18 @@ def retry_unless_input_error(task, task_run, state) -> bool:
 CACHED = {"cache_key_fn": _cache_key, "result_serializer": "json", "persist_result": True}
 
 
+def run_cached_state(step, check, **kwargs) -> Any:
+    """Run a cached step and return its final state; if the cached record points at files that
+    are gone (`check(result)` is false), run it again with the cache refreshed."""
+    state = step(**kwargs, return_state=True)
+    if not check(state.result()):
+        state = step.with_options(refresh_cache=True)(**kwargs, return_state=True)
+    return state
+
+
 def run_cached(step, check, **kwargs) -> Any:
-    """Run a cached step; if its cached record points at files that are gone, recompute."""
-    result = step(**kwargs)
-    if not check(result):
-        result = step.with_options(refresh_cache=True)(**kwargs)
-    return result
+    """`run_cached_state`'s result."""
+    return run_cached_state(step, check, **kwargs).result()
 
 
 @task(name="speech", **CACHED, retries=1, retry_condition_fn=retry_unless_input_error)
