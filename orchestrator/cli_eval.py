@@ -16,7 +16,8 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.console import console, out
+from flows.runtime.errors import InputError
+from orchestrator.console import console, one_line_errors, out
 
 eval_app = typer.Typer(
     help="Measure the method: synthetic ablation bench, MLLM judge.", no_args_is_help=True
@@ -43,15 +44,11 @@ def synthetic(
         cfg = replace(cfg, seeds=tuple(int(s) for s in seeds.split(",") if s.strip()))
     if steps:
         cfg = replace(cfg, steps=steps)
-    if backend not in ("trainer", "loop"):
-        console.print(f"[bold red]error:[/] unknown backend {backend!r} (trainer or loop)")
-        raise typer.Exit(2)
-    cfg = replace(cfg, backend=backend)
-    try:
+    with one_line_errors():
+        if backend not in ("trainer", "loop"):
+            raise InputError(f"unknown backend {backend!r} (trainer or loop)", field="backend")
+        cfg = replace(cfg, backend=backend)
         run_bench(cfg, out_dir, log=lambda m: console.print(m, highlight=False))
-    except (Exception, KeyboardInterrupt) as exc:
-        console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False)
-        raise typer.Exit(1) from None
     out.print(f"report: {out_dir / 'README.md'}", highlight=False)
 
 
@@ -70,18 +67,16 @@ def judge(
     ] = None,
 ) -> None:
     """Score every phase with a vision MLLM (AO, AA, TC, AQ, HC), 5 runs averaged."""
-    from flows.evaluation.judge import JudgeError, judge_video
+    from flows.evaluation.judge import judge_video
     from planners.mllm_settings import MLLMSettings
 
-    for p in (video, plan):
-        if not p.is_file():
-            console.print(f"[bold red]error:[/] file not found: {p}", highlight=False)
-            raise typer.Exit(2)
-    if runs < 1 or frames < 1:
-        console.print("[bold red]error:[/] --runs and --frames must be at least 1")
-        raise typer.Exit(2)
-    settings = MLLMSettings(**({"model": model} if model else {}))
-    try:
+    with one_line_errors():
+        for p, field in ((video, "VIDEO"), (plan, "plan")):
+            if not p.is_file():
+                raise InputError(f"file not found: {p}", field=field)
+        if runs < 1 or frames < 1:
+            raise InputError("--runs and --frames must be at least 1", field="runs")
+        settings = MLLMSettings(**({"model": model} if model else {}))
         result = judge_video(
             video,
             plan,
@@ -91,9 +86,6 @@ def judge(
             syncnet=syncnet,
             log=lambda m: console.print(m, highlight=False),
         )
-    except (JudgeError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
     data = result.model_dump()
     from flows.evaluation.judge import store_with_job
     from flows.runtime.settings import get_settings
