@@ -17,6 +17,7 @@ from orchestrator.cli_scale import batch, db_app, deploy, serve, worker
 from orchestrator.cli_train import checkpoints_app, dataset_app, train_app
 from orchestrator.console import (
     console,
+    fail,
     hide_run_logs,
     one_line_errors,
     out,
@@ -267,8 +268,9 @@ def jobs_show(
 
     details = job_details(job_id)
     if details is None:
-        console.print(f"[bold red]error:[/] no job with id '{job_id}'")
-        raise typer.Exit(2)
+        from flows.runtime.errors import InputError
+
+        fail(InputError(f"no job with id '{job_id}' (see `avatar-flow jobs`)", field="JOB_ID"))
     if as_json:
         out.print_json(json.dumps(details, default=str))
         return
