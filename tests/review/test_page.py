@@ -111,6 +111,10 @@ def test_edge_drag_snaps_and_a_planner_proposal_is_accepted_into_the_editor(
     page.mouse.move(edge["x"] + 2 + 0.8 * pps, y, steps=4)
     page.mouse.up()
     assert _rows(page)[1] == ("20", "25", "nods gently")
+    # A click on a phase (no drag) seeks the video to its first word and selects its row.
+    page.locator('.phase[data-phase="0"]').click()
+    assert page.evaluate("S.selected") == 0
+    assert abs(page.evaluate("document.querySelector('video').currentTime") - 0.8) < 0.01
 
     from fake_openai import FakeOpenAIServer
 
