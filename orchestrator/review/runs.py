@@ -4,11 +4,10 @@ One run at a time per review app (the flows' progress events are process-wide, a
 renders of one job would race on its output folder). A run's state is polled by the page.
 
 Preview renders the animatic in this process. Render goes through the `produce-video`
-Prefect deployment when a Prefect server is configured (PREFECT_API_URL), so it runs on the
+Prefect deployment when a Prefect server is configured (PREFECT_API_URL or a profile), so it runs on the
 GPU workers of that server's work pool; otherwise it runs here, like `avatar-flow run`.
 """
 
-import os
 import threading
 import time
 import traceback
@@ -99,8 +98,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def prefect_server_configured() -> bool:
-    """A Prefect server to send renders to (not the ephemeral in-process API)."""
-    return bool(os.environ.get("PREFECT_API_URL"))
+    """A Prefect server to send renders to: PREFECT_API_URL from the environment or the active
+    Prefect profile (without one, Prefect runs an ephemeral in-process API)."""
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
 
 
 def flow_parameters(job: ReviewJob, **overrides: Any) -> dict[str, Any]:
