@@ -99,7 +99,7 @@ class JobOptions(BaseModel):
         None,
         description="Flow-matching solver for fewer steps (actavatar): unipc (the default "
         "sampler), unipc-3, dpm++2m or euler. Default: the checkpoint's scheduler.",
-        json_schema_extra={"enum": list(SOLVERS)},
+        json_schema_extra={"enum": [*SOLVERS, None]},  # None: the form may send null
     )
     guidance_interval: str | None = Field(
         None,

@@ -28,6 +28,12 @@ class SamplerOptions:
     num_clean: int = 1
     text_scale: float = 1.0
     audio_scale: float = 1.0
+    # issue 12: a named solver samples with the pipeline's own loop (`denoise`: scheduler,
+    # guidance, interval, step cache); None keeps the Euler loop below (committed numbers)
+    solver: str | None = None
+    flow_shift: float = 5.0
+    guidance_interval: tuple[float, float] | None = None
+    step_cache: Any = None
 
 
 @torch.no_grad()
@@ -36,12 +42,40 @@ def sample_clips(model: Any, batch: dict[str, Any], options: SamplerOptions) -> 
     `num_clean` frames are read), `text` (B, S, D), `audio` (B, F_video, L, C) or None,
     `phase_ids` (B, S) or None, `phase_windows` (B, R, 2) or None, and for guidance
     `negative_text` / `negative_phase_ids`. Returns the sampled latents (B, C, F, H, W)."""
-    from generator.pipeline_actavatar import guided_velocity
+    from generator.pipeline_actavatar import denoise, guided_velocity
 
     cond = batch["latents"]
     b, _, f, h, w = cond.shape
     gen = torch.Generator().manual_seed(options.seed)
     x = torch.randn(cond.shape, generator=gen)
+    if options.solver is not None:
+        from generator.prompting import unconditional_phase_ids
+        from generator.sampling import make_scheduler
+
+        windows = batch.get("phase_windows")
+        ids = batch.get("phase_ids")
+        out, _ = denoise(
+            model,
+            make_scheduler(options.solver, {"flow_shift": options.flow_shift}),
+            x,
+            cond[:, :, : options.num_clean],
+            options.num_clean,
+            batch["text"],
+            ids,
+            batch.get("negative_text", torch.zeros_like(batch["text"][:1])),
+            batch.get(
+                "negative_phase_ids",
+                None if ids is None else unconditional_phase_ids(1, ids.shape[1]),
+            ),
+            batch.get("audio"),
+            options.text_scale,
+            options.audio_scale,
+            options.steps,
+            guidance_interval=options.guidance_interval,
+            step_cache=options.step_cache,
+            model_kwargs=None if windows is None else {"phase_windows": windows},
+        )
+        return out
     mask = clean_frame_mask(f, options.num_clean, b)
     _, ph, pw = model.config.patch_size
     tpf = (h // ph) * (w // pw)

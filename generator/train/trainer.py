@@ -27,7 +27,7 @@ torch.save and reads them back with `weights_only=True` where it can; we only ev
 own run folders, never checkpoints from elsewhere.
 
 Progress: every event is one JSON line on stdout (main process) and in `log.jsonl`, which is
-what `flows/train.py` streams and registers.
+what `flows/training/train.py` streams and registers.
 """
 
 from __future__ import annotations
