@@ -622,6 +622,9 @@ class _Exchange:
         if caps.prompt_checked and not need_media:
             return messages
         text = as_plain_text(messages)
+        # With the image first, then plain text: a server that caches the prompt prefix
+        # (llama.cpp) then holds the text-only prompt that a text-only endpoint will get.
+        with_media = self._probe(messages) if need_media else None
         got = self._probe(text)
         if got is None:  # no usage reported: nothing can be checked, so nothing to redo
             caps.prompt_checked = True
@@ -638,7 +641,6 @@ class _Exchange:
             )
         caps.prompt_checked = True
         if need_media:
-            with_media = self._probe(messages)
             if with_media is not None and with_media < DELIVERY_RATIO * got:
                 self._text_only(f"list content arrived as {with_media} of {got} tokens")
                 return text

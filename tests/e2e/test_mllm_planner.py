@@ -180,9 +180,9 @@ def test_jobs_show_lists_the_planner_turns(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
     job_id = json.loads(proc.stdout)["job_id"]
     turns = _turns(home, job_id)
-    # plain text, then with the avatar image (which this server sees), then the answers
+    # with the avatar image (which this server sees), then plain text, then the answers
     assert [t["kind"] for t in turns] == ["probe", "probe", "plan", "repair"]
-    assert turns[1]["prompt_tokens"] > turns[0]["prompt_tokens"]
+    assert turns[0]["prompt_tokens"] > turns[1]["prompt_tokens"]
     assert turns[2]["errors"] and turns[3]["errors"] == []
     assert all(t["response_format"] in ("text", "json_schema") for t in turns)
     table = _run_cli(home, "jobs", "show", job_id)
@@ -232,7 +232,7 @@ def test_default_settings_against_llama_cpp_and_a_restart(llama, tmp_path):
     report = json.loads(first.stdout)
     turns = _turns(home, report["job_id"])
     assert [t["kind"] for t in turns[:3]] == ["probe", "probe", "degrade"]
-    text_probe, parts_probe, degrade, answer = turns[:4]
+    parts_probe, text_probe, degrade, answer = turns[:4]
     assert text_probe["prompt_tokens"] >= text_probe["expected_prompt_tokens"] > 300
     assert parts_probe["prompt_tokens"] < text_probe["prompt_tokens"] - 50  # image part dropped
     assert "HTTP 500" in degrade["errors"][0] and "response_format" in degrade["errors"][0]

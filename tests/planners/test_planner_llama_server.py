@@ -81,7 +81,7 @@ def test_negotiates_the_format_checks_the_prompt_and_plans(server, tmp_path):
 
     kinds = [t.kind for t in plan.trace]
     assert kinds == ["probe", "probe", "degrade", "plan"], plan.trace
-    text_probe, parts_probe, degrade, answer = plan.trace
+    parts_probe, text_probe, degrade, answer = plan.trace
     # The plain-text prompt arrives whole: the server counts at least one token per word or
     # punctuation run of what was sent.
     assert text_probe.prompt_tokens >= text_probe.expected_prompt_tokens > 300

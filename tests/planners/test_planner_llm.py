@@ -106,7 +106,7 @@ def test_server_dropping_list_content_gets_plain_text_and_is_remembered_text_onl
     store = MemoryCapabilityStore()
     with FakeOpenAIServer([GOOD], drop_list_content=True) as srv:
         plan = MLLMPlanner(settings(srv), capabilities=store).plan(req)
-        text_probe, parts_probe = srv.probes
+        parts_probe, text_probe = srv.probes
         assert isinstance(text_probe["messages"][1]["content"], str)
         assert isinstance(parts_probe["messages"][1]["content"], list)
         # the answer request went as plain text, with every word of the prompt
@@ -118,7 +118,7 @@ def test_server_dropping_list_content_gets_plain_text_and_is_remembered_text_onl
         assert len(srv.probes) == 2 and isinstance(srv.requests[1]["messages"][1]["content"], str)
     assert plan.planner == "mllm"
     assert [t.kind for t in plan.trace] == ["probe", "probe", "plan"]
-    assert plan.trace[1].prompt_tokens < plan.trace[0].prompt_tokens
+    assert plan.trace[0].prompt_tokens < plan.trace[1].prompt_tokens  # parts, then text
 
 
 def test_server_dropping_only_image_parts_is_text_only_and_one_seeing_them_is_not(tmp_path):
