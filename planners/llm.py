@@ -455,12 +455,19 @@ def ask_json(
         require_images: Fail (refused_format) instead of sending a text-only prompt when the
             endpoint drops images (the judge cannot judge frames it never sees).
     """
-    ex = _Exchange(endpoint, answer_model, build, tools or {}, max_items, on_progress)
-    ex.hints = grammar_hints
-    ex.deadline = time.monotonic() + (timeout if timeout is not None else ex.s.timeout)
-    ex.budget = timeout if timeout is not None else ex.s.timeout
-    ex.temperature = ex.s.temperature if temperature is None else temperature
-    ex.seed = ex.s.seed if seed is None else seed
+    s = endpoint.settings
+    ex = _Exchange(
+        endpoint,
+        answer_model,
+        build,
+        tools=tools or {},
+        max_items=max_items,
+        hints=grammar_hints,
+        on_progress=on_progress,
+        budget=s.timeout if timeout is None else timeout,
+        temperature=s.temperature if temperature is None else temperature,
+        seed=s.seed if seed is None else seed,
+    )
     try:
         result = ex.run(list(messages), kind, require_images)
         failure = None
@@ -486,21 +493,24 @@ def ask_json(
 class _Exchange:
     """State of one ask_json call (see its docstring)."""
 
-    deadline: float
-    budget: float
-    temperature: float
-    seed: int | None
-    hints: dict[str, dict[str, Any]] | None = None
-
     def __init__(
         self,
         endpoint: ChatEndpoint,
         answer_model: type[BaseModel],
         build: Build | None,
+        *,
         tools: Tools,
         max_items: int | None,
+        hints: dict[str, dict[str, Any]] | None,
         on_progress: Callable[[Progress], None] | None,
+        budget: float,
+        temperature: float,
+        seed: int | None,
     ) -> None:
+        self.budget = budget
+        self.deadline = time.monotonic() + budget
+        self.temperature, self.seed, self.hints = temperature, seed, hints
+        self._turn_started = time.monotonic()
         self.ep = endpoint
         self.s = endpoint.settings
         self.caps = endpoint.caps

@@ -190,7 +190,8 @@ def test_one_budget_closes_the_stream_and_never_waits_twice():
     assert len(srv.requests) == 1  # no retry after the budget ran out
     cut = plan.trace[-1]  # the partial answer is kept for the record
     assert cut.kind == "error" and cut.answer and json.dumps(GOOD).startswith(cut.answer)
-    assert cut.completion_tokens >= 2 and 1.4 < cut.seconds < 2.5
+    assert cut.completion_tokens >= 2
+    assert 1.4 < sum(t.seconds for t in plan.trace) < 2.5  # the probe and the cut answer
     tokens = [p.tokens for p in ticks if p.kind == "plan"]
     assert tokens[0] == 0 and tokens == sorted(tokens) and tokens[-1] >= 2
     assert all(p.budget_left <= 1.5 for p in ticks)
