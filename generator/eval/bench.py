@@ -694,10 +694,23 @@ def run_bench(
             "windows": [list(w) for w in data.test_clips[0].windows],
         },
     }
-    (out / "results.json").write_text(json.dumps(_rounded(results)))
     write_report(results, out)
+    (out / "results.json").write_text(json.dumps(_rounded(compact_results(results))))
     log(f"report: {out / 'README.md'} ({time.time() - t0:.0f}s total)")
     return results
+
+
+def compact_results(results: dict[str, Any]) -> dict[str, Any]:
+    """results.json without the per-run attention maps, except the one the report plots
+    (seed 0 of the last row): a small committed file with every number of the table."""
+    out = copy.deepcopy(results)
+    names = list(out["runs"])
+    for group in ("runs", "controls"):
+        for name, runs in out.get(group, {}).items():
+            for i, run in enumerate(runs):
+                if not (group == "runs" and name == names[-1] and i == 0):
+                    run.pop("example_probs", None)
+    return out
 
 
 def _train_clips(cfg: BenchConfig, data: _Data) -> list[Clip]:
