@@ -222,7 +222,8 @@ class ActAvatarTextAttnProcessor(WanAttnProcessor):
         query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))
-        query, key, scale = extend_qk_with_phase_time(query, key, *phase_time_bias)
+        head_dim = value.shape[-1]
+        query, key, value, scale = extend_qkv_with_phase_time(query, key, value, *phase_time_bias)
         hidden_states = dispatch_attention_fn(
             query,
             key,
@@ -234,21 +235,26 @@ class ActAvatarTextAttnProcessor(WanAttnProcessor):
             backend=self._attention_backend,
             parallel_config=None,
         )
-        hidden_states = hidden_states.flatten(2, 3).type_as(query)
+        hidden_states = hidden_states[..., :head_dim].flatten(2, 3).type_as(query)
         hidden_states = attn.to_out[0](hidden_states)
         return attn.to_out[1](hidden_states)
 
 
-def extend_qk_with_phase_time(
+def extend_qkv_with_phase_time(
     query: torch.Tensor,
     key: torch.Tensor,
+    value: torch.Tensor,
     frame_bias: torch.Tensor,
     token_rows: torch.Tensor,
     tokens_per_frame: int,
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(B, N, h, d) queries and (B, S, h, d) keys -> extended by the phase-time channels.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """(B, N, h, d) queries, (B, S, h, d) keys/values -> extended by the phase-time channels.
 
-    Returns (query', key', scale) with query' . key' * scale = q . k / sqrt(d) + bias.
+    Returns (query', key', value', scale) with query' . key' * scale = q . k / sqrt(d) + bias.
+    q/k gain R channels (then zeros up to a multiple of 8) and v gains zeros to the same
+    width: equal q/k/v head sizes keep the fused SDPA kernels (CPU flash, CUDA flash needs a
+    multiple of 8); a q/k width different from v's falls back to a ~5x slower path. The
+    caller keeps the first d output channels.
     """
     d = query.shape[-1]
     b, n, h, _ = query.shape
@@ -256,11 +262,14 @@ def extend_qk_with_phase_time(
         raise ValueError(
             f"{n} video tokens do not match {frame_bias.shape[1]} frames of {tokens_per_frame}"
         )
+    rows = token_rows.shape[-1]
+    pad = (-(d + rows)) % 8
     q_ext = frame_bias.to(query.dtype).repeat_interleave(tokens_per_frame, dim=1)  # (B, N, h, R)
     k_ext = token_rows.to(key.dtype)[:, :, None, :].expand(-1, -1, h, -1)  # (B, S, h, R)
-    query = torch.cat([query, q_ext * math.sqrt(d)], dim=-1)
-    key = torch.cat([key, k_ext], dim=-1)
-    return query, key, d**-0.5
+    query = nn.functional.pad(torch.cat([query, q_ext * math.sqrt(d)], dim=-1), (0, pad))
+    key = nn.functional.pad(torch.cat([key, k_ext], dim=-1), (0, pad))
+    value = nn.functional.pad(value, (0, rows + pad))
+    return query, key, value, d**-0.5
 
 
 class ActAvatarAudioAttention(WanAttention):
