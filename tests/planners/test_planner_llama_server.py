@@ -153,9 +153,11 @@ def test_the_budget_closes_the_stream_and_the_server_stops(server):
     (turn,) = plan.trace
     assert turn.kind == "error" and turn.max_tokens > 200
     # The server stopped generating when the stream closed (it would otherwise finish the
-    # cut answer first: this server does not interrupt a running request for a new one).
+    # cut answer, hundreds of tokens, first: this server does not interrupt a running request
+    # for a new one).
     ep = ChatEndpoint(settings(server, max_string_chars=4), store=known(server))
     t1 = time.monotonic()
-    out = ask_json(ep, [{"role": "user", "content": "A colour?"}], Colour, timeout=60)
+    out = ask_json(ep, [{"role": "user", "content": "A colour?"}], Colour, timeout=90)
     assert out.failure is None, out.turns
-    assert time.monotonic() - t1 < 45
+    assert time.monotonic() - t1 < 60
+    assert "Disconnected from client" in server.log.read_text()
