@@ -148,7 +148,9 @@ def _config(stage: str, out: Path, base: Path, cache: Path, steps: int, cfg: Stu
     )
 
 
-def train_models(cfg: StudyConfig, data: Any, work: Path, log: Any) -> dict[str, Path]:
+def train_models(
+    cfg: StudyConfig, data: Any, work: Path, log: Any, students: bool = True
+) -> dict[str, Path]:
     """Teacher and students; returns their transformer folders (teacher: an ActAvatar folder)."""
     from generator.eval.trainer_backend import load_trained, write_base, write_cache
     from generator.presets import get_transformer_config
@@ -222,12 +224,14 @@ def train_models(cfg: StudyConfig, data: Any, work: Path, log: Any) -> dict[str,
     )
     teacher = write_base(work / "teacher", load_trained(Path(s2["checkpoint"]) / "transformer"))
     out = {"teacher": teacher / "transformer"}
-    students = {
+    if not students:
+        return out
+    specs = {
         "guidance": {"mode": "guidance", "student_steps": cfg.distill_teacher_steps},
         "traj-8": {"mode": "trajectory", "student_steps": 8},
         "traj-4": {"mode": "trajectory", "student_steps": 4},
     }
-    for name, spec in students.items():
+    for name, spec in specs.items():
         d = {
             "teacher": str(teacher),
             "teacher_steps": max(cfg.distill_teacher_steps, spec["student_steps"]),
@@ -638,6 +642,78 @@ def calibrate_pipeline(
     return write_sampling_file(folder, data)
 
 
+def teacher_seed_noise(report: Path, train_seeds: tuple[int, ...], work: Path) -> dict[str, Any]:
+    """The teacher's *training*-seed noise: retrain the teacher with other seeds (same data,
+    same budget), sample its reference row with sampling seed 0, and judge every row of the
+    committed study against the teacher mean +- the MDE of that spread (df = seeds - 1)."""
+    from scipy import stats
+
+    from generator.eval.bench import build_data
+    from generator.eval.trainer_backend import load_trained
+
+    results = json.loads((report / "results.json").read_text())
+    cfg = StudyConfig.make(bool(results["quick"]))
+    torch.set_num_threads(cfg.bench.threads)
+    data = build_data(cfg.bench)
+    inp = _inputs(data)
+    teacher_row = cfg.rows[0]
+    first = next(iter(results["runs"].values()))
+    per_seed = {results["train_seed"]: next(r["metrics"] for r in first if r["seed"] == 0)}
+    for seed in train_seeds:
+        c = replace(cfg, train_seed=seed)
+        dirs = train_models(c, data, work / f"seed-{seed}", print, students=False)
+        lat, _ = sample(load_trained(dirs["teacher"]), inp, teacher_row, 0, c)
+        per_seed[seed] = score(data.world, lat, data.test_clips)
+        print(f"teacher training seed {seed}: {per_seed[seed]}")
+    n = len(per_seed)
+    mult = float(stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1))
+    band = {}
+    for key in METRICS:
+        sd = float(np.std([m[key] for m in per_seed.values()], ddof=1))
+        band[key] = {
+            "mean": float(np.mean([m[key] for m in per_seed.values()])),
+            "sd": sd,
+            "mde": mult * sd * np.sqrt(2.0 / n),
+        }
+    table = results["summary"]["table"]
+    teacher = results["summary"]["teacher"]
+    verdicts = {}
+    for name, row in table.items():
+        worse = []
+        for key in METRICS:
+            d = row[key]["mean"] - table[teacher][key]["mean"]
+            bad = -d if HIGHER_IS_BETTER.get(key, False) else d
+            if bad > band[key]["mde"]:
+                worse.append(f"{key} {d:+.3f}")
+        verdicts[name] = {"evaluations": row["evaluations"], "worse": worse}
+    out = {"training_seeds": sorted(per_seed), "per_seed": per_seed, "band": band}
+    out["verdicts"] = verdicts
+    (report / "teacher_seeds.json").write_text(json.dumps(out, indent=1))
+    lines = [
+        "",
+        f"## Against the teacher's training-seed noise ({n} teachers, seeds "
+        f"{', '.join(map(str, sorted(per_seed)))})",
+        "",
+        "The table above uses sampling seeds only (one teacher). Here the teacher was retrained "
+        "with other seeds (same data and budget, `python -m generator.sampling_eval "
+        "--teacher-noise docs/eval/sampling`); each row is judged against the MDE of that "
+        f"spread (df {n - 1}, alpha 0.05 two-sided, power 0.8):",
+        "",
+        "MDE: "
+        + ", ".join(f"{k} {v['mde']:.3f} (SD {v['sd']:.3f})" for k, v in band.items())
+        + ".",
+        "",
+        "| row | evals/clip | within training-seed noise |",
+        "|---|---|---|",
+    ]
+    for name, v in verdicts.items():
+        verdict = "yes" if not v["worse"] else "no: " + ", ".join(v["worse"])
+        lines.append(f"| {name} | {v['evaluations']} | {verdict} |")
+    with open(report / "README.md", "a") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m generator.sampling_eval", description=__doc__)
     parser.add_argument("--out", type=Path, help="report folder (the study)")
@@ -648,7 +724,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threshold", type=float, default=None, help="with --calibrate")
     parser.add_argument("--size", default="704x1280", help="HxW of the calibration probe")
+    parser.add_argument(
+        "--teacher-noise", type=Path, metavar="REPORT", help="add training-seed noise to a study"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
+    if args.teacher_noise:
+        import tempfile
+
+        work = args.work or Path(tempfile.mkdtemp(prefix="teacher-noise-"))
+        teacher_seed_noise(args.teacher_noise, tuple(args.seeds), work)
+        return 0
     if args.calibrate:
         if not (args.calibrate / "model_index.json").is_file():
             parser.error(f"{args.calibrate}: not a pipeline folder (no model_index.json)")
