@@ -381,7 +381,7 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
 _CACHE_VERSION = "1"
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
     root = os.environ.get("AVATAR_FLOW_TINY_CACHE") or os.path.join(
         tempfile.gettempdir(), "avatar-flow-tiny"
     )
@@ -396,7 +396,7 @@ def build_tiny_pipeline(directory: str | Path | None = None, seed: int = 0):
     """
     from generator.pipeline_actavatar import ActAvatarPipeline
 
-    directory = Path(directory) if directory else _default_cache_dir() / f"pipeline-{seed}"
+    directory = Path(directory) if directory else default_cache_dir() / f"pipeline-{seed}"
     if not (directory / "model_index.json").is_file():
         tmp = Path(
             tempfile.mkdtemp(

@@ -54,9 +54,9 @@ class BaseModel:
 
 def tiny_base_dirs(seed: int = 0) -> tuple[Path, Path]:
     """Tiny plain-Wan and Wav2Vec2 folders, built once per machine (atomic publish)."""
-    from generator.presets import _default_cache_dir, build_tiny_wan_and_wav2vec_dirs
+    from generator.presets import build_tiny_wan_and_wav2vec_dirs, default_cache_dir
 
-    root = _default_cache_dir() / f"wan-base-{seed}"
+    root = default_cache_dir() / f"wan-base-{seed}"
     if not (root / "wan" / "model_index.json").is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".wan-base-", dir=root.parent))
