@@ -225,7 +225,7 @@ def bench_time_aware(frames: int, lat_h: int, lat_w: int, repeats: int) -> dict[
     rows = BENCH_CONFIG["max_phases"] + 2
     d = BENCH_CONFIG["attention_head_dim"]
     print(
-        f"\n[4] time-aware phase attention ({tokens} video tokens, text 512, {rows} extra q/k "
+        f"\n[2b] time-aware phase attention ({tokens} video tokens, text 512, {rows} extra q/k "
         f"channels per head on d={d}, 1 thread)"
     )
     print(f"    ActAvatar (audio + PACA)               {best['paca'] * 1e3:8.1f} ms")
