@@ -156,7 +156,7 @@ def run_flow_deployment(run: Run, job: ReviewJob, params: dict[str, Any]) -> dic
     from prefect.deployments import run_deployment
 
     run.via = "deployment"
-    flow_run = run_deployment(DEPLOYMENT, parameters=params, timeout=0)
+    flow_run = run_deployment(DEPLOYMENT, parameters=params, timeout=0, _sync=True)
     run.flow_run_id = str(flow_run.id)
     out_dir = Path(params["options"]["out"])
     started = time.time()

@@ -62,8 +62,10 @@ def client(fake_job):
         yield c
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    # Package scope: Playwright's sync API keeps an event loop running in this thread while it
+    # lives, which makes Prefect's sync/async dispatch hand later tests coroutines.
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).is_file(), "install the chromium package (scripts/install with CI=true)"

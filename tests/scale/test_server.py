@@ -96,6 +96,7 @@ deployments:
                 "produce-video/produce-video",
                 timeout=240,
                 poll_interval=1,
+                _sync=True,  # blocking, whatever event loop another test left running
                 parameters={
                     "script": str(EXAMPLES / "hello.md"),
                     "options": {"out": str(out), "webhook": receiver.url},
