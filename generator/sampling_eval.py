@@ -152,29 +152,13 @@ def train_models(
     cfg: StudyConfig, data: Any, work: Path, log: Any, students: bool = True
 ) -> dict[str, Path]:
     """Teacher and students; returns their transformer folders (teacher: an ActAvatar folder)."""
-    from generator.eval.trainer_backend import load_trained, write_base, write_cache
+    from generator.eval.trainer_backend import load_trained, write_base, write_bench_caches
     from generator.presets import get_transformer_config
     from generator.train.stages import trainer_for
     from generator.transformer_actavatar import ActAvatarTransformer3DModel
 
     b = cfg.bench
-    pad = b.model.get("max_phases", 4) + 1
-    tr, br, th = data.train, data.train_brief, data.talking_head
-    cache = {
-        "prompt": write_cache(
-            work / "cache-prompt",
-            tr.latents,
-            tr.audio,
-            (tr.text, tr.phase_ids),
-            None,
-            pad,
-            windows=tr.windows,
-        ),
-        "brief": write_cache(
-            work / "cache-brief", tr.latents, tr.audio, (br.text, br.phase_ids), None, pad
-        ),
-        "talking": write_cache(work / "cache-talking", th.latents, th.audio, None, th.text, pad),
-    }
+    cache = write_bench_caches(data, work, b.model.get("max_phases", 4) + 1)
     torch.manual_seed(cfg.train_seed)
     model = ActAvatarTransformer3DModel(
         **get_transformer_config("tiny", **b.model, time_aware_phases=True)

@@ -362,30 +362,12 @@ class _TrainerRuns:
     """Trainer backend: caches written once, one `generator.train.Trainer` run per stage."""
 
     def __init__(self, cfg: BenchConfig, data: _Data, work: Path) -> None:
-        from generator.eval.trainer_backend import write_cache
+        from generator.eval.trainer_backend import write_bench_caches
 
         self.cfg, self.data, self.work = cfg, data, work
-        pad = cfg.model.get("max_phases", 4) + 1
-        tr, th, br = data.train, data.talking_head, data.train_brief
         self.stage1: dict[int, tuple[Path, list[float]]] = {}
-        self.cache = {
-            # block ids and windows are stored; rows without PACA train with use_phase_ids=False
-            "prompt": write_cache(
-                work / "cache-prompt",
-                tr.latents,
-                tr.audio,
-                (tr.text, tr.phase_ids),
-                None,
-                pad,
-                windows=tr.windows,
-            ),
-            "brief": write_cache(
-                work / "cache-brief", tr.latents, tr.audio, (br.text, br.phase_ids), None, pad
-            ),
-            "talking": write_cache(
-                work / "cache-talking", th.latents, th.audio, None, th.text, pad
-            ),
-        }
+        # block ids and windows are stored; rows without PACA train with use_phase_ids=False
+        self.cache = write_bench_caches(data, work, cfg.model.get("max_phases", 4) + 1)
 
     def _run(
         self, stage: str, base: Path, cache: str, name: str, steps: int, seed: int, **kw: Any

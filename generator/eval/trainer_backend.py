@@ -71,6 +71,28 @@ def write_cache(
     return directory
 
 
+def write_bench_caches(data: Any, work: Path, pad_id: int) -> dict[str, Path]:
+    """The bench's three trainer caches, written once per run: `prompt` (structured prompts with
+    block ids and phase windows), `brief` (the same clips with brief captions, for stage 1) and
+    `talking` (talking-head clips with captions)."""
+    tr, br, th = data.train, data.train_brief, data.talking_head
+    return {
+        "prompt": write_cache(
+            work / "cache-prompt",
+            tr.latents,
+            tr.audio,
+            (tr.text, tr.phase_ids),
+            None,
+            pad_id,
+            windows=tr.windows,
+        ),
+        "brief": write_cache(
+            work / "cache-brief", tr.latents, tr.audio, (br.text, br.phase_ids), None, pad_id
+        ),
+        "talking": write_cache(work / "cache-talking", th.latents, th.audio, None, th.text, pad_id),
+    }
+
+
 def write_base(directory: Path, model: Any) -> Path:
     """An ActAvatar folder the trainer can start from (transformer + model index)."""
     directory = Path(directory)
