@@ -4,16 +4,12 @@ agreement of the unconditional text input (defect 2)."""
 from __future__ import annotations
 
 import torch
+from support import TINY_F, TINY_H, TINY_W, TWO_PHASE_PROMPT
 
 from generator.prompting import encode_structured_prompt, phase_windows, unconditional_phase_ids
-from generator.render_types import PromptPhase, StructuredPrompt
 
-H, W, F = 64, 96, 9
-PROMPT = StructuredPrompt(
-    "A woman speaking warmly to the camera",
-    (PromptPhase("waves hello", 0.0, 0.2), PromptPhase("points at chart", 0.2, 0.36)),
-    duration=0.36,
-)
+H, W, F = TINY_H, TINY_W, TINY_F
+PROMPT = TWO_PHASE_PROMPT
 
 
 def _record_calls(pipe, batched: bool, avatar, speech) -> list[dict]:

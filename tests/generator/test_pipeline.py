@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support import TINY_F, TINY_H, TINY_W, TWO_PHASE_PROMPT, run_tiny_pipeline
 
 from generator.conditioning import (
     clean_frame_mask,
@@ -16,29 +17,14 @@ from generator.conditioning import (
     token_timesteps,
 )
 from generator.pipeline_actavatar import ActAvatarPipeline, combine_guidance
-from generator.render_types import PromptPhase, RenderRequest, StructuredPrompt
+from generator.render_types import RenderRequest
 
-H, W, F = 64, 96, 9
-PROMPT = StructuredPrompt(
-    "A woman speaking warmly to the camera",
-    (PromptPhase("waves hello", 0.0, 0.2), PromptPhase("points at chart", 0.2, 0.36)),
-    duration=0.36,
-)
+H, W, F = TINY_H, TINY_W, TINY_F
+PROMPT = TWO_PHASE_PROMPT
 
 
 def _run(pipe, avatar, speech, **kw):
-    args = dict(
-        image=avatar,
-        audio=speech,
-        prompt=PROMPT,
-        num_frames=F,
-        height=H,
-        width=W,
-        num_inference_steps=3,
-        seed=0,
-    )
-    args.update(kw)
-    return pipe(**args).frames
+    return run_tiny_pipeline(pipe, avatar, speech, **{"num_inference_steps": 3, **kw})
 
 
 def test_frames_and_determinism(tiny_pipe, avatar, speech):

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from support import TINY_F, TINY_H, TINY_W, TWO_PHASE_PROMPT, run_tiny_pipeline
 
-from generator.render_types import PromptPhase, StructuredPrompt
 from generator.sampling import (
     SOLVERS,
     SamplingOptions,
@@ -21,29 +21,13 @@ from generator.sampling import (
     write_sampling_file,
 )
 
-H, W, F = 64, 96, 9
-PROMPT = StructuredPrompt(
-    "A woman speaking warmly to the camera",
-    (PromptPhase("waves hello", 0.0, 0.2), PromptPhase("points at chart", 0.2, 0.36)),
-    duration=0.36,
-)
+H, W, F = TINY_H, TINY_W, TINY_F
+PROMPT = TWO_PHASE_PROMPT
 
 
 def _run(pipe, avatar, speech, **kw):
-    args = dict(
-        image=avatar,
-        audio=speech,
-        prompt=PROMPT,
-        num_frames=F,
-        height=H,
-        width=W,
-        num_inference_steps=6,
-        seed=0,
-        output_type="latent",
-        max_sequence_length=32,
-    )
-    args.update(kw)
-    return pipe(**args).frames
+    defaults = dict(num_inference_steps=6, output_type="latent", max_sequence_length=32)
+    return run_tiny_pipeline(pipe, avatar, speech, **{**defaults, **kw})
 
 
 class _Forwards:
