@@ -13,17 +13,17 @@ import argparse
 import os
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from memory import PeakRSS  # this folder (before it leaves the path below)
 
 # This file is named like the package: drop its own folder from the path so that
 # `import generator` finds the package, not this script.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-import psutil  # noqa: E402
 import torch  # noqa: E402
 from diffusers import WanTransformer3DModel  # noqa: E402
 
@@ -53,56 +53,6 @@ BENCH_CONFIG: dict[str, Any] = {
     "audio_token_dim": 768,
     "max_phases": 8,
 }
-
-
-def _release_freed_memory_to_os() -> Callable[[], None]:
-    """Make RSS track live tensors: mmap every large block (glibc), and trim before measuring."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(
-            -3, 256 * 1024
-        )  # M_MMAP_THRESHOLD: fixed, so freed big blocks go back to the OS
-        return lambda: libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: figures are an upper bound
-        return lambda: None
-
-
-_TRIM: Callable[[], None] | None = None  # enabled on first memory measurement (after timings)
-
-
-class PeakRSS:
-    """Peak resident memory above the starting point, sampled every 2 ms in a thread."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process(os.getpid())
-
-    def __enter__(self) -> PeakRSS:
-        global _TRIM
-        if _TRIM is None:
-            _TRIM = _release_freed_memory_to_os()
-        _TRIM()
-        self.base = self.proc.memory_info().rss
-        self.peak = self.base
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop:
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.002)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop = True
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def delta_mib(self) -> float:
-        return (self.peak - self.base) / 2**20
 
 
 def compare(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, float]:
@@ -161,9 +111,9 @@ def bench_overhead(frames: int, lat_h: int, lat_w: int, repeats: int) -> dict[st
             repeats,
         )
         t_wan, t_aa, t_aa_noaudio = best["wan"], best["actavatar"], best["no_audio"]
-        with PeakRSS() as m_wan:
+        with PeakRSS(trim=True) as m_wan:
             wan(x, ts, text)
-        with PeakRSS() as m_aa:
+        with PeakRSS(trim=True) as m_aa:
             model(x, ts, text, audio_embeds=audio, phase_ids=phase)
     counts = model.parameter_counts()
     print(
@@ -300,9 +250,9 @@ def bench_guidance(frames: int, lat_h: int, lat_w: int, repeats: int) -> None:
     with torch.no_grad():
         best = compare({"batched": batched, "three": three}, repeats)
         t_b, t_3 = best["batched"], best["three"]
-        with PeakRSS() as m_b:
+        with PeakRSS(trim=True) as m_b:
             batched()
-        with PeakRSS() as m_3:
+        with PeakRSS(trim=True) as m_3:
             three()
     print("\n[3] guidance (uncond / text / text+audio) for one step")
     print(f"    one batched B=3 forward   {t_b * 1e3:8.1f} ms   peak +{m_b.delta_mib:7.1f} MiB")

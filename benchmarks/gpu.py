@@ -25,10 +25,11 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from memory import PeakRSS  # this folder (before it leaves the path below)
 
 # This folder has a generator.py: drop it from the path so `import generator` is the package.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -114,30 +115,6 @@ def make_inputs(
     return kw
 
 
-class _PeakRSS:
-    """Peak resident memory above the start, sampled every 2 ms (CPU runs)."""
-
-    def __enter__(self) -> _PeakRSS:
-        import psutil
-
-        self.proc = psutil.Process(os.getpid())
-        self.base = self.peak = self.proc.memory_info().rss
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop:
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.002)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop = True
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-
 def time_forward(model: Any, inputs: dict[str, Any], repeats: int) -> dict[str, float]:
     """Median seconds of one forward and its peak memory above the resident state (GiB)."""
     cuda = inputs["hidden_states"].is_cuda
@@ -167,7 +144,7 @@ def time_forward(model: Any, inputs: dict[str, Any], repeats: int) -> dict[str, 
             torch.cuda.synchronize()
             peak = (torch.cuda.max_memory_allocated() - base) / 2**30
         else:
-            with _PeakRSS() as m:
+            with PeakRSS() as m:
                 model(**inputs)
             peak = (m.peak - m.base) / 2**30
     return {"seconds": statistics.median(times), "peak_gib": peak, "repeats": repeats}
