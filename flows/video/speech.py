@@ -55,6 +55,15 @@ class SpeechTracks:
     source: str  # "piper:en_US-joe-medium", "openai:nova", "file:talk.mp3"
 
 
+def write_analysis_wav(src: Path, dst: Path) -> None:
+    """Any audio ffmpeg reads -> the 16 kHz mono PCM WAV that word timing and checks read."""
+    with atomic_path(dst) as tmp:
+        run_ffmpeg(
+            ["-i", str(src), "-ac", "1", "-ar", str(ANALYSIS_RATE), "-c:a", "pcm_s16le"]
+            + ["-f", "wav", str(tmp)]
+        )
+
+
 def parse_voice(spec: str, *, file: str | None = None) -> Voice:
     """`piper`, `piper:<voice>` or `openai:<voice>`; anything else is an input error."""
     engine, _, name = spec.strip().partition(":")
@@ -209,22 +218,7 @@ def normalise(
                 str(tmp),
             ]
         )
-    with atomic_path(analysis) as tmp:
-        run_ffmpeg(
-            [
-                "-i",
-                str(full),
-                "-ac",
-                "1",
-                "-ar",
-                str(ANALYSIS_RATE),
-                "-c:a",
-                "pcm_s16le",
-                "-f",
-                "wav",
-                str(tmp),
-            ]
-        )
+    write_analysis_wav(full, analysis)
     samples, _ = read_wav(analysis)
     return rate, len(samples) / ANALYSIS_RATE
 
@@ -268,22 +262,7 @@ def prepare_speech(
         source = str(v)
     # Check silence on the raw decode: loudness normalisation would amplify noise.
     raw16 = work_dir / "raw16k.wav"
-    with atomic_path(raw16) as tmp:
-        run_ffmpeg(
-            [
-                "-i",
-                str(src),
-                "-ac",
-                "1",
-                "-ar",
-                str(ANALYSIS_RATE),
-                "-c:a",
-                "pcm_s16le",
-                "-f",
-                "wav",
-                str(tmp),
-            ]
-        )
+    write_analysis_wav(src, raw16)
     check_not_silent(
         raw16,
         file=script_file,
