@@ -86,8 +86,13 @@ def check_options(opts: DatasetOptions) -> None:
             raise InputError(
                 f"bucket {b} must be [height, width], multiples of 32", field="buckets"
             )
-    if opts.planner not in ("rule", "rules", "mllm", "llm"):
-        raise InputError(f"unknown planner '{opts.planner}' (rule or mllm)", field="planner")
+    from planners import planner_names
+
+    if opts.planner not in planner_names(aliases=True):
+        raise InputError(
+            f"unknown planner '{opts.planner}' (one of: {', '.join(planner_names())})",
+            field="planner",
+        )
     if opts.dwpose and not Path(opts.dwpose).is_file():
         raise InputError(f"DWPose model not found: {opts.dwpose}", field="dwpose")
 
