@@ -202,17 +202,16 @@ def test_no_renderer_or_planner_name_is_compared_outside_the_registries():
 
 def test_importing_the_library_packages_changes_nothing(tmp_path):
     code = textwrap.dedent(
-        """
+        f"""
         import json, os, sys
         env, finders = dict(os.environ), list(sys.meta_path)
         import flows, flows.video.produce, flows.video.batch, flows.training.train
         import flows.training.dataset, generator, planners, storage
         ours = [type(f).__module__ for f in sys.meta_path if f not in finders
-                and type(f).__module__.split(".")[0] in %r]
+                and type(f).__module__.split(".")[0] in {PACKAGES!r}]
         changed = sorted(k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k))
-        print(json.dumps({"env": changed, "finders": ours}))
+        print(json.dumps({{"env": changed, "finders": ours}}))
         """
-        % (PACKAGES,)
     )
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
     env["PYTHONPATH"] = str(REPO)

@@ -302,3 +302,27 @@ def test_bench_sampler_can_run_the_pipeline_loop(tiny_pipe):
     assert stats["evaluations"] == 9
     euler = sample_clips(model, batch, SamplerOptions(steps=3, seed=4))  # default: own Euler loop
     assert (euler - out).abs().max() > 1e-4
+
+
+def test_the_default_cache_threshold_is_the_benchs_and_the_cli_calibrates(tiny_dir, tmp_path):
+    import json
+    import shutil
+
+    from support import REPO
+    from typer.testing import CliRunner
+
+    from generator.sampling import STEP_CACHE_THRESHOLD
+    from orchestrator.cli import app
+
+    bench = json.loads((REPO / "docs/eval/sampling/sampling.json").read_text())
+    assert STEP_CACHE_THRESHOLD == bench["step_cache"]["threshold"]
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_dir, folder)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["checkpoints", "calibrate", str(tmp_path)])
+    assert bad.exit_code == 2 and "no model_index.json" in bad.output
+    args = ["--size", f"{H}x{W}", "--frames", str(F), "--steps", "4"]
+    ok = runner.invoke(app, ["checkpoints", "calibrate", str(folder), *args])
+    assert ok.exit_code == 0, ok.output
+    cache = step_cache_from_file(read_sampling_file(folder))
+    assert cache.threshold == STEP_CACHE_THRESHOLD and len(cache.mag_ratios) == 4
