@@ -74,9 +74,9 @@ class RunManager:
                 run.result = work(run)
                 run.state = "done"
             except BaseException as exc:  # reported on the page, never raised in a thread
-                from flows.runtime.errors import InputError
+                from flows.runtime.errors import InputError, failure
 
-                run.error = _one_line(exc)
+                run.error = failure(exc).line
                 run.state = "failed"
                 if not isinstance(exc, InputError):  # bad input is its one line; else the log
                     traceback.print_exc()
@@ -88,13 +88,6 @@ class RunManager:
 
     def get(self, run_id: str) -> Run | None:
         return self.runs.get(run_id)
-
-
-def _one_line(exc: BaseException) -> str:
-    from flows.runtime.errors import InputError
-
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
 
 
 def prefect_server_configured() -> bool:
