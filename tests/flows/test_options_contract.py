@@ -1,12 +1,14 @@
 """The job options contract (`flows.video.options.JobOptions`) is the one list of job options:
-the CLI's `run`, `Studio.produce`, the `produce-video` flow's form and the batch manifest's
-reserved columns all take exactly its fields, with its defaults."""
+the CLI's `run`, the CLI's `batch` (its per-row defaults), `Studio.produce`, the `produce-video`
+flow's form and the batch manifest's reserved columns all take exactly its fields, with its
+defaults."""
 
 import inspect
 
 import pytest
 import typer
 from support import EXAMPLES
+from typer.testing import CliRunner
 
 from flows.runtime.errors import InputError
 from flows.runtime.settings import get_settings
@@ -48,6 +50,68 @@ def test_cli_run_help_is_the_contract_description():
         if isinstance(p, typer.core.TyperOption)
     }
     assert helps["--continuity"] == JobOptions.model_fields["continuity"].description
+
+
+# `batch`'s own options (the batch's manifest, output root, summary webhook, ...) and the job
+# options that only a manifest row can set (its output folder, its plan, its job webhook).
+BATCH_OWN = {"manifest", "template", "out_root", "concurrency", "webhook", "gpus", "as_json"}
+PER_ROW_ONLY = {"out", "plan", "webhook"}
+# A valid value other than the default for every option `batch` takes from the contract.
+BATCH_SAMPLES = {
+    "renderer": "actavatar",
+    "planner": "mllm",
+    "voice": "openai:alloy",
+    "checkpoint": "/srv/ckpt",
+    "segment_seconds": 4.5,
+    "steps": 8,
+    "continuity": 5,
+    "fast": True,
+    "solver": "euler",
+    "guidance_interval": "0,0.9",
+    "step_cache": True,
+    "force": True,
+    "replan": True,
+    "strict": True,
+}
+
+
+def _batch_params() -> dict[str, object]:
+    return {p.name: p for p in typer.main.get_command(app).commands["batch"].params}
+
+
+def test_cli_batch_row_defaults_are_the_contract_fields_with_its_help_and_defaults():
+    params = _batch_params()
+    assert set(params) - BATCH_OWN - PRESENTATION == FIELDS - PER_ROW_ONLY
+    for name in FIELDS - PER_ROW_ONLY:
+        field = JobOptions.model_fields[name]
+        assert params[name].default == field.default, name
+        assert params[name].help == field.description, name
+        assert f"--{name.replace('_', '-')}" in params[name].opts, name
+    assert set(BATCH_SAMPLES) == FIELDS - PER_ROW_ONLY  # a new option needs a sample here
+
+
+def test_cli_batch_passes_every_contract_option_to_the_flow(tmp_path, monkeypatch):
+    import flows.video.batch as batch_module
+
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "a.md").write_text("---\navatar: a.png\n---\nHi.\n")
+    seen = {}
+
+    def produce_batch(**kwargs):
+        seen.update(kwargs)
+        return {"rows": [], "summary": {"done": 0, "skipped": 0, "failed": 0}, "report": "-"}
+
+    monkeypatch.setattr(batch_module, "produce_batch", produce_batch)
+    args = []
+    for name, value in BATCH_SAMPLES.items():
+        flag = f"--{name.replace('_', '-')}"
+        args += [flag] if value is True else [flag, str(value)]
+    result = CliRunner().invoke(
+        app, ["batch", str(tmp_path / "scripts"), "--out", str(tmp_path / "b"), *args]
+    )
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    chosen = seen["options"].model_dump(include=set(BATCH_SAMPLES))
+    assert chosen == BATCH_SAMPLES
 
 
 def test_studio_produce_takes_the_contract_fields_with_its_defaults():
