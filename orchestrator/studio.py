@@ -65,8 +65,9 @@ class Studio:
         strict: bool = False,
     ) -> JobResult:
         """Produce one video; raises on failure (`flows.runtime.errors.InputError` on bad input),
-        and `flows.runtime.errors.failure(exc)` is the one line and exit code the CLI gives it. The keywords are the job options contract's fields
-        (`flows.video.options.JobOptions`, where each is described)."""
+        and `flows.runtime.errors.failure(exc)` is the one line and exit code the CLI gives it.
+        The keywords are the job options contract's fields (`flows.video.options.JobOptions`,
+        where each is described)."""
         from flows.video.options import JobOptions
         from flows.video.produce import produce_video
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from flows.runtime.contract import validation_input_error
 from flows.runtime.errors import InputError
 
 RENDERERS = ("animatic", "actavatar")
@@ -248,20 +249,9 @@ def default(name: str) -> Any:
 def input_error(
     exc: ValidationError, *, file: str | None = None, row: int | None = None
 ) -> InputError:
-    """The first problem of a JobOptions validation error as one InputError line."""
-    err = exc.errors()[0]
-    field = str(err["loc"][0]) if err.get("loc") else None
-    if err.get("type") == "value_error" and "error" in err.get("ctx", {}):
-        message = str(err["ctx"]["error"])
-    elif err.get("type") == "extra_forbidden":
-        message = f"unknown option '{field}' (one of: {', '.join(option_fields())})"
-    elif err.get("type", "").startswith(("float_", "int_")):
-        message = f"'{err.get('input')}' is not a number"
-    else:
-        message = f"{err['msg'].lower()}, got {err.get('input')!r}"
-    if row is not None:
-        message = f"row {row}: {message}"
-    return InputError(message, file=file, field=field)
+    """The first problem of a JobOptions validation error as one InputError line (the rule
+    every contract shares: `flows.runtime.contract`)."""
+    return validation_input_error(exc, fields=option_fields(), file=file, row=row)
 
 
 def default_out_dir(script: str | Path, input_key: str, settings: Any) -> Path:
