@@ -6,6 +6,8 @@ each field with its description), and everything else that takes job options is 
 or checked against it by `tests/flows/test_options_contract.py`:
 
 - `avatar-flow run` has one `--option` per field (help text and default read from here);
+- `avatar-flow batch` has one per field but the per-row `out`, `plan` and `webhook` (its rows'
+  defaults, with the same help and defaults);
 - `Studio.produce` has one keyword argument per field;
 - a batch manifest's reserved columns are `id script template` plus the field names, and a row's
   cells are validated by this model;
@@ -14,9 +16,10 @@ or checked against it by `tests/flows/test_options_contract.py`:
 Adding an option: its one definition is a field here (type, default, `description=`, and a
 `field_validator` if it needs more than its type), listed in `NOT_IN_KEY` if it cannot change the
 video (like `force`). The Prefect form, the manifest columns, the row validation and the input key
-follow by themselves. The two typed signatures written by hand, `avatar-flow run` (whose help and
-default are read from the field) and `Studio.produce`, each get one line; the contract test fails
-until they do. Then read the value where the job uses it (`options.<name>`).
+follow by themselves. The typed signatures written by hand get one line each: its typer alias in
+`orchestrator/job_options.py` (help read from the field), `avatar-flow run` and `avatar-flow
+batch` (default read from the field; each also passes it to `JobOptions.parse`) and
+`Studio.produce`; the contract test fails until they do. Then read the value where the job uses it (`options.<name>`).
 
 Defaults that come from the environment (`checkpoint`, `steps`) are `None` here and filled by
 `resolved()`, so a run from the UI, the CLI and the SDK resolves them the same way.
