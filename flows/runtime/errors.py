@@ -38,6 +38,15 @@ class PlannerFallback(RuntimeError):
         super().__init__(reason)
 
 
+class ReportedFailure(RuntimeError):
+    """A failure the rule already wrote elsewhere, e.g. the job record of a flow run on another
+    machine: reported again as that same line, not wrapped in another type."""
+
+    def __init__(self, line: str, exit_code: int = 1) -> None:
+        self.line, self.exit_code = line, exit_code
+        super().__init__(line)
+
+
 # ------------------------------------------------------------------------------ the failure rule
 MAX_LINE = 2000  # a failure line is stored on the job row and the batch report
 
@@ -62,8 +71,11 @@ class Failure:
 def failure(exc: BaseException) -> Failure:
     """The one failure rule: an `InputError` is its own one line (exit 2); a `PlannerFallback`
     refused by `strict` is `PlannerFallback: reason` (exit 3); anything else is
-    `Type: message` (exit 1). A message spread over lines is joined into one."""
+    `Type: message` (exit 1). A message spread over lines is joined into one; a
+    `ReportedFailure` (a line the rule wrote before) is passed on as it is."""
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    if isinstance(exc, ReportedFailure):
+        return Failure(_capped(text), exc.exit_code)
     if isinstance(exc, InputError):
         return Failure(_capped(text), InputError.exit_code)
     line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__

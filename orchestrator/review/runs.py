@@ -164,11 +164,15 @@ def run_flow_deployment(run: Run, job: ReviewJob, params: dict[str, Any]) -> dic
             run.stage = "render" if state and state.is_running() else (state.name if state else "")
             run.message = state.name if state else "submitted"
             if state is not None and state.is_final():
+                row = _job_for_folder(job.db, out_dir)
                 if not state.is_completed():
+                    if row is not None and row.error and row.flow_run_id == str(flow_run.id):
+                        from flows.runtime.errors import ReportedFailure
+
+                        raise ReportedFailure(row.error)  # the line the flow recorded
                     raise RuntimeError(
                         f"flow run {flow_run.id} ended {state.name}: {state.message}"
                     )
-                row = _job_for_folder(job.db, out_dir)
                 run.segments = segment_statuses(job.db, row.id) if row else []
                 rendered = sum(s["status"] == "rendered" for s in run.segments)
                 return {

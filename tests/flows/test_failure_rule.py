@@ -127,3 +127,52 @@ def test_batch_rows_and_the_sdk_report_the_same_lines(fresh_home, tmp_path, monk
     with pytest.raises(InputError) as e:
         Studio().produce(rows[0])
     assert failure(e.value).line == CASES[0][1]
+
+
+@pytest.mark.parametrize(("exc", "line", "code", "label"), CASES, ids=IDS)
+def test_review_render_through_a_deployment_reports_the_line_the_flow_recorded(
+    fresh_home, tmp_path, monkeypatch, exc, line, code, label
+):
+    """A render sent to the produce-video deployment fails on a worker: the page gets the line
+    the flow's failure hook recorded on the job (the rule's), not a wrapper around it."""
+    import prefect
+    import prefect.deployments
+
+    from flows.runtime.settings import get_settings
+    from flows.video.produce import record_failure
+    from orchestrator.review import runs
+    from storage import Job, session_scope
+
+    db, out = get_settings().db_url, tmp_path / "final"
+    with session_scope(db) as s:
+        s.add(Job(id="j1", input_key="k", out_dir=str(out.resolve()), flow_run_id="run-9"))
+    state = SimpleNamespace(result=lambda raise_on_failure: exc, message=None, name="Failed")
+    record_failure(None, SimpleNamespace(id="run-9"), state)  # what the worker's hook does
+
+    final = SimpleNamespace(
+        name="Failed",
+        message="Flow run encountered an exception: ...",
+        is_running=lambda: False,
+        is_final=lambda: True,
+        is_completed=lambda: False,
+    )
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def read_flow_run(self, flow_run_id):
+            return SimpleNamespace(state=final)
+
+    monkeypatch.setattr(
+        prefect.deployments, "run_deployment", lambda *a, **k: SimpleNamespace(id="run-9")
+    )
+    monkeypatch.setattr(prefect, "get_client", lambda sync_client: Client())
+    run = runs.Run(kind="render", version=1)
+    job = SimpleNamespace(db=db)
+    with pytest.raises(Exception) as raised:
+        runs.run_flow_deployment(run, job, {"options": {"out": str(out)}})
+    assert failure(raised.value).line == line
