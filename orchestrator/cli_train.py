@@ -317,3 +317,44 @@ def checkpoints_pull(
 
         cid = pull_checkpoint(repo, revision=revision)
     out.print(f"[bold green]pulled[/] {repo} as checkpoint {cid}", highlight=False)
+
+
+@checkpoints_app.command("calibrate")
+def checkpoints_calibrate(
+    folder: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Pipeline folder (with model_index.json).")
+    ],
+    threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="MagCache threshold. Default: the synthetic bench's value."),
+    ] = None,
+    size: Annotated[str, typer.Option(help="HxW of the calibration probe.")] = "704x1280",
+    frames: Annotated[int, typer.Option(min=5, help="Frames of the probe (4k + 1).")] = 125,
+    steps: Annotated[int, typer.Option(min=2, help="Sampler steps calibrated.")] = 40,
+) -> None:
+    """Measure a checkpoint's step-cache ratios and write them to its sampling.json, so
+    `run --step-cache` can use it."""
+    with one_line_errors():
+        from flows.runtime.errors import InputError
+        from generator.calibration import calibrate_pipeline
+        from generator.sampling import STEP_CACHE_THRESHOLD
+
+        if not (folder / "model_index.json").is_file():
+            raise InputError(f"{folder}: not a pipeline folder (no model_index.json)", field="DIR")
+        try:
+            h, w = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise InputError(
+                f"--size must be HxW (e.g. 704x1280), got {size!r}", field="size"
+            ) from None
+        if frames % 4 != 1:
+            raise InputError(f"--frames must be 4k + 1 (e.g. 125), got {frames}", field="frames")
+        path = calibrate_pipeline(
+            folder,
+            STEP_CACHE_THRESHOLD if threshold is None else threshold,
+            h,
+            w,
+            num_frames=frames,
+            steps=steps,
+        )
+    out.print(f"[bold green]calibrated[/] {path}", highlight=False)

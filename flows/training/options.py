@@ -23,10 +23,10 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from flows.runtime.contract import Contract
+from planners.registry import planner_names
 
 # (height, width) buckets at the paper's 704x1280 pixel budget: landscape, portrait, square.
 PAPER_BUCKETS: tuple[tuple[int, int], ...] = ((704, 1280), (1280, 704), (960, 960))
-ANNOTATORS = ("rule", "rules", "mllm", "llm")  # the planner names `planners.get_planner` takes
 # The settings that decide which clips exist and what they contain (their ids and the
 # dataset's resume key); `out`, `planner`, `shard_size` and `annotate_frames` do not.
 CUT_FIELDS = (
@@ -51,9 +51,9 @@ class DatasetOptions(Contract):
     )
     planner: str = Field(
         "rule",
-        description="Annotator: rule (offline) or mllm (OpenAI-compatible endpoint from the "
-        "environment).",
-        json_schema_extra={"enum": list(ANNOTATORS)},
+        description="Annotator: rule (offline), mllm (OpenAI-compatible endpoint from the "
+        "environment), or one a plugin registers (entry-point group avatar_flow.planners).",
+        json_schema_extra=lambda schema: schema.update(enum=list(planner_names())),
     )
     motion_threshold: float = Field(
         0.02, description="Stage-2 clips need at least this motion score (0 to 1)."
@@ -88,8 +88,8 @@ class DatasetOptions(Contract):
     @field_validator("planner")
     @classmethod
     def _known_planner(cls, v: str) -> str:
-        if v not in ANNOTATORS:
-            raise ValueError(f"unknown planner '{v}' (rule or mllm)")
+        if v not in planner_names(aliases=True):
+            raise ValueError(f"unknown planner '{v}' (one of: {', '.join(planner_names())})")
         return v
 
     @field_validator("motion_threshold")

@@ -25,6 +25,7 @@ Defaults that come from the environment (`checkpoint`, `steps`) are `None` here 
 `resolved()`, so a run from the UI, the CLI and the SDK resolves them the same way.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flows.runtime.contract import validation_input_error
 from flows.runtime.errors import InputError
+from flows.video.renderers import renderer_names
+from generator.sampling import SamplingRequest
+from planners.registry import planner_names
 
-RENDERERS = ("animatic", "actavatar")
+
+def _enum(names: Callable[[], tuple[str, ...]]) -> Callable[[dict[str, Any]], None]:
+    """A field's JSON-schema `enum`, read from a registry when the schema is built, so a
+    plugin's renderer or planner is a choice in the Prefect form too."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["enum"] = list(names())
+
+    return extra
+
+
 SOLVERS = ("unipc", "unipc-3", "dpm++2m", "euler")  # generator.sampling.SOLVERS (checked by a test)
-PLANNERS = ("rule", "mllm")
 # Options left out of the job's input key, so a job is found again whatever their values: those
 # that do not change the finished video, and `plan`, which makes a new plan version of the same
 # job (recorded in PlanVersion; a batch row with a plan always runs, its segments cached).
@@ -55,14 +68,15 @@ class JobOptions(BaseModel):
     )
     renderer: str = Field(
         "animatic",
-        description="animatic (CPU preview) or actavatar (the diffusion model, needs a "
-        "checkpoint).",
-        json_schema_extra={"enum": list(RENDERERS)},
+        description="Renderer: animatic (CPU preview), actavatar (the diffusion model, needs a "
+        "checkpoint), or one a plugin registers (entry-point group avatar_flow.renderers).",
+        json_schema_extra=_enum(renderer_names),
     )
     planner: str = Field(
         "rule",
-        description="rule (offline) or mllm (OpenAI-compatible endpoint from the environment).",
-        json_schema_extra={"enum": list(PLANNERS)},
+        description="Planner: rule (offline), mllm (OpenAI-compatible endpoint from the "
+        "environment), or one a plugin registers (entry-point group avatar_flow.planners).",
+        json_schema_extra=_enum(planner_names),
     )
     voice: str | None = Field(
         None, description="Override the script's voice: piper, piper:<voice>, openai:<voice>."
@@ -134,15 +148,16 @@ class JobOptions(BaseModel):
     @field_validator("renderer")
     @classmethod
     def _known_renderer(cls, v: str) -> str:
-        if v not in RENDERERS:
-            raise ValueError(f"unknown renderer '{v}' (one of: {', '.join(RENDERERS)})")
+        names = renderer_names()
+        if v not in names:
+            raise ValueError(f"unknown renderer '{v}' (one of: {', '.join(names)})")
         return v
 
     @field_validator("planner")
     @classmethod
     def _known_planner(cls, v: str) -> str:
-        if v not in PLANNERS:
-            raise ValueError(f"unknown planner '{v}' (one of: {', '.join(PLANNERS)})")
+        if v not in planner_names():
+            raise ValueError(f"unknown planner '{v}' (one of: {', '.join(planner_names())})")
         return v
 
     @field_validator("segment_seconds")
@@ -218,6 +233,20 @@ class JobOptions(BaseModel):
             updates["steps"] = settings.render_steps
         return self.model_copy(update=updates) if updates else self
 
+    def sampling(self, default_steps: int = 40) -> SamplingRequest:
+        """The typed sampling request the renderer gets (steps, solver, guidance interval, step
+        cache, student): one frozen value, hashed into the render key, unpacked once by
+        `generator.sampling.resolve_sampling`."""
+        return SamplingRequest(
+            steps=self.steps or default_steps,
+            solver=self.solver,
+            guidance_interval=parse_interval(self.guidance_interval)
+            if self.guidance_interval
+            else None,
+            step_cache=self.step_cache,
+            fast=self.fast,
+        )
+
     def key_values(self) -> dict[str, Any]:
         """The options that change the video: hashed into the job's input key."""
         return self.model_dump(mode="json", exclude=set(NOT_IN_KEY))
@@ -240,8 +269,11 @@ def option_fields() -> tuple[str, ...]:
 
 
 def describe(name: str) -> str:
-    """A field's description: the help text of its CLI option."""
-    return JobOptions.model_fields[name].description or ""
+    """A field's description: the help text of its CLI option (with the registered choices
+    for the renderer and the planner, plugins included)."""
+    text = JobOptions.model_fields[name].description or ""
+    choices = {"renderer": renderer_names, "planner": planner_names}.get(name)
+    return f"{text} Installed: {', '.join(choices())}." if choices else text
 
 
 def default(name: str) -> Any:

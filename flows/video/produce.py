@@ -42,7 +42,8 @@ from flows.video.given_plan import check_given_plan, read_plan_file
 from flows.video.inputs import JobInputs, prepare_inputs
 from flows.video.media import concat_and_mux
 from flows.video.options import JobOptions
-from flows.video.render import RenderJob, renderer_overlap
+from flows.video.render_job import RenderJob
+from flows.video.renderers import get_renderer_spec
 from flows.video.segments import SegmentSpec, plan_segments
 from flows.video.steps import (
     content_key,
@@ -56,7 +57,7 @@ from flows.video.steps import (
     words_step,
 )
 from flows.video.timeline import draw_timeline
-from planners import plan_cacheable
+from planners import get_planner_spec
 from planners.schema import Plan, PlanConstraints, PlanRequest, Transcript
 from storage import JobStatus, atomic_copy, atomic_write_text
 
@@ -92,10 +93,9 @@ def plan_request(
 
 
 def planner_cache_key(planner: str, request: PlanRequest) -> str:
-    """Content hash of transcript, image, constraints and model: never run ids or secrets."""
-    from planners import MLLMSettings, plan_cache_key
-
-    return plan_cache_key(request, MLLMSettings() if planner == "mllm" else None)
+    """Content hash of transcript, image, constraints and model (the planner spec's cache
+    identity): never run ids or secrets."""
+    return get_planner_spec(planner).cache_identity(request)
 
 
 def prepare_plan(
@@ -150,7 +150,9 @@ def prepare_plan(
     replan = {"refresh_cache": True} if inputs.options.replan else refresh
     state = plan_step.with_options(**replan)(**args, return_state=True)
     plan_data = state.result()
-    if state.name == "Cached" and not plan_cacheable(Plan.model_validate(plan_data)):
+    if state.name == "Cached" and not get_planner_spec(planner).cacheable(
+        Plan.model_validate(plan_data)
+    ):
         # Only real answers are served from the cache: a fallback because the server was down,
         # slow or refused the format is recorded with its job, and asked again next time.
         plan_data = plan_step.with_options(refresh_cache=True)(**args)
@@ -238,21 +240,6 @@ def open_job_run(inputs: JobInputs, settings: Settings) -> JobRun:
     return JobRun(id=job_id, db=settings.db_url, out_dir=out_dir)
 
 
-def sampling_options(o: JobOptions) -> dict[str, Any]:
-    """The job's fast-sampling options for the renderer (empty: the reference sampler)."""
-    from flows.video.options import parse_interval
-
-    opts: dict[str, Any] = {
-        "fast": o.fast,
-        "solver": o.solver,
-        "guidance_interval": list(parse_interval(o.guidance_interval))
-        if o.guidance_interval
-        else None,
-        "step_cache": o.step_cache,
-    }
-    return {k: v for k, v in opts.items() if v}
-
-
 def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
     """Speech, words and plan (recorded), then the segments and the render-job record."""
     s, o = inputs.script, inputs.options
@@ -263,7 +250,7 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
     record_plan(run.db, run.id, plan, plan_key, trace)
     version = record_plan_version(run.db, run.id, plan, source="cli" if o.plan else "planner")
     set_status(run.db, run.id, JobStatus.planned, duration=transcript.duration)
-    overlap = renderer_overlap(o.renderer, o.continuity)
+    overlap = get_renderer_spec(o.renderer).overlap(o.continuity)
     specs = plan_segments(
         transcript.words,
         transcript.duration,
@@ -277,7 +264,6 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
     render_job = RenderJob(
         renderer=o.renderer,
         checkpoint=o.checkpoint,
-        steps=o.steps or settings.render_steps,
         analysis=speech["analysis"],
         transcript=transcript,
         plan=plan,
@@ -289,7 +275,7 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
         cuts=tuple(sp.end for sp in specs[:-1]),
         title=s.title,
         continuity_frames=overlap,
-        sampling=sampling_options(o),
+        sampling=o.sampling(settings.render_steps),
     )
     return Planned(speech, transcript, plan, specs, render_job, version)
 
@@ -298,7 +284,7 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
     """Render every segment in order; cached segments are reused, missing files re-rendered."""
     job = planned.render_job
     set_status(run.db, run.id, JobStatus.rendering)
-    renderer_id = renderer_identity(job.renderer, job.checkpoint, job.steps, job.sampling)
+    renderer_id = renderer_identity(job)
     job_data = job.model_dump(mode="json")
     refresh = {"refresh_cache": True} if inputs.options.force else {}
     total = len(planned.specs)
@@ -418,7 +404,7 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
         "evaluations_per_clip": (
             sum(rendered.evaluations) / len(rendered.evaluations) if rendered.evaluations else None
         ),
-        "sampling": planned.render_job.sampling,
+        "sampling": planned.render_job.sampling.active(),
         "sampler": sorted(set(rendered.samplers)),
     }
     _publish_artifact(report, plan)

@@ -22,9 +22,10 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from flows.video.renderers import get_renderer_spec, preview_renderer, renderer_names
 from orchestrator.review import proposals, runs
 from orchestrator.review.editing import check_edit, edit_to_data, segment_specs
 from orchestrator.review.job import ReviewJob
@@ -67,6 +68,13 @@ class RenderRequest(BaseModel):
     version: int
     renderer: str = "actavatar"
     checkpoint: str | None = None
+
+    @field_validator("renderer")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in renderer_names():
+            raise ValueError(f"unknown renderer '{v}' (one of: {', '.join(renderer_names())})")
+        return v
 
 
 class ProposeRequest(Edit):
@@ -159,6 +167,7 @@ def create_app(job: ReviewJob, *, allowed_hosts: list[str] | None = None) -> Fas
             "llm_configured": proposals.llm_configured(),
             "prefect_server": runs.prefect_server_configured(),
             "renderer": job.renderer,
+            "renderers": list(renderer_names()),  # the final render's choices, plugins included
             "checkpoint": job.options.get("checkpoint"),
             "final_video": "/media/final/video.mp4" if job.served_path("final/video.mp4") else None,
         }
@@ -224,9 +233,11 @@ def create_app(job: ReviewJob, *, allowed_hosts: list[str] | None = None) -> Fas
     @app.post("/api/preview", status_code=202)
     def preview(req: PreviewRequest) -> dict[str, Any]:
         path = version_path(req.version)
-        out = job.out_dir if job.renderer == "animatic" else job.out_dir / "preview"
+        # A preview renderer's job is previewed in place; any other's in preview/ beside it.
+        preview = preview_renderer()
+        out = job.out_dir if get_renderer_spec(job.renderer).preview else job.out_dir / "preview"
         params = runs.flow_parameters(
-            job, out=str(out), renderer="animatic", plan=str(path), webhook=None
+            job, out=str(out), renderer=preview, plan=str(path), webhook=None
         )
         run = runs.Run(kind="preview", version=req.version, out_dir=str(out))
         return start(run, lambda r: runs.run_flow_locally(r, job, params))

@@ -39,7 +39,7 @@ def job_plan_context(
     """The plan request the flow built for this job (script cues, scenes, constraints)."""
     from flows.video.inputs import JobInputs
     from flows.video.produce import plan_request
-    from flows.video.render import renderer_overlap
+    from flows.video.renderers import get_renderer_spec
     from flows.video.script import parse_script
 
     opts = job_options(options)
@@ -49,5 +49,5 @@ def job_plan_context(
         request=plan_request(inputs, transcript),
         fps=script.fps,
         segment_seconds=inputs.segment_seconds,
-        overlap=renderer_overlap(opts.renderer, opts.continuity),
+        overlap=get_renderer_spec(opts.renderer).overlap(opts.continuity),
     )

@@ -14,7 +14,7 @@ from flows.runtime.errors import InputError
 from flows.runtime.settings import get_settings
 from flows.video.batch import OPTION_COLUMNS, RESERVED, already_done, prepare_rows
 from flows.video.inputs import prepare_inputs
-from flows.video.options import NOT_IN_KEY, JobOptions, option_fields
+from flows.video.options import NOT_IN_KEY, JobOptions, describe, option_fields
 from orchestrator.cli import app
 from orchestrator.studio import Studio
 
@@ -85,7 +85,7 @@ def test_cli_batch_row_defaults_are_the_contract_fields_with_its_help_and_defaul
     for name in FIELDS - PER_ROW_ONLY:
         field = JobOptions.model_fields[name]
         assert params[name].default == field.default, name
-        assert params[name].help == field.description, name
+        assert params[name].help == describe(name), name  # the description (+ choices)
         assert f"--{name.replace('_', '-')}" in params[name].opts, name
     assert set(BATCH_SAMPLES) == FIELDS - PER_ROW_ONLY  # a new option needs a sample here
 
@@ -258,7 +258,9 @@ def test_dataset_flow_takes_the_contract_and_the_form_describes_every_field():
     fields = _form(build_dataset.fn)["definitions"]["DatasetOptions"]["properties"]
     assert set(fields) == set(DatasetOptions.model_fields)
     assert all(f.get("description") for f in fields.values())
-    assert fields["planner"]["enum"] == ["rule", "rules", "mllm", "llm"]
+    from planners.registry import planner_names
+
+    assert fields["planner"]["enum"] == list(planner_names())  # plugins' planners too
 
 
 def test_training_flows_take_the_stage_contract_and_the_form_describes_every_field():

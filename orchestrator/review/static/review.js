@@ -61,6 +61,11 @@ async function load() {
   $("#job-id").textContent = `job ${data.job.id} · ${data.renderer} · ${data.words.length} words · ${fmt(data.duration)}`;
   $("#author").value = localStorage.getItem("avatar-flow-author") || data.author;
   if (data.checkpoint) $("#checkpoint").value = data.checkpoint;
+  if (data.renderers) {  // the registered renderers (plugins included) are the choices
+    const sel = $("#renderer"), keep = sel.value;
+    sel.replaceChildren(...data.renderers.map((n) => new Option(n, n)));
+    sel.value = data.renderers.includes(keep) ? keep : data.renderers[0];
+  }
   $("#ask-all").disabled = !data.llm_configured;
   $("#ask-all").title = data.llm_configured ? "Ask the MLLM planner for a new plan (a proposal)"
     : "No MLLM planner configured (AVATAR_FLOW_LLM_BASE_URL)";
