@@ -23,11 +23,11 @@ from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.runtime import progress, webhooks
-from flows.runtime.errors import InputError
+from flows.runtime.errors import InputError, failure
 from flows.runtime.settings import get_settings
 from flows.video.inputs import prepare_inputs
 from flows.video.options import JobOptions, option_fields
-from flows.video.produce import error_line, produce_video
+from flows.video.produce import produce_video
 from storage import Job, JobStatus, atomic_write_text, session_scope
 
 OPTION_COLUMNS = option_fields()  # one column per job option, `out` included
@@ -374,7 +374,7 @@ def run_row(row: dict, out_root: str, defaults: dict[str, Any]) -> dict:
                 gpu_seconds=report.get("gpu_seconds"),
             )
     except Exception as exc:  # one bad row must not stop the others
-        result["error"] = error_line(exc)[:2000]
+        result["error"] = failure(exc).line
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 

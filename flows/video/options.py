@@ -6,6 +6,8 @@ each field with its description), and everything else that takes job options is 
 or checked against it by `tests/flows/test_options_contract.py`:
 
 - `avatar-flow run` has one `--option` per field (help text and default read from here);
+- `avatar-flow batch` has one per field but the per-row `out`, `plan` and `webhook` (its rows'
+  defaults, with the same help and defaults);
 - `Studio.produce` has one keyword argument per field;
 - a batch manifest's reserved columns are `id script template` plus the field names, and a row's
   cells are validated by this model;
@@ -14,9 +16,10 @@ or checked against it by `tests/flows/test_options_contract.py`:
 Adding an option: its one definition is a field here (type, default, `description=`, and a
 `field_validator` if it needs more than its type), listed in `NOT_IN_KEY` if it cannot change the
 video (like `force`). The Prefect form, the manifest columns, the row validation and the input key
-follow by themselves. The two typed signatures written by hand, `avatar-flow run` (whose help and
-default are read from the field) and `Studio.produce`, each get one line; the contract test fails
-until they do. Then read the value where the job uses it (`options.<name>`).
+follow by themselves. The typed signatures written by hand get one line each: its typer alias in
+`orchestrator/job_options.py` (help read from the field), `avatar-flow run` and `avatar-flow
+batch` (default read from the field; each also passes it to `JobOptions.parse`) and
+`Studio.produce`; the contract test fails until they do. Then read the value where the job uses it (`options.<name>`).
 
 Defaults that come from the environment (`checkpoint`, `steps`) are `None` here and filled by
 `resolved()`, so a run from the UI, the CLI and the SDK resolves them the same way.
@@ -28,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from flows.runtime.contract import validation_input_error
 from flows.runtime.errors import InputError
 from flows.video.renderers import renderer_names
 from generator.sampling import SamplingRequest
@@ -280,20 +284,9 @@ def default(name: str) -> Any:
 def input_error(
     exc: ValidationError, *, file: str | None = None, row: int | None = None
 ) -> InputError:
-    """The first problem of a JobOptions validation error as one InputError line."""
-    err = exc.errors()[0]
-    field = str(err["loc"][0]) if err.get("loc") else None
-    if err.get("type") == "value_error" and "error" in err.get("ctx", {}):
-        message = str(err["ctx"]["error"])
-    elif err.get("type") == "extra_forbidden":
-        message = f"unknown option '{field}' (one of: {', '.join(option_fields())})"
-    elif err.get("type", "").startswith(("float_", "int_")):
-        message = f"'{err.get('input')}' is not a number"
-    else:
-        message = f"{err['msg'].lower()}, got {err.get('input')!r}"
-    if row is not None:
-        message = f"row {row}: {message}"
-    return InputError(message, file=file, field=field)
+    """The first problem of a JobOptions validation error as one InputError line (the rule
+    every contract shares: `flows.runtime.contract`)."""
+    return validation_input_error(exc, fields=option_fields(), file=file, row=row)
 
 
 def default_out_dir(script: str | Path, input_key: str, settings: Any) -> Path:

@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from flows.runtime import gpu, progress, webhooks
-from flows.runtime.errors import InputError, PlannerFallback
+from flows.runtime.errors import MAX_LINE, InputError, PlannerFallback, failure
 from flows.runtime.joblog import job_log
 from flows.runtime.records import (
     fail_jobs_of_run,
@@ -412,21 +412,15 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
     return report
 
 
-def error_line(exc: BaseException) -> str:
-    """How a failure is written on the job, the batch report and the terminal: an input error
-    as its own one line, anything else prefixed with its type."""
-    return str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-
-
 def record_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow state hook (failed, crashed, cancelled): the job of this run is marked failed."""
     try:
         exc = state.result(raise_on_failure=False)
     except BaseException as e:  # a crashed run's result may itself raise
         exc = e
-    error = error_line(exc) if isinstance(exc, BaseException) else (state.message or state.name)
+    error = failure(exc).line if isinstance(exc, BaseException) else (state.message or state.name)
     with contextlib.suppress(Exception):  # the hook must not mask the run's own failure
-        fail_jobs_of_run(get_settings().db_url, str(flow_run.id), error[:2000])
+        fail_jobs_of_run(get_settings().db_url, str(flow_run.id), error[:MAX_LINE])
 
 
 @flow(
