@@ -55,6 +55,16 @@ WebhookOpt = Annotated[str | None, typer.Option(help=describe("webhook"))]
 PlanOpt = Annotated[Path | None, typer.Option("--plan", help=describe("plan"))]
 ReplanOpt = Annotated[bool, typer.Option(help=describe("replan"))]
 StrictOpt = Annotated[bool, typer.Option(help=describe("strict"))]
+VarsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--variables", "--var", metavar="NAME=VALUE", help=describe("variables")),
+]
+BrandOpt = Annotated[Path | None, typer.Option("--brand", help=describe("brand"))]
+MusicOpt = Annotated[Path | None, typer.Option("--music", help=describe("music"))]
+MusicVolumeOpt = Annotated[float, typer.Option(help=describe("music_volume"))]
+LoudnessOpt = Annotated[str, typer.Option(help=describe("loudness"))]
+BurnCaptionsOpt = Annotated[str, typer.Option(help=describe("burn_captions"))]
+ChaptersOpt = Annotated[bool, typer.Option(help=describe("chapters"))]
 
 
 def _warn_fallback(plan_or_report: dict) -> None:
@@ -100,6 +110,13 @@ def run(
     plan: PlanOpt = default("plan"),
     replan: ReplanOpt = default("replan"),
     strict: StrictOpt = default("strict"),
+    variables: VarsOpt = default("variables"),
+    brand: BrandOpt = default("brand"),
+    music: MusicOpt = default("music"),
+    music_volume: MusicVolumeOpt = default("music_volume"),
+    loudness: LoudnessOpt = default("loudness"),
+    burn_captions: BurnCaptionsOpt = default("burn_captions"),
+    chapters: ChaptersOpt = default("chapters"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the job report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show Prefect logs.")] = False,
 ) -> None:
@@ -124,6 +141,13 @@ def run(
             plan=str(plan.resolve()) if plan else None,
             replan=replan,
             strict=strict,
+            variables=variables,
+            brand=str(brand.resolve()) if brand else None,
+            music=str(music.resolve()) if music else None,
+            music_volume=music_volume,
+            loudness=loudness,
+            burn_captions=burn_captions,
+            chapters=chapters,
         )
         _check_inputs(script, options)
         from flows.runtime import progress

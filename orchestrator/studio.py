@@ -63,6 +63,13 @@ class Studio:
         plan: str | Path | None = None,
         replan: bool = False,
         strict: bool = False,
+        variables: dict[str, str] | None = None,
+        brand: str | Path | None = None,
+        music: str | Path | None = None,
+        music_volume: float = -8.0,
+        loudness: str = "web",
+        burn_captions: str = "off",
+        chapters: bool = True,
     ) -> JobResult:
         """Produce one video; raises `flows.runtime.errors.InputError` on bad input (the same
         one line the CLI prints). The keywords are the job options contract's fields
@@ -88,6 +95,13 @@ class Studio:
             plan=str(Path(plan).resolve()) if plan else None,
             replan=replan,
             strict=strict,
+            variables=variables,
+            brand=str(Path(brand).resolve()) if brand else None,
+            music=str(Path(music).resolve()) if music else None,
+            music_volume=music_volume,
+            loudness=loudness,
+            burn_captions=burn_captions,
+            chapters=chapters,
         )
         report = produce_video(script=str(script), options=options)
         return JobResult(

@@ -24,7 +24,7 @@ from PIL import Image
 from flows.video.finish import loudness as ln
 from flows.video.finish.brand import BrandKit, logo_overlay, lower_third_overlay
 from flows.video.finish.burn import Overlay, captions_overlay, draw_overlays
-from flows.video.finish.chapters import Chapter, ffmetadata, youtube_list
+from flows.video.finish.chapters import Chapter, ffmetadata, shift_chapters, youtube_list
 from flows.video.finish.music import AudioSegment, Ducking, load_audio, mix_music
 from flows.video.media import encode_frames, run_ffmpeg
 from planners.schema import Word
@@ -34,7 +34,6 @@ RATE = 48000  # the finished video's audio rate
 CHANNELS = 2
 AAC_HEADROOM_DB = 0.5  # AAC's decoder can overshoot a PCM true peak slightly
 POSTER_AT = 1.0  # seconds into the body
-CAPTION_MODES = ("off", "lines", "words")
 
 
 @dataclass(frozen=True)
@@ -245,25 +244,26 @@ def finish_video(spec: FinishSpec, work: Path) -> Finished:
                 Image.fromarray(frame).save(poster)
                 break
 
-    # Mux: picture (copied) + the program's audio + chapters.
-    meta = atomic_write_text(work / "chapters.ffmetadata", ffmetadata(spec.chapters, spec.title))
+    # Mux: picture (copied) + the program's audio + chapters (moved past the intro).
+    intro_s = counts.get("intro", 0) / spec.fps
+    outro_s = counts.get("outro", 0) / spec.fps
+    chapters = shift_chapters(spec.chapters, intro_s, intro_s + body_n / spec.fps + outro_s)
+    meta = atomic_write_text(work / "chapters.ffmetadata", ffmetadata(chapters, spec.title))
     out = work / "finished.mp4"
     with atomic_path(out) as tmp:
         run_ffmpeg(
             [
                 "-i", str(picture), "-i", str(mixed), "-f", "ffmetadata", "-i", str(meta),
                 "-map", "0:v:0", "-map", "1:a:0",
-                "-map_metadata", "2", "-map_chapters", "2" if spec.chapters else "-1",
+                "-map_metadata", "2", "-map_chapters", "2" if chapters else "-1",
                 "-c:v", "copy", "-c:a", "aac", "-b:a", "192k",
                 "-movflags", "+faststart", "-f", "mp4", str(tmp),
             ]
         )  # fmt: skip
     chapter_list = None
-    if spec.chapters:
-        chapter_list = atomic_write_text(work / "chapters.txt", youtube_list(spec.chapters))
+    if chapters:
+        chapter_list = atomic_write_text(work / "chapters.txt", youtube_list(chapters))
     measured = ln.measure(out)
-    intro_s = counts.get("intro", 0) / spec.fps
-    outro_s = counts.get("outro", 0) / spec.fps
     for tmp_file in (work / "program.wav", work / "mixed.wav", work / "picture.mp4"):
         tmp_file.unlink(missing_ok=True)
     return Finished(

@@ -47,6 +47,17 @@ def scene_chapters(
     return chapters
 
 
+def shift_chapters(chapters: Sequence[Chapter], offset: float, total: float) -> list[Chapter]:
+    """Chapters on the body's clock moved into a video with `offset` seconds before the body
+    (an intro): the first still starts at 0, the last ends with the video at `total`."""
+    out = []
+    for i, c in enumerate(chapters):
+        start = 0.0 if i == 0 else round(c.start + offset, 3)
+        end = round(chapters[i + 1].start + offset, 3) if i + 1 < len(chapters) else total
+        out.append(Chapter(start, round(end, 3), c.title))
+    return out
+
+
 def _escape(text: str) -> str:
     return re.sub(r"([=;#\\\n])", r"\\\1", text)
 

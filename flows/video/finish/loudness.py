@@ -15,19 +15,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.video.finish.settings import LOUDNESS_PRESETS, parse_loudness
 from flows.video.media import MediaError, ffmpeg_exe, run_ffmpeg
 from storage import atomic_path
 
-PRESETS: dict[str, float] = {
-    "web": -16.0,  # YouTube/Vimeo/social players; Apple's podcast spec
-    "podcast": -16.0,
-    "streaming": -14.0,  # Spotify, YouTube's reference level
-    "broadcast": -23.0,  # EBU R128
-}
-DEFAULT_TARGET = "web"
+PRESETS = LOUDNESS_PRESETS
 TRUE_PEAK_CEILING = -1.0  # dBTP
 LOUDNESS_RANGE = 20.0  # LU: wide, so a linear gain is allowed for ordinary speech
-MIN_TARGET, MAX_TARGET = -36.0, -8.0
 
 
 @dataclass(frozen=True)
@@ -47,25 +41,8 @@ class Loudness:
 
 
 def parse_target(value: str | float | None) -> float | None:
-    """A preset name (web, podcast, streaming, broadcast), a number of LUFS, or off -> LUFS or
-    None (leave the loudness alone); ValueError with one line otherwise."""
-    if value is None:
-        return PRESETS[DEFAULT_TARGET]
-    text = str(value).strip().lower()
-    if text in ("off", "none", "no"):
-        return None
-    if text in PRESETS:
-        return PRESETS[text]
-    try:
-        lufs = float(text.removesuffix("lufs").strip())
-    except ValueError:
-        raise ValueError(
-            f"loudness must be one of {', '.join(PRESETS)}, off, or a number of LUFS "
-            f"(e.g. -18), got {value!r}"
-        ) from None
-    if not MIN_TARGET <= lufs <= MAX_TARGET:
-        raise ValueError(f"loudness must be between {MIN_TARGET} and {MAX_TARGET} LUFS, got {lufs}")
-    return lufs
+    """A preset name, a number of LUFS, or off -> LUFS or None (see `settings.parse_loudness`)."""
+    return parse_loudness(value)
 
 
 def _ffmpeg_stderr(args: list[str]) -> str:

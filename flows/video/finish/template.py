@@ -95,7 +95,7 @@ def render_template(
     missing = [n for n in names if n not in values]
     if missing:
         name = missing[0]
-        hint = f"--var {name}=..." if where.startswith("--") else f"a '{name}' column"
+        hint = f"a '{name}' column" if where.startswith("row") else f"--var {name}=..."
 
         raise InputError(
             f"{where}: the template needs a value for '{name}' ({hint})",
