@@ -201,6 +201,7 @@ def plan(
     force: ForceOpt = default("force"),
     replan: ReplanOpt = default("replan"),
     strict: StrictOpt = default("strict"),
+    variables: VarsOpt = default("variables"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
@@ -213,6 +214,7 @@ def plan(
             out=str(out_dir.resolve()) if out_dir else None,
             force=force,
             replan=replan,
+            variables=variables,
             strict=strict,
         )
         _check_inputs(script, options)

@@ -155,3 +155,9 @@ def test_template_batch_of_20_rows_makes_20_videos_with_their_values(fresh_home,
         assert name.lower() in srt.lower() and company.lower() in srt.lower(), (name, srt)
         assert r.outputs["video"].is_file()
     print(f"{ROWS} videos in {seconds:.0f} s: {seconds / ROWS:.1f} s per video")
+
+
+def test_plan_command_takes_the_same_variables(fresh_home, tmp_path):
+    script = write_script(tmp_path, BODY, **FRONT)
+    result = CliRunner().invoke(app, ["plan", str(script), "--var", "name=Ada"])
+    assert result.exit_code == 2 and "needs a value for 'company'" in result.stderr
