@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import soundfile as sf
+from bs1770 import integrated_loudness, true_peak_dbtp
+from scipy.signal import resample_poly
 
 from flows.runtime.errors import InputError
 from flows.video.finish.loudness import PRESETS, measure, normalise, parse_target
@@ -136,7 +138,12 @@ def test_loudness_presets_and_bad_values():
 @pytest.mark.parametrize("preset", ["web", "streaming", "broadcast"])
 def test_normalised_within_1_lu_and_under_the_true_peak_ceiling(tmp_path, preset):
     speech_path, _ = _speech_and_words(tmp_path)
+    x, _rate = sf.read(speech_path)
+    x *= 10 ** ((PRESETS[preset] - 12 - measure(speech_path).integrated) / 20)  # 12 dB too quiet
+    x[int(2.0 * RATE) : int(2.0 * RATE) + 40] = 0.9  # a transient: the gain alone would clip it
+    sf.write(speech_path, x, RATE, subtype="PCM_16")
     before = measure(speech_path)
+    assert before.true_peak + (PRESETS[preset] - before.integrated) > -1.0  # the ceiling matters
     out = tmp_path / "out.wav"
     result = normalise(speech_path, out, target=PRESETS[preset], ceiling=-1.0, rate=RATE)
     again = measure(out)
@@ -144,3 +151,7 @@ def test_normalised_within_1_lu_and_under_the_true_peak_ceiling(tmp_path, preset
     assert again.true_peak <= -1.0
     assert result == again
     assert sf.info(out).samplerate == RATE
+    # an independent BS.1770 meter (not ffmpeg's) agrees
+    pcm = resample_poly(sf.read(out)[0], 320, 147)  # 22050 -> 48000 Hz
+    assert abs(integrated_loudness(pcm) - PRESETS[preset]) <= 1.0
+    assert true_peak_dbtp(pcm) <= -1.0

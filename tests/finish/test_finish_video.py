@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from bs1770 import integrated_loudness, true_peak_dbtp
 from PIL import Image
 
 from flows.runtime.errors import InputError
@@ -77,6 +78,12 @@ def _audio(path):
     return x.mean(axis=0)
 
 
+def _audio_channels(path):
+    with av.open(str(path)) as c:
+        chunks = [f.to_ndarray() for f in c.decode(c.streams.audio[0])]
+    return np.concatenate(chunks, axis=1).T  # (samples, channels)
+
+
 def test_logo_pixels_are_where_the_kit_puts_them(tmp_path):
     video, speech, words = _body(tmp_path)
     kit = load_brand(_kit(tmp_path))
@@ -147,6 +154,11 @@ def test_chapters_are_read_back_from_the_file(tmp_path):
     assert (lower.max(axis=-1) > 240).any()  # white caption text
     loud = measure(done.video)
     assert abs(loud.integrated + 16) <= 1.0 and loud.true_peak <= -1.0
+    # the same numbers from an independent BS.1770 meter (not ffmpeg's), on the decoded AAC
+    pcm = _audio_channels(done.video)
+    assert abs(integrated_loudness(pcm) + 16) <= 1.0, integrated_loudness(pcm)
+    assert true_peak_dbtp(pcm) <= -1.0
+    assert abs(integrated_loudness(pcm) - loud.integrated) < 0.3
 
 
 @pytest.mark.parametrize(
