@@ -135,8 +135,7 @@ def conform_audio(path: Path, frames: int, fps: int) -> np.ndarray:
         has_audio = bool(c.streams.audio)
     if not has_audio:
         return np.zeros((n, CHANNELS), np.int16)
-    seg = load_audio(path).set_frame_rate(RATE).set_channels(CHANNELS).set_sample_width(2)
-    return _exact(_segment_samples(seg), n)
+    return _exact(_segment_samples(load_audio(path, RATE, CHANNELS)), n)
 
 
 # ------------------------------------------------------------------------------------ body
@@ -167,17 +166,17 @@ def body_overlays(spec: FinishSpec) -> list[Overlay]:
 
 def body_audio(spec: FinishSpec, frames: int) -> tuple[np.ndarray, dict | None]:
     """The speech (music mixed under it, if any), exactly as long as the body's picture."""
-    speech = load_audio(spec.speech).set_sample_width(2)
+    speech = load_audio(spec.speech, RATE, CHANNELS)
     info = None
     music = spec.music or (spec.brand.music if spec.brand else None)
     if music is not None:
         timings = [(w.start, w.end) for w in spec.words]
+        bed = load_audio(music, RATE, CHANNELS)
         speech, info = mix_music(
-            speech, load_audio(music), timings, volume_db=spec.music_volume, ducking=spec.ducking
+            speech, bed, timings, volume_db=spec.music_volume, ducking=spec.ducking
         )
         info["file"] = Path(music).name
-    seg = speech.set_frame_rate(RATE).set_channels(CHANNELS)
-    return _exact(_segment_samples(seg), round(frames * RATE / spec.fps)), info
+    return _exact(_segment_samples(speech), round(frames * RATE / spec.fps)), info
 
 
 def _write_wav(path: Path, samples: np.ndarray) -> Path:

@@ -42,14 +42,18 @@ class Ducking:
     hold: float = HOLD_S
 
 
-def load_audio(path: Path) -> AudioSegment:
-    """Any audio ffmpeg reads (the first audio stream of any file), as a 16-bit pydub segment.
+def load_audio(path: Path, rate: int | None = None, channels: int | None = None) -> AudioSegment:
+    """Any audio ffmpeg reads (the first audio stream of any file), as a 16-bit pydub segment,
+    resampled by ffmpeg to `rate` / `channels` when given.
 
     ffmpeg decodes to PCM first: pydub's own `from_file` would look for an ffprobe binary,
-    which imageio-ffmpeg does not ship."""
+    which imageio-ffmpeg does not ship, and ffmpeg's resampler is better than pydub's."""
+    convert = [*(["-ar", str(rate)] if rate else []), *(["-ac", str(channels)] if channels else [])]
     with tempfile.TemporaryDirectory(prefix="avatar-flow-audio-") as tmp:
         wav = Path(tmp) / "decoded.wav"
-        run_ffmpeg(["-i", str(path), "-map", "0:a:0", "-c:a", "pcm_s16le", "-f", "wav", str(wav)])
+        run_ffmpeg(
+            ["-i", str(path), "-map", "0:a:0", *convert, "-c:a", "pcm_s16le", "-f", "wav", str(wav)]
+        )
         return AudioSegment.from_wav(str(wav))
 
 
