@@ -28,7 +28,14 @@ from orchestrator.console import (
 # `run`'s options are the job options contract's fields (flows.video.options.JobOptions):
 # help text and defaults are read from it, and a test checks that the names are the same set.
 from orchestrator.job_options import (
+    BrandOpt,
+    BurnCaptionsOpt,
+    ChaptersOpt,
     CheckpointOpt,
+    LoudnessOpt,
+    MusicOpt,
+    MusicVolumeOpt,
+    VarsOpt,
     ContinuityOpt,
     FastOpt,
     ForceOpt,
@@ -103,6 +110,13 @@ def run(
     plan: PlanOpt = default("plan"),
     replan: ReplanOpt = default("replan"),
     strict: StrictOpt = default("strict"),
+    variables: VarsOpt = default("variables"),
+    brand: BrandOpt = default("brand"),
+    music: MusicOpt = default("music"),
+    music_volume: MusicVolumeOpt = default("music_volume"),
+    loudness: LoudnessOpt = default("loudness"),
+    burn_captions: BurnCaptionsOpt = default("burn_captions"),
+    chapters: ChaptersOpt = default("chapters"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the job report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show Prefect logs.")] = False,
 ) -> None:
@@ -127,6 +141,13 @@ def run(
             plan=str(plan.resolve()) if plan else None,
             replan=replan,
             strict=strict,
+            variables=variables,
+            brand=str(brand.resolve()) if brand else None,
+            music=str(music.resolve()) if music else None,
+            music_volume=music_volume,
+            loudness=loudness,
+            burn_captions=burn_captions,
+            chapters=chapters,
         )
         _check_inputs(script, options)
         from flows.runtime import progress
@@ -180,6 +201,7 @@ def plan(
     force: ForceOpt = default("force"),
     replan: ReplanOpt = default("replan"),
     strict: StrictOpt = default("strict"),
+    variables: VarsOpt = default("variables"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
@@ -192,6 +214,7 @@ def plan(
             out=str(out_dir.resolve()) if out_dir else None,
             force=force,
             replan=replan,
+            variables=variables,
             strict=strict,
         )
         _check_inputs(script, options)

@@ -27,3 +27,13 @@ WebhookOpt = Annotated[str | None, typer.Option(help=describe("webhook"))]
 PlanOpt = Annotated[Path | None, typer.Option("--plan", help=describe("plan"))]
 ReplanOpt = Annotated[bool, typer.Option(help=describe("replan"))]
 StrictOpt = Annotated[bool, typer.Option(help=describe("strict"))]
+VarsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--variables", "--var", metavar="NAME=VALUE", help=describe("variables")),
+]
+BrandOpt = Annotated[Path | None, typer.Option("--brand", help=describe("brand"))]
+MusicOpt = Annotated[Path | None, typer.Option("--music", help=describe("music"))]
+MusicVolumeOpt = Annotated[float, typer.Option(help=describe("music_volume"))]
+LoudnessOpt = Annotated[str, typer.Option(help=describe("loudness"))]
+BurnCaptionsOpt = Annotated[str, typer.Option(help=describe("burn_captions"))]
+ChaptersOpt = Annotated[bool, typer.Option(help=describe("chapters"))]

@@ -63,6 +63,13 @@ class Studio:
         plan: str | Path | None = None,
         replan: bool = False,
         strict: bool = False,
+        variables: dict[str, str] | None = None,
+        brand: str | Path | None = None,
+        music: str | Path | None = None,
+        music_volume: float = -8.0,
+        loudness: str = "web",
+        burn_captions: str = "off",
+        chapters: bool = True,
     ) -> JobResult:
         """Produce one video; raises on failure (`flows.runtime.errors.InputError` on bad input),
         and `flows.runtime.errors.failure(exc)` is the one line and exit code the CLI gives it.
@@ -89,6 +96,13 @@ class Studio:
             plan=str(Path(plan).resolve()) if plan else None,
             replan=replan,
             strict=strict,
+            variables=variables,
+            brand=str(Path(brand).resolve()) if brand else None,
+            music=str(Path(music).resolve()) if music else None,
+            music_volume=music_volume,
+            loudness=loudness,
+            burn_captions=burn_captions,
+            chapters=chapters,
         )
         report = produce_video(script=str(script), options=options)
         return JobResult(

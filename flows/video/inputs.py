@@ -8,6 +8,7 @@ from pathlib import Path
 from flows.runtime.errors import InputError
 from flows.runtime.settings import Settings
 from flows.video.avatar import check_avatar
+from flows.video.finish.inputs import check_finishing
 from flows.video.given_plan import read_plan_file
 from flows.video.options import JobOptions, out_dir_for
 from flows.video.renderers import CheckContext, get_renderer_spec
@@ -57,7 +58,7 @@ def longest_render_frames(script: Script, options: JobOptions) -> int:
 
 def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Settings) -> JobInputs:
     """Parse and check everything; raises InputError (exit code 2) on the first problem."""
-    script = parse_script(script_path)
+    script = parse_script(script_path, options.variables)
     spath = str(script_path)
     options = options.resolved(settings)
     renderer = get_renderer_spec(options.renderer)
@@ -93,6 +94,7 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
             file=spath,
             field="text",
         )
+    finish_key = check_finishing(script, options)  # brand kit, music: bad files stop here
     if options.plan is not None:
         read_plan_file(options.plan)  # missing file, bad JSON or a malformed phase: stop now
     avatar_sha = "default"
@@ -111,6 +113,7 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
             "options": options.key_values(),
             "voice": options.voice or script.voice,
             "version": PIPELINE_VERSION,
+            **({"finish": finish_key} if finish_key else {}),
         }
     )
     return JobInputs(

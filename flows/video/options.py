@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flows.runtime.contract import validation_input_error
 from flows.runtime.errors import InputError
+from flows.video.finish.settings import CAPTION_MODES, parse_loudness, parse_variables
 from flows.video.renderers import renderer_names
 from generator.sampling import SamplingRequest
 from planners.registry import planner_names
@@ -144,6 +145,43 @@ class JobOptions(BaseModel):
         None,
         description="URL POSTed an HMAC-signed JSON body when the job finishes or fails.",
     )
+    # Finishing (flows/video/finish): changing these re-runs only the finishing step.
+    variables: dict[str, str] | None = Field(
+        None,
+        description="Values for a template script's {{ name }} placeholders (CLI: --var "
+        "name=Ada, repeatable). Each filled script is its own job.",
+    )
+    brand: str | None = Field(
+        None,
+        description="Brand kit YAML (logo, intro/outro clips, lower third, music). Default: "
+        "the script's `brand:` key.",
+    )
+    music: str | None = Field(
+        None,
+        description="Background music file mixed under the speech and ducked while the speaker "
+        "talks. Default: the script's `music:` key, else the brand kit's.",
+    )
+    music_volume: float = Field(
+        -8.0,
+        description="Music level in the pauses, in dB relative to the speech (-40 to 0); it "
+        "ducks 15 dB further under words.",
+    )
+    loudness: str = Field(
+        "web",
+        description="Target loudness of the final mix (ITU-R BS.1770, true peak under -1 dBTP): "
+        "web or podcast (-16 LUFS), streaming (-14), broadcast (-23, EBU R128), a number of "
+        "LUFS, or off.",
+    )
+    burn_captions: str = Field(
+        "off",
+        description="Burn captions into the picture: off, lines, or words (the spoken word "
+        "highlighted). The SRT/VTT files are written either way.",
+        json_schema_extra={"enum": list(CAPTION_MODES)},
+    )
+    chapters: bool = Field(
+        True,
+        description="Chapters from the script's headings in the MP4 and as chapters.txt.",
+    )
 
     @field_validator("renderer")
     @classmethod
@@ -203,6 +241,31 @@ class JobOptions(BaseModel):
     def _json_file(cls, v: str | None) -> str | None:
         if v is not None and not v.strip():
             raise ValueError("plan must be the path of a plan.json file")
+        return v
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _variables(cls, v: Any) -> Any:
+        return parse_variables(v)
+
+    @field_validator("music_volume")
+    @classmethod
+    def _music_volume(cls, v: float) -> float:
+        if not -40.0 <= v <= 0.0:
+            raise ValueError(f"music_volume must be between -40 and 0 dB, got {v}")
+        return v
+
+    @field_validator("loudness")
+    @classmethod
+    def _loudness(cls, v: str) -> str:
+        parse_loudness(v)
+        return v
+
+    @field_validator("burn_captions")
+    @classmethod
+    def _caption_mode(cls, v: str) -> str:
+        if v not in CAPTION_MODES:
+            raise ValueError(f"burn_captions must be one of {', '.join(CAPTION_MODES)}, got {v!r}")
         return v
 
     @field_validator("webhook")

@@ -38,6 +38,7 @@ from flows.runtime.records import (
 )
 from flows.runtime.settings import Settings, get_settings
 from flows.video.captions import write_srt, write_vtt
+from flows.video.finish.step import finish_outputs, record_finishing
 from flows.video.given_plan import check_given_plan, read_plan_file
 from flows.video.inputs import JobInputs, prepare_inputs
 from flows.video.media import concat_and_mux
@@ -214,6 +215,7 @@ class Rendered:
     rendered: int  # segments rendered now (the others came from the cache)
     evaluations: list[int] = field(default_factory=list)  # model evaluations per clip
     samplers: list[str] = field(default_factory=list)  # which model rendered (teacher/student)
+    shas: list[str] = field(default_factory=list)  # the clips' content hashes (finishing's key)
 
 
 def open_job_run(inputs: JobInputs, settings: Settings) -> JobRun:
@@ -291,6 +293,7 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
     rendered, clips, context, prev_sha = 0, [], [], None
     evaluations: list[int] = []
     samplers: list[str] = []
+    shas: list[str] = []
     progress.emit("render", 0, total)
     for sp in planned.specs:
         key = render_key(
@@ -319,13 +322,14 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
             seconds=None if was_cached else result["seconds"],
         )
         clips.append(Path(result["path"]))
+        shas.append(result["sha256"])
         if result.get("evaluations") is not None:
             evaluations.append(int(result["evaluations"]))
         if result.get("sampler"):
             samplers.append(str(result["sampler"]))
         context, prev_sha = result["tail"], result["sha256"]
         progress.emit("render", sp.index + 1, total, "cached" if was_cached else "rendered")
-    return Rendered(clips, rendered, evaluations, samplers)
+    return Rendered(clips, rendered, evaluations, samplers, shas)
 
 
 def write_outputs(
@@ -376,6 +380,15 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
         cuts=list(planned.render_job.cuts),
         title=inputs.script.title,
     )
+    finishing = finish_outputs(
+        inputs,
+        paths=paths,
+        clip_shas=rendered.shas,
+        speech=planned.speech,
+        transcript=transcript,
+        force=inputs.options.force,
+    )
+    record_finishing(run.db, run.id, finishing)
     hashes = record_assets(run.db, run.id, paths)
     set_status(run.db, run.id, JobStatus.done, duration=transcript.duration)
     progress.emit("stitch", 1, 1)
@@ -406,6 +419,8 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
         ),
         "sampling": planned.render_job.sampling.active(),
         "sampler": sorted(set(rendered.samplers)),
+        # brand, music, measured loudness, chapters, the template and its values
+        "finishing": finishing,
     }
     _publish_artifact(report, plan)
     progress.emit("done", 1, 1)

@@ -43,7 +43,7 @@ def job_plan_context(
     from flows.video.script import parse_script
 
     opts = job_options(options)
-    script = parse_script(script_path)
+    script = parse_script(script_path, opts.variables)  # a template job: its own values
     inputs = JobInputs(script=script, options=opts, avatar_sha="", audio_sha=None, input_key="")
     return PlanContext(
         request=plan_request(inputs, transcript),
