@@ -24,11 +24,17 @@ from orchestrator.console import (
     quiet_prefect,
 )
 from orchestrator.job_options import (
+    BrandOpt,
+    BurnCaptionsOpt,
+    ChaptersOpt,
     CheckpointOpt,
     ContinuityOpt,
     FastOpt,
     ForceOpt,
     IntervalOpt,
+    LoudnessOpt,
+    MusicOpt,
+    MusicVolumeOpt,
     PlannerOpt,
     RendererOpt,
     ReplanOpt,
@@ -224,6 +230,12 @@ def batch(
     force: ForceOpt = default("force"),
     replan: ReplanOpt = default("replan"),
     strict: StrictOpt = default("strict"),
+    brand: BrandOpt = default("brand"),
+    music: MusicOpt = default("music"),
+    music_volume: MusicVolumeOpt = default("music_volume"),
+    loudness: LoudnessOpt = default("loudness"),
+    burn_captions: BurnCaptionsOpt = default("burn_captions"),
+    chapters: ChaptersOpt = default("chapters"),
     gpus: GpusOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print batch.json.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
@@ -250,6 +262,12 @@ def batch(
             force=force,
             replan=replan,
             strict=strict,
+            brand=str(brand) if brand else None,
+            music=str(music) if music else None,
+            music_volume=music_volume,
+            loudness=loudness,
+            burn_captions=burn_captions,
+            chapters=chapters,
         )
         rows = load_manifest(
             manifest, template=str(template) if template else None, out_root=str(out_dir)

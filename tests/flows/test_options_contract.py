@@ -53,9 +53,10 @@ def test_cli_run_help_is_the_contract_description():
 
 
 # `batch`'s own options (the batch's manifest, output root, summary webhook, ...) and the job
-# options that only a manifest row can set (its output folder, its plan, its job webhook).
+# options that only a manifest row can set (its output folder, its plan, its job webhook, the
+# values of its template's variables).
 BATCH_OWN = {"manifest", "template", "out_root", "concurrency", "webhook", "gpus", "as_json"}
-PER_ROW_ONLY = {"out", "plan", "webhook"}
+PER_ROW_ONLY = {"out", "plan", "webhook", "variables"}
 # A valid value other than the default for every option `batch` takes from the contract.
 BATCH_SAMPLES = {
     "renderer": "actavatar",
@@ -72,6 +73,12 @@ BATCH_SAMPLES = {
     "force": True,
     "replan": True,
     "strict": True,
+    "brand": "/srv/brand.yaml",
+    "music": "/srv/music.ogg",
+    "music_volume": -12.0,
+    "loudness": "broadcast",
+    "burn_captions": "words",
+    "chapters": False,
 }
 
 
@@ -105,7 +112,10 @@ def test_cli_batch_passes_every_contract_option_to_the_flow(tmp_path, monkeypatc
     args = []
     for name, value in BATCH_SAMPLES.items():
         flag = f"--{name.replace('_', '-')}"
-        args += [flag] if value is True else [flag, str(value)]
+        if value is False:
+            args.append(f"--no-{flag[2:]}")
+        else:
+            args += [flag] if value is True else [flag, str(value)]
     result = CliRunner().invoke(
         app, ["batch", str(tmp_path / "scripts"), "--out", str(tmp_path / "b"), *args]
     )
