@@ -16,6 +16,7 @@ from orchestrator.cli_llm import llm_app
 from orchestrator.cli_scale import batch, db_app, deploy, serve, worker
 from orchestrator.cli_train import checkpoints_app, dataset_app, train_app
 from orchestrator.console import (
+    OneLineUsageGroup,
     console,
     fail,
     hide_run_logs,
@@ -27,6 +28,7 @@ from orchestrator.console import (
 from orchestrator.review.serve import review
 
 app = typer.Typer(
+    cls=OneLineUsageGroup,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -238,7 +240,8 @@ def jobs_list(
         return
     from orchestrator.queries import list_jobs
 
-    jobs = list_jobs(limit=limit, status=status)
+    with one_line_errors():
+        jobs = list_jobs(limit=limit, status=status)
     if as_json:
         out.print_json(json.dumps([j.model_dump(mode="json") for j in jobs]))
         return

@@ -131,6 +131,7 @@ def _train(
         from flows.training import train as train_flows
 
         train_flows.check_config(config, stage, overrides)  # fail fast, before Prefect starts
+        train_flows.check_launch(accelerate_config, nproc, stop_after)
         fn = {
             "stage1": train_flows.train_stage1,
             "stage2": train_flows.train_stage2,

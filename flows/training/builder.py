@@ -90,6 +90,27 @@ def check_options(opts: DatasetOptions) -> None:
         raise InputError(f"unknown planner '{opts.planner}' (rule or mllm)", field="planner")
     if opts.dwpose and not Path(opts.dwpose).is_file():
         raise InputError(f"DWPose model not found: {opts.dwpose}", field="dwpose")
+    if not 1 <= opts.fps <= 120:
+        raise InputError(f"fps must be between 1 and 120, got {opts.fps}", field="fps")
+    if not opts.text_len >= 1:
+        raise InputError(f"text length must be at least 1, got {opts.text_len}", field="text-len")
+    if not 0 <= opts.motion_threshold <= 1:  # NaN fails too
+        raise InputError(
+            f"motion threshold must be between 0 and 1, got {opts.motion_threshold}",
+            field="motion-threshold",
+        )
+    if opts.encoders.startswith("preset:"):
+        if opts.encoders != "preset:tiny":
+            raise InputError(
+                f"unknown preset {opts.encoders!r} (only preset:tiny is built offline)",
+                field="encoders",
+            )
+    elif not (Path(opts.encoders).expanduser() / "model_index.json").is_file():
+        raise InputError(
+            f"not a pipeline folder (no model_index.json): {opts.encoders}", field="encoders"
+        )
+    if opts.wav2vec and not (Path(opts.wav2vec).expanduser() / "config.json").is_file():
+        raise InputError(f"not a Wav2Vec2 folder (no config.json): {opts.wav2vec}", field="wav2vec")
 
 
 # ------------------------------------------------------------------------------------- words / prompts
@@ -468,6 +489,8 @@ def prepare(
     if buckets:
         opts.buckets = [list(map(int, b)) for b in buckets]
     check_options(opts)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out must be a folder, got the file {str(out_dir)!r}", field="out")
     paths = scan_videos(videos_dir)
     manifest = out_dir / "dataset.json"
     if manifest.is_file():

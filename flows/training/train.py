@@ -74,6 +74,34 @@ def check_config(config: str | Path, stage: str, overrides: list[str] | None = N
     return cfg
 
 
+def check_launch(
+    accelerate_config: str | Path | None, nproc: int | None, stop_after: int | None
+) -> None:
+    """The launch options of a training run, checked with the config (before Prefect starts)."""
+    if accelerate_config is not None and not Path(accelerate_config).is_file():
+        raise InputError(
+            f"accelerate config not found: {accelerate_config}", field="accelerate-config"
+        )
+    if accelerate_config is not None:
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(accelerate_config).read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise InputError(
+                f"not a YAML accelerate config: {accelerate_config} ({type(exc).__name__})",
+                field="accelerate-config",
+            ) from None
+        if not isinstance(data, dict):
+            raise InputError(
+                f"not an accelerate config (a YAML mapping): {accelerate_config}",
+                field="accelerate-config",
+            )
+    for value, flag in ((nproc, "nproc"), (stop_after, "stop-after")):
+        if value is not None and value < 1:
+            raise InputError(f"--{flag} must be at least 1, got {value}", field=flag)
+
+
 def launch_command(
     config: str | Path,
     overrides: list[str] | None = None,

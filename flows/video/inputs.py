@@ -102,10 +102,26 @@ def _check_sampling(ckpt: str, options: JobOptions) -> None:
         )
 
 
+def check_option_paths(options: JobOptions) -> None:
+    """The files an option names, checked where the job runs (a path given to a deployment is
+    the worker's): a checkpoint the caller gives is a pipeline folder whatever the renderer,
+    a given plan is a readable plan. `prepare_inputs` runs this; a batch runs it once for the
+    options every row shares, before any row."""
+    ckpt = options.checkpoint
+    if ckpt is not None and not (Path(ckpt).expanduser() / "model_index.json").is_file():
+        raise InputError(
+            f"checkpoint must be a pipeline folder with model_index.json, got {ckpt!r}",
+            field="checkpoint",
+        )
+    if options.plan is not None:
+        read_plan_file(options.plan)  # missing file, bad JSON or a malformed phase: stop now
+
+
 def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Settings) -> JobInputs:
     """Parse and check everything; raises InputError (exit code 2) on the first problem."""
     script = parse_script(script_path)
     spath = str(script_path)
+    check_option_paths(options)  # before `resolved()`: the caller's own checkpoint
     options = options.resolved(settings)
     if options.renderer == "actavatar":
         ckpt = options.checkpoint
@@ -152,8 +168,6 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
             file=spath,
             field="text",
         )
-    if options.plan is not None:
-        read_plan_file(options.plan)  # missing file, bad JSON or a malformed phase: stop now
     avatar_sha = "default"
     if script.avatar is not None:
         check_avatar(script.avatar, file=spath)
