@@ -78,8 +78,11 @@ def _check_inputs(script: Path, options: JobOptions):
     """Validate before starting Prefect or loading any model; the checked inputs."""
     from flows.runtime.settings import get_settings
     from flows.video.inputs import prepare_inputs
+    from storage import check_database
 
-    return prepare_inputs(script, options, get_settings())
+    inputs = prepare_inputs(script, options, get_settings())
+    check_database(get_settings().db_url)  # before Prefect starts: one line, no work done
+    return inputs
 
 
 @app.command()

@@ -11,7 +11,9 @@ rule planner's stand-in). Prefect's run logs (task tracebacks) stay off the term
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +36,9 @@ def fail(exc: BaseException) -> None:
     if isinstance(exc, InputError):
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    text = escape(f"{type(exc).__name__}: {exc}")
+    # One line: a driver's multi-line message (SQLAlchemy's SQL and links) keeps its first.
+    first = (str(exc).strip().splitlines() or [""])[0]
+    text = escape(f"{type(exc).__name__}: {first}")
     console.print(f"[bold red]failed:[/] {text}", highlight=False, soft_wrap=True)
     raise typer.Exit(PlannerFallback.exit_code if isinstance(exc, PlannerFallback) else 1)
 
@@ -47,15 +51,55 @@ def at_least(value: float | None, minimum: float, flag: str) -> None:
         fail(InputError(f"{flag} must be at least {minimum}, got {value}", field=flag.lstrip("-")))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a flow run (Prefect turns it into its TerminationSignal inside one, and
+    sends it again once the flow's hooks ran): stop like Ctrl-C, with SIGTERM's exit code."""
+
+    signal = signal.SIGTERM
+
+
+def _terminated(signum: int, _frame: Any) -> None:
+    raise Terminated()
+
+
+def stopped(exc: BaseException) -> None:
+    """Ctrl-C or SIGTERM: one `cancelled` line, exit 130 (SIGINT) or 143 (SIGTERM). The job is
+    marked cancelled by the flow's hook; what finished is kept and a re-run resumes."""
+    sig = getattr(exc, "signal", signal.SIGINT)
+    name = signal.Signals(sig).name
+    console.print(
+        f"[bold yellow]cancelled:[/] {name} (finished steps and segments are kept: run the "
+        "same command again to resume)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(128 + int(sig))
+
+
+def _is_stop(exc: BaseException) -> bool:
+    return isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal"
+
+
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Run a command body under the failure rule (`fail`); typer's own exits pass through."""
+    """Run a command body under the failure rule (`fail`); typer's own exits pass through.
+    Ctrl-C and SIGTERM stop it with one `cancelled` line (`stopped`)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         yield
     except (typer.Exit, typer.Abort):
         raise
-    except (Exception, KeyboardInterrupt) as exc:
+    except BaseException as exc:
+        if _is_stop(exc):
+            stopped(exc)
+        if not isinstance(exc, Exception):
+            raise
         fail(exc)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # typer may vendor click: its usage errors are found through the one exception it exports.

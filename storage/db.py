@@ -65,6 +65,35 @@ def get_engine(url: str) -> Engine:
         return engine
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The job database cannot be reached or opened: one line with its URL (no password)."""
+
+
+def shown_url(url: str) -> str:
+    """The URL as it may be printed: without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: nothing to hide
+        return url
+
+
+def check_database(url: str) -> None:
+    """Open the database once (and create its tables): a job checks this before any work, so
+    an unreachable server is one clear line at the start, not a failure after speech."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with get_engine(url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise DatabaseUnavailable(
+            f"cannot open the database {shown_url(url)}: {reason[0] if reason else exc}"
+        ) from None
+
+
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A transaction: committed on success, rolled back on any error."""
