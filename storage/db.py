@@ -1,5 +1,6 @@
 """Engine and session factory: SQLite (WAL) by default, any SQLAlchemy URL otherwise."""
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,10 +98,17 @@ def check_database(url: str) -> None:
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A transaction: committed on success, rolled back on any error."""
+    from sqlalchemy.exc import OperationalError
+
     with Session(get_engine(url), expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
+        except OperationalError as exc:  # the server went away, a lock timed out, disk full
+            with contextlib.suppress(Exception):
+                session.rollback()
+            reason = (str(exc.orig).strip().splitlines() or [str(exc)])[0]
+            raise DatabaseUnavailable(f"the database {shown_url(url)} failed: {reason}") from exc
         except BaseException:
             session.rollback()
             raise
