@@ -31,7 +31,6 @@ _EXPORTS: dict[str, str] = {
     "render_structured_prompt": "generator.prompting",
     "token_block_ids": "generator.prompting",
     "encode_structured_prompt": "generator.prompting",
-    "retime_prompt": "generator.prompting",
     "DEFAULT_NEGATIVE_PROMPT": "generator.prompting",
     # audio features
     "wav2vec2_frame_features": "generator.audio",

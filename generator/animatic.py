@@ -368,6 +368,8 @@ class AnimaticRenderer:
 
     name = "animatic"
     context_frames = 0
+    model_note = None  # no model: nothing to say about which one rendered
+    last_stats: dict = {}  # no model evaluations to count
 
     def render(self, request: RenderRequest, progress: ProgressFn | None = None) -> np.ndarray:
         """Frames (num_frames, height, width, 3) uint8 for one segment."""

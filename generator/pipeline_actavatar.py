@@ -93,61 +93,89 @@ def combine_guidance(
     return v_uncond + text_scale * (v_text - v_uncond) + audio_scale * (v_text_audio - v_text)
 
 
+@dataclass(frozen=True)
+class Conditioning:
+    """What every forward of one batch of B clips is conditioned on, besides the noisy latents.
+
+    One record for the pipeline, the distillation teacher and the bench, so all three sample
+    with exactly the same inputs per guidance branch. `negative_*` may have batch 1 (broadcast).
+    """
+
+    prompt_embeds: torch.Tensor  # (B, L, D_text) the structured prompt, one umT5 pass
+    phase_ids: torch.Tensor | None  # (B, L) PACA block index per token (None: plain Wan)
+    negative_prompt_embeds: torch.Tensor  # (1 or B, L, D_text)
+    negative_phase_ids: torch.Tensor | None  # (1 or B, L) all-base ids of the negative text
+    audio_embeds: torch.Tensor | None  # (B, F_video, window, C) audio tokens; None: no audio
+    # (B, max_phases + 2, 2) [start, end) of each block id's anchor window in latent frames
+    # (time-aware phases; `prompting.phase_windows`); None for a model without them
+    phase_windows: torch.Tensor | None = None
+
+    def forward_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments every transformer forward takes besides the three branch inputs."""
+        return {} if self.phase_windows is None else {"phase_windows": self.phase_windows}
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """How the three-prediction guidance of the module docstring runs."""
+
+    text_scale: float = 5.0
+    audio_scale: float = 5.0
+    interval: tuple[float, float] | None = None  # sigma range with guidance; None: every step
+    batched: bool = True  # the three predictions as one B=3 forward
+
+    @property
+    def active(self) -> bool:
+        """False when both scales are 1: one text+audio forward is the whole formula."""
+        return not (self.text_scale == 1.0 and self.audio_scale == 1.0)
+
+
 def guided_velocity(
     model: Any,
     x: torch.Tensor,
     timestep: torch.Tensor,
-    prompt_embeds: torch.Tensor,
-    phase_ids: torch.Tensor | None,
-    negative_prompt_embeds: torch.Tensor,
-    negative_phase_ids: torch.Tensor | None,
-    audio_embeds: torch.Tensor,
-    text_scale: float,
-    audio_scale: float,
-    batched: bool = True,
+    cond: Conditioning,
+    guidance: Guidance,
+    *,
     guided: bool = True,
     step_index: int | None = None,
     num_steps: int | None = None,
     attention_kwargs: dict[str, Any] | None = None,
-    model_kwargs: dict[str, Any] | None = None,
 ) -> torch.Tensor:
-    """The sampler's velocity for a batch of B samples: the three-prediction guidance of the
-    module docstring, or one text+audio forward when `guided` is False or both scales are 1.
-
-    One function for the pipeline, the distillation teacher and the bench, so all three
-    sample with exactly the same inputs per guidance branch. `negative_*` may have batch 1
-    (broadcast). `model_kwargs` go to every forward; tensors with batch B are repeated for the
-    batched B=3 call. `step_index` / `num_steps` go into the cache context (step cache)."""
+    """The sampler's velocity for a batch of B samples `x` (B, C, F, H, W): the three-prediction
+    guidance of the module docstring, or one text+audio forward when `guided` is False or both
+    scales are 1. Tensors of `cond` with batch B are repeated for the batched B=3 call;
+    `step_index` / `num_steps` go into the cache context (step cache)."""
     where = {"step_index": step_index, "num_inference_steps": num_steps}
-    extra = dict(model_kwargs or {})
+    extra = cond.forward_kwargs()
     b = x.shape[0]
-    if not guided or (text_scale == 1.0 and audio_scale == 1.0):
+    if not guided or not guidance.active:
         with model.cache_context("text_audio", **where):
             return model(
                 x,
                 timestep,
-                prompt_embeds,
-                audio_embeds=audio_embeds,
-                phase_ids=phase_ids,
+                cond.prompt_embeds,
+                audio_embeds=cond.audio_embeds,
+                phase_ids=cond.phase_ids,
                 attention_kwargs=attention_kwargs,
                 return_dict=False,
                 **extra,
             )[0].float()
-    neg = negative_prompt_embeds.expand(b, -1, -1)
-    neg_ids = None if negative_phase_ids is None else negative_phase_ids.expand(b, -1)
-    if batched:
+    neg = cond.negative_prompt_embeds.expand(b, -1, -1)
+    ids = cond.phase_ids
+    neg_ids = None if cond.negative_phase_ids is None else cond.negative_phase_ids.expand(b, -1)
+    if guidance.batched:
 
         def rep(v: Any) -> Any:
             return torch.cat([v] * 3) if torch.is_tensor(v) and v.shape[:1] == (b,) else v
 
-        ids = None if phase_ids is None else torch.cat([neg_ids, phase_ids, phase_ids])
         with model.cache_context("guidance_batch", **where):
             out = model(
                 rep(x),
                 rep(timestep),
-                torch.cat([neg, prompt_embeds, prompt_embeds]),
-                audio_embeds=rep(audio_embeds),
-                phase_ids=ids,
+                torch.cat([neg, cond.prompt_embeds, cond.prompt_embeds]),
+                audio_embeds=rep(cond.audio_embeds),
+                phase_ids=None if ids is None else torch.cat([neg_ids, ids, ids]),
                 audio_mask=torch.tensor([0.0] * (2 * b) + [1.0] * b, device=x.device),
                 attention_kwargs=attention_kwargs,
                 return_dict=False,
@@ -157,70 +185,64 @@ def guided_velocity(
     else:
         passes = {
             "uncond": (neg, neg_ids, None),
-            "text": (prompt_embeds, phase_ids, None),
-            "text_audio": (prompt_embeds, phase_ids, audio_embeds),
+            "text": (cond.prompt_embeds, ids, None),
+            "text_audio": (cond.prompt_embeds, ids, cond.audio_embeds),
         }
         preds = {}
-        for name, (embeds, ids, audio) in passes.items():
+        for name, (embeds, branch_ids, audio) in passes.items():
             with model.cache_context(name, **where):
                 preds[name] = model(
                     x,
                     timestep,
                     embeds,
                     audio_embeds=audio,
-                    phase_ids=ids,
+                    phase_ids=branch_ids,
                     attention_kwargs=attention_kwargs,
                     return_dict=False,
                     **extra,
                 )[0]
         v_u, v_t, v_ta = preds["uncond"], preds["text"], preds["text_audio"]
-    return combine_guidance(v_u.float(), v_t.float(), v_ta.float(), text_scale, audio_scale)
+    return combine_guidance(
+        v_u.float(), v_t.float(), v_ta.float(), guidance.text_scale, guidance.audio_scale
+    )
 
 
 def denoise(
     model: Any,
     scheduler: Any,
     latents: torch.Tensor,
-    condition: torch.Tensor,
-    num_clean: int,
-    prompt_embeds: torch.Tensor,
-    phase_ids: torch.Tensor | None,
-    negative_prompt_embeds: torch.Tensor,
-    negative_phase_ids: torch.Tensor | None,
-    audio_embeds: torch.Tensor | None,
-    text_scale: float,
-    audio_scale: float,
+    clean: torch.Tensor,
+    cond: Conditioning,
+    guidance: Guidance,
     num_inference_steps: int,
-    guidance_interval: tuple[float, float] | None = None,
+    *,
     step_cache: StepCacheConfig | None = None,
-    batched: bool = True,
-    model_kwargs: dict[str, Any] | None = None,
     attention_kwargs: dict[str, Any] | None = None,
     on_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
     interrupted: Callable[[], bool] | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The pipeline's denoising loop on latents: (B, C, F, H, W) noise -> clean latents.
 
-    The first `num_clean` latent frames are `condition`, held clean at timestep 0 (TI2V rule).
-    Every step calls `guided_velocity` (three predictions inside `guidance_interval`, one
-    outside) and `scheduler.step`; `step_cache` skips block stacks by the MagCache rule.
-    `ActAvatarPipeline.__call__` runs exactly this; the bench calls it on its own latents so
-    that what is measured is what users run. `on_step(i, t, latents)` may return new latents.
-    Returns the latents (condition composited) and the call's evaluation counts."""
+    `clean` (B, C, num_clean, H, W) are the encoded condition frames, held clean at timestep 0
+    as the first latent frames (TI2V rule). Every step calls `guided_velocity` (three
+    predictions inside `guidance.interval`, one outside) and `scheduler.step`; `step_cache`
+    skips block stacks by the MagCache rule. `ActAvatarPipeline.__call__` runs exactly this;
+    the bench calls it on its own latents so that what is measured is what users run.
+    `on_step(i, t, latents)` may return new latents. Returns the latents (condition
+    composited) and the call's evaluation counts."""
     device = latents.device
     dtype = model.dtype
     b, _, f, h, w = latents.shape
+    num_clean = clean.shape[2]
     scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps = scheduler.timesteps
     sigmas = [float(s) for s in scheduler.sigmas[: len(timesteps)]]
-    if guidance_interval is not None and not 0 <= guidance_interval[0] <= guidance_interval[1]:
-        raise ValueError(
-            f"guidance_interval must be (lo, hi) with lo <= hi, got {guidance_interval}"
-        )
+    interval = guidance.interval
+    if interval is not None and not 0 <= interval[0] <= interval[1]:
+        raise ValueError(f"guidance_interval must be (lo, hi) with lo <= hi, got {interval}")
     frame_mask = clean_frame_mask(f, num_clean, b, device)
     p_h, p_w = model.config.patch_size[1:]
     tokens_per_frame = (h // p_h) * (w // p_w)
-    use_guidance = not (text_scale == 1.0 and audio_scale == 1.0)
     evaluations = guided_steps = 0
     if step_cache is not None:
         enable_step_cache(model, step_cache)
@@ -228,28 +250,21 @@ def denoise(
         for i, t in enumerate(timesteps):
             if interrupted is not None and interrupted():
                 continue
-            x = compose_clean_latents(latents, condition, num_clean).to(dtype)
+            x = compose_clean_latents(latents, clean, num_clean).to(dtype)
             timestep = token_timesteps(t, frame_mask, tokens_per_frame)
-            guided = use_guidance and guidance_on(sigmas[i], guidance_interval)
+            guided = guidance.active and guidance_on(sigmas[i], interval)
             guided_steps += int(guided)
             evaluations += 3 if guided else 1
             v = guided_velocity(
                 model,
                 x,
                 timestep,
-                prompt_embeds,
-                phase_ids,
-                negative_prompt_embeds,
-                negative_phase_ids,
-                audio_embeds,
-                text_scale,
-                audio_scale,
-                batched=batched,
+                cond,
+                guidance,
                 guided=guided,
                 step_index=i,
                 num_steps=len(timesteps),
                 attention_kwargs=attention_kwargs,
-                model_kwargs=model_kwargs,
             )
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
             if on_step is not None:
@@ -267,7 +282,7 @@ def denoise(
         "cache_skipped": skipped // b,
         "solver": type(scheduler).__name__,
     }
-    return compose_clean_latents(latents, condition, num_clean), stats
+    return compose_clean_latents(latents, clean, num_clean), stats
 
 
 class ActAvatarPipeline(DiffusionPipeline):
@@ -521,42 +536,27 @@ class ActAvatarPipeline(DiffusionPipeline):
         self,
         latent_model_input: torch.Tensor,
         timestep: torch.Tensor,
-        prompt_embeds: torch.Tensor,
-        phase_ids: torch.Tensor,
-        negative_prompt_embeds: torch.Tensor,
-        negative_phase_ids: torch.Tensor,
-        audio_embeds: torch.Tensor,
+        cond: Conditioning,
         batched: bool = True,
         attention_kwargs: dict[str, Any] | None = None,
         guided: bool = True,
         step_index: int | None = None,
         num_steps: int | None = None,
-        phase_windows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Guided velocity for one step (see the module docstring for the formula).
-
-        `phase_windows` (1, max_phases + 2, 2): anchor windows for time-aware phases (every
-        branch gets them; the unconditional branch's all-base ids only read row 0).
-
-        `guided=False` (outside the guidance interval) runs the single text+audio forward.
-        `step_index` / `num_steps` go into the cache context (the step cache reads them)."""
+        """Guided velocity for one step at the call's guidance scales (see the module
+        docstring for the formula). `guided=False` (outside the guidance interval) runs the
+        single text+audio forward; `step_index` / `num_steps` go into the cache context."""
+        guidance = Guidance(self._guidance_scale, self._audio_guidance_scale, batched=batched)
         return guided_velocity(
             self.transformer,
             latent_model_input,
             timestep,
-            prompt_embeds,
-            phase_ids,
-            negative_prompt_embeds,
-            negative_phase_ids,
-            audio_embeds,
-            self._guidance_scale,
-            self._audio_guidance_scale,
-            batched=batched,
+            cond,
+            guidance,
             guided=guided,
             step_index=step_index,
             num_steps=num_steps,
             attention_kwargs=attention_kwargs,
-            model_kwargs=None if phase_windows is None else {"phase_windows": phase_windows},
         )
 
     @torch.no_grad()
@@ -647,7 +647,6 @@ class ActAvatarPipeline(DiffusionPipeline):
         # 3. Latents and the clean conditioning frames (image or previous tail)
         latents = self.prepare_latents(num_frames, height, width, generator, device, latents)
         condition = self.encode_condition_frames(cond_frames, height, width)
-        num_clean = condition.shape[2]
         num_latent_frames = latents.shape[2]
         # anchor windows of the prompt's phases on the latent grid (time-aware phases)
         windows = phase_windows(
@@ -684,19 +683,22 @@ class ActAvatarPipeline(DiffusionPipeline):
                 scheduler,
                 latents,
                 condition,
-                num_clean,
-                prompt_embeds,
-                phase_ids,
-                negative_prompt_embeds,
-                negative_phase_ids,
-                audio_embeds,
-                guidance_scale,
-                audio_guidance_scale,
+                Conditioning(
+                    prompt_embeds=prompt_embeds,
+                    phase_ids=phase_ids,
+                    negative_prompt_embeds=negative_prompt_embeds,
+                    negative_phase_ids=negative_phase_ids,
+                    audio_embeds=audio_embeds,
+                    phase_windows=windows,
+                ),
+                Guidance(
+                    guidance_scale,
+                    audio_guidance_scale,
+                    interval=guidance_interval,
+                    batched=batched_guidance,
+                ),
                 num_inference_steps,
-                guidance_interval=guidance_interval,
                 step_cache=step_cache,
-                batched=batched_guidance,
-                model_kwargs={"phase_windows": windows},
                 attention_kwargs=attention_kwargs,
                 on_step=on_step,
                 interrupted=lambda: self.interrupt,

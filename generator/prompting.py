@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from generator.render_types import PromptPhase, StructuredPrompt
+from generator.render_types import StructuredPrompt
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +33,6 @@ __all__ = [
     "latent_position",
     "phase_windows",
     "render_structured_prompt",
-    "retime_prompt",
     "token_block_ids",
     "unconditional_phase_ids",
 ]
@@ -125,18 +124,6 @@ def token_block_ids(
                 block = k
         ids.append(block)
     return ids
-
-
-def retime_prompt(
-    prompt: StructuredPrompt, offset: float, duration: float, keep_empty: bool = False
-) -> StructuredPrompt:
-    """Shift a prompt to a segment clock starting at `offset` seconds, clipped to `duration`."""
-    phases = []
-    for p in prompt.phases:
-        start, end = max(0.0, p.start - offset), min(duration, p.end - offset)
-        if end > start or keep_empty:
-            phases.append(PromptPhase(p.text, start, max(start, end)))
-    return StructuredPrompt(base=prompt.base, phases=tuple(phases), duration=duration)
 
 
 def encode_structured_prompt(

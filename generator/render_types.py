@@ -4,8 +4,9 @@
 `actavatar` diffusion pipeline) turns it into frames.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -75,8 +76,14 @@ class ProgressFn(Protocol):
 
 
 class Renderer(Protocol):
-    """Turns a segment into frames: uint8 array of shape (num_frames, height, width, 3)."""
+    """Turns a segment into frames: uint8 array of shape (num_frames, height, width, 3).
+
+    `last_stats` and `model_note` are what the run report says about the last render: its
+    counts (e.g. `evaluations`, model forwards per clip) and which model rendered (None when
+    the renderer has only one)."""
 
     name: str
+    last_stats: Mapping[str, Any]
+    model_note: str | None
 
     def render(self, request: RenderRequest, progress: ProgressFn | None = None) -> np.ndarray: ...

@@ -6,10 +6,12 @@ first); the first 1 + 4k of them are encoded and held clean at timestep 0 (one f
 TI2V image rule, more is the InfiniteTalk-style motion context), the rest are generated and
 dropped by the stitcher. The first segment is conditioned on the avatar image.
 
-Fast sampling (issue 12, each off by default): `solver`, `guidance_interval` and a calibrated
-`step_cache` are passed to every pipeline call; `load_actavatar_renderer(..., fast=True)`
-loads the checkpoint's distilled student instead (one forward per step, its own step count
-and solver from its `sampling.json`). `last_stats` holds the evaluations of the last render.
+Fast sampling (each off by default) arrives as one `generator.sampling.SamplingRequest`:
+`load_actavatar_renderer(dir, sampling=SamplingRequest(fast=True))` loads the checkpoint's
+distilled student instead (one forward per step, its own step count and solver from its
+`sampling.json`); `solver`, `guidance_interval` and a calibrated `step_cache` go to every
+pipeline call. `last_stats` holds the evaluations of the last render and `model_note` says
+which model rendered (both part of the `Renderer` protocol, read by the run report).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from generator.render_types import ProgressFn, RenderRequest
+from generator.sampling import SamplingRequest, resolve_sampling
 
 __all__ = ["ActAvatarRenderer", "load_actavatar_renderer"]
 
@@ -120,60 +123,34 @@ class ActAvatarRenderer:
 def load_actavatar_renderer(
     checkpoint_dir: str | Path,
     device: str | None = None,
-    fast: bool = False,
-    step_cache: bool = False,
+    sampling: SamplingRequest | None = None,
     **renderer_kwargs: Any,
 ) -> ActAvatarRenderer:
     """Load a pipeline saved by `ActAvatarPipeline.save_pretrained` once, on `device`.
 
     Default device: CUDA when available (transformer and text encoder in bf16, VAE and
-    audio encoder in fp32), else CPU in fp32. `fast=True`: the distilled student the
-    checkpoint names in its `sampling.json` (or the checkpoint itself when it is a student),
-    run with its own steps, solver and guidance 1; a checkpoint without one is a one-line
-    ValueError before anything loads. `step_cache=True`: the calibrated cache of the
-    checkpoint's `sampling.json` (ValueError when it has none).
+    audio encoder in fp32), else CPU in fp32. `sampling` (default: the reference sampler) is
+    read against the checkpoint by `resolve_sampling`: `fast` loads the distilled student it
+    names in its `sampling.json` (or the checkpoint itself when it is a student), run with its
+    own steps, solver and guidance 1; `step_cache` the calibrated cache. A checkpoint without
+    what is asked for is a one-line ValueError before anything loads. `renderer_kwargs` are
+    the other `ActAvatarRenderer` arguments (guidance scales, colour matching...).
     """
     import torch
 
     from generator.pipeline_actavatar import ActAvatarPipeline
-    from generator.sampling import find_student, read_sampling_file, step_cache_from_file
 
-    folder = Path(checkpoint_dir)
-    note = "teacher"
-    if fast:
-        found = find_student(folder)
-        if found is None:
-            raise ValueError(
-                f"{folder}: no distilled student for --fast (sampling.json lists none); train "
-                "one with `avatar-flow train distill CONFIG`"
-            )
-        folder, student = found
-        note = (
-            f"distilled student {folder} ({student['mode']}, {student['steps']} steps, "
-            f"{student['evaluations_per_clip']} evaluations per clip)"
-        )
-        renderer_kwargs.update(
-            num_inference_steps=int(student["steps"]),
-            solver=student.get("solver"),
-            guidance_scale=float(student.get("guidance_scale", 1.0)),
-            audio_guidance_scale=float(student.get("audio_guidance_scale", 1.0)),
-        )
-    if step_cache:
-        cache = step_cache_from_file(read_sampling_file(folder))
-        if cache is None:
-            raise ValueError(
-                f"{folder}: no calibrated step cache in sampling.json (calibrate it with "
-                "`python -m generator.sampling_eval --calibrate DIR`)"
-            )
-        renderer_kwargs["step_cache"] = cache
+    resolved = resolve_sampling(checkpoint_dir, sampling or SamplingRequest())
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = str(device).startswith("cuda")
     dtype = torch.bfloat16 if on_gpu else torch.float32
     pipe = ActAvatarPipeline.from_pretrained(
-        str(folder),
+        str(resolved.folder),
         dtype={"default": dtype, "vae": torch.float32, "audio_encoder": torch.float32},
         use_safetensors=True,
     )
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    return ActAvatarRenderer(pipe, model_note=note, **renderer_kwargs)
+    return ActAvatarRenderer(
+        pipe, model_note=resolved.note, **{**renderer_kwargs, **resolved.renderer_kwargs}
+    )

@@ -62,7 +62,10 @@ from diffusers.hooks.hooks import BaseState, StateManager
 __all__ = [
     "SAMPLING_FILE",
     "SOLVERS",
+    "STEP_CACHE_THRESHOLD",
+    "ResolvedSampling",
     "SamplingOptions",
+    "SamplingRequest",
     "StepCacheConfig",
     "candidate_options",
     "disable_step_cache",
@@ -72,12 +75,17 @@ __all__ = [
     "interpolate_ratios",
     "make_scheduler",
     "read_sampling_file",
+    "resolve_sampling",
     "step_cache_stats",
     "write_sampling_file",
 ]
 
 SAMPLING_FILE = "sampling.json"
 SOLVERS = ("unipc", "unipc-3", "dpm++2m", "euler")
+# The step-cache threshold the synthetic bench calibrated (docs/eval/sampling/sampling.json:
+# the largest threshold with relative latent distance <= 0.05 to the uncached teacher); the
+# default of `calibrate_pipeline`, whose ratios come from the checkpoint itself.
+STEP_CACHE_THRESHOLD = 0.02
 _HOOK = "actavatar_step_cache"
 
 
@@ -189,6 +197,95 @@ class SamplingOptions:
             lo, hi = self.guidance_interval
             if not 0.0 <= lo <= hi <= 1.0:
                 raise ValueError(f"guidance_interval must be 0 <= lo <= hi <= 1, got ({lo}, {hi})")
+
+
+@dataclass(frozen=True)
+class SamplingRequest:
+    """The sampling a render job asks for, before the checkpoint is read: what travels from the
+    job options to the renderer (frozen and hashable: it is part of the loaded-renderer cache
+    and of the render key). `resolve_sampling` turns it into the pipeline's arguments; the
+    defaults are the reference sampler (the checkpoint's own scheduler, full guidance)."""
+
+    steps: int = 40
+    solver: str | None = None  # None: the checkpoint's scheduler
+    guidance_interval: tuple[float, float] | None = None
+    step_cache: bool = False  # the checkpoint's calibrated MagCache rule (sampling.json)
+    fast: bool = False  # the checkpoint's distilled student (its own steps and solver)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.solver is not None and self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r} (choose from {', '.join(SOLVERS)})")
+        if self.guidance_interval is not None:
+            lo, hi = self.guidance_interval
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise ValueError(f"guidance_interval must be 0 <= lo <= hi <= 1, got ({lo}, {hi})")
+            object.__setattr__(self, "guidance_interval", (float(lo), float(hi)))
+
+    @property
+    def is_reference(self) -> bool:
+        """True when nothing but the step count differs from the reference sampler."""
+        return not self.active()
+
+    def active(self) -> dict[str, Any]:
+        """The options switched on (JSON values), for the render identity and the report."""
+        data = {
+            "fast": self.fast,
+            "solver": self.solver,
+            "guidance_interval": list(self.guidance_interval) if self.guidance_interval else None,
+            "step_cache": self.step_cache,
+        }
+        return {k: v for k, v in data.items() if v}
+
+
+@dataclass(frozen=True)
+class ResolvedSampling:
+    """A `SamplingRequest` read against a checkpoint: which folder renders, with what."""
+
+    folder: Path  # the checkpoint itself, or its distilled student
+    note: str  # which model renders, for the run report ("teacher" or the student and why)
+    renderer_kwargs: dict[str, Any]  # ActAvatarRenderer arguments (steps, solver, scales...)
+
+
+def resolve_sampling(checkpoint: str | Path, request: SamplingRequest) -> ResolvedSampling:
+    """The one place a request is unpacked: the student for `fast`, the calibrated cache for
+    `step_cache`, the solver and interval; a checkpoint without what is asked for is a one-line
+    ValueError before any weights load."""
+    folder = Path(checkpoint)
+    kwargs: dict[str, Any] = {
+        "num_inference_steps": request.steps,
+        "solver": request.solver,
+        "guidance_interval": request.guidance_interval,
+    }
+    note = "teacher"
+    if request.fast:
+        found = find_student(folder)
+        if found is None:
+            raise ValueError(
+                f"{folder}: no distilled student for --fast (sampling.json lists none); train "
+                "one with `avatar-flow train distill CONFIG`"
+            )
+        folder, student = found
+        note = (
+            f"distilled student {folder} ({student['mode']}, {student['steps']} steps, "
+            f"{student['evaluations_per_clip']} evaluations per clip)"
+        )
+        kwargs.update(
+            num_inference_steps=int(student["steps"]),
+            solver=student.get("solver"),
+            guidance_scale=float(student.get("guidance_scale", 1.0)),
+            audio_guidance_scale=float(student.get("audio_guidance_scale", 1.0)),
+        )
+    if request.step_cache:
+        cache = step_cache_from_file(read_sampling_file(folder))
+        if cache is None:
+            raise ValueError(
+                f"{folder}: no calibrated step cache in sampling.json (calibrate it with "
+                "`avatar-flow checkpoints calibrate DIR`)"
+            )
+        kwargs["step_cache"] = cache
+    return ResolvedSampling(folder=folder, note=note, renderer_kwargs=kwargs)
 
 
 def candidate_options(step_cache: StepCacheConfig | None = None) -> dict[str, SamplingOptions]:

@@ -269,7 +269,7 @@ def sample(
     index: slice | None = None,
 ) -> tuple[torch.Tensor, int]:
     """The pipeline's `denoise` over the test set (batches); returns latents and evaluations."""
-    from generator.pipeline_actavatar import denoise
+    from generator.pipeline_actavatar import Conditioning, Guidance, denoise
     from generator.sampling import make_scheduler
 
     shape = tuple(int(v) for v in inp["shape"])
@@ -286,18 +286,17 @@ def sample(
                 make_scheduler(row.solver, {"flow_shift": 5.0}),
                 noise[sl].clone(),
                 inp["cond"][sl],
-                1,
-                inp["text"][sl],
-                inp["ids"][sl],
-                inp["neg"],
-                inp["neg_ids"],
-                inp["audio"][sl],
-                scales[0],
-                scales[1],
+                Conditioning(
+                    prompt_embeds=inp["text"][sl],
+                    phase_ids=inp["ids"][sl],
+                    negative_prompt_embeds=inp["neg"],
+                    negative_phase_ids=inp["neg_ids"],
+                    audio_embeds=inp["audio"][sl],
+                    phase_windows=inp["windows"][sl],
+                ),
+                Guidance(scales[0], scales[1], interval=row.interval),
                 row.steps,
-                guidance_interval=row.interval,
                 step_cache=step_cache if row.cache else None,
-                model_kwargs={"phase_windows": inp["windows"][sl]},
             )
         outs.append(lat)
         evals = stats["evaluations"]
@@ -552,80 +551,6 @@ def run_study(
     return results
 
 
-def calibrate_pipeline(
-    folder: str | Path,
-    threshold: float,
-    height: int = 704,
-    width: int = 1280,
-    num_frames: int = 125,
-    steps: int = 40,
-    seeds: tuple[int, ...] = (0, 1),
-) -> Path:
-    """MagCache ratios of a pipeline checkpoint (its own reference sampler on a fixed probe:
-    a grey avatar, a 220 Hz tone, a two-phase prompt), written with `threshold` (the bench's
-    calibrated value) to the checkpoint's `sampling.json`, keeping what else it holds."""
-    from PIL import Image
-
-    from generator.pipeline_actavatar import ActAvatarPipeline
-    from generator.render_types import PromptPhase, StructuredPrompt
-    from generator.sampling import (
-        disable_step_cache,
-        enable_step_cache,
-        read_sampling_file,
-        step_cache_stats,
-        write_sampling_file,
-    )
-
-    folder = Path(folder)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    pipe = ActAvatarPipeline.from_pretrained(
-        str(folder),
-        dtype={"default": dtype, "vae": torch.float32, "audio_encoder": torch.float32},
-        use_safetensors=True,
-    ).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    seconds = num_frames / pipe.config.fps
-    t = np.arange(int(16000 * seconds)) / 16000
-    prompt = StructuredPrompt(
-        "A person speaking to the camera",
-        (
-            PromptPhase("raises a hand", 0.0, seconds / 2),
-            PromptPhase("points to the side", seconds / 2, seconds),
-        ),
-        duration=seconds,
-    )
-    enable_step_cache(pipe.transformer, None)
-    try:
-        for seed in seeds:
-            pipe(
-                image=Image.new("RGB", (width, height), (128, 128, 128)),
-                audio=(0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32),
-                prompt=prompt,
-                num_frames=num_frames,
-                height=height,
-                width=width,
-                num_inference_steps=steps,
-                seed=seed,
-                output_type="latent",
-            )
-        ratios = step_cache_stats(pipe.transformer)["mag_ratios"]
-    finally:
-        disable_step_cache(pipe.transformer)
-    data = read_sampling_file(folder) or {}
-    data.pop("version", None)
-    data["step_cache"] = {
-        "mag_ratios": ratios,
-        "threshold": threshold,
-        "max_skip_steps": 3,
-        "retention_ratio": 0.2,
-        "calibrated_steps": steps,
-        "rule": f"ratios from this checkpoint ({len(seeds)} probe runs at {height}x{width}x"
-        f"{num_frames}); threshold from the synthetic bench",
-    }
-    return write_sampling_file(folder, data)
-
-
 def teacher_seed_noise(report: Path, train_seeds: tuple[int, ...], work: Path) -> dict[str, Any]:
     """The teacher's *training*-seed noise: retrain the teacher with other seeds (same data,
     same budget), sample its reference row with sampling seed 0, and judge every row of the
@@ -720,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher_seed_noise(args.teacher_noise, tuple(args.seeds), work)
         return 0
     if args.calibrate:
+        from generator.calibration import calibrate_pipeline
+
         if not (args.calibrate / "model_index.json").is_file():
             parser.error(f"{args.calibrate}: not a pipeline folder (no model_index.json)")
         threshold = args.threshold

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from flows.video.options import JobOptions, default, describe
+from flows.video.options import JobOptions, default
 from orchestrator.cli_eval import eval_app
 from orchestrator.cli_llm import llm_app
 from orchestrator.cli_scale import batch, db_app, deploy, serve, worker
@@ -25,6 +25,35 @@ from orchestrator.console import (
     progress_listener,
     quiet_prefect,
 )
+
+# `run`'s options are the job options contract's fields (flows.video.options.JobOptions):
+# help text and defaults are read from it, and a test checks that the names are the same set.
+from orchestrator.job_options import (
+    BrandOpt,
+    BurnCaptionsOpt,
+    ChaptersOpt,
+    CheckpointOpt,
+    ContinuityOpt,
+    FastOpt,
+    ForceOpt,
+    IntervalOpt,
+    LoudnessOpt,
+    MusicOpt,
+    MusicVolumeOpt,
+    OutOpt,
+    PlannerOpt,
+    PlanOpt,
+    RendererOpt,
+    ReplanOpt,
+    SegmentOpt,
+    SolverOpt,
+    StepCacheOpt,
+    StepsOpt,
+    StrictOpt,
+    VarsOpt,
+    VoiceOpt,
+    WebhookOpt,
+)
 from orchestrator.review.serve import review
 
 app = typer.Typer(
@@ -38,25 +67,6 @@ jobs_app = typer.Typer(help="List and inspect jobs.", invoke_without_command=Tru
 app.add_typer(jobs_app, name="jobs")
 
 ScriptArg = Annotated[Path, typer.Argument(help="Script: Markdown with YAML front matter.")]
-# `run`'s options are the job options contract's fields (flows.video.options.JobOptions):
-# help text and defaults are read from it, and a test checks that the names are the same set.
-OutOpt = Annotated[Path | None, typer.Option("--out", help=describe("out"))]
-RendererOpt = Annotated[str, typer.Option(help=describe("renderer"))]
-PlannerOpt = Annotated[str, typer.Option(help=describe("planner"))]
-VoiceOpt = Annotated[str | None, typer.Option(help=describe("voice"))]
-CheckpointOpt = Annotated[Path | None, typer.Option(help=describe("checkpoint"))]
-SegmentOpt = Annotated[float | None, typer.Option(help=describe("segment_seconds"))]
-StepsOpt = Annotated[int | None, typer.Option(help=describe("steps"))]
-ContinuityOpt = Annotated[int, typer.Option(help=describe("continuity"))]
-FastOpt = Annotated[bool, typer.Option(help=describe("fast"))]
-SolverOpt = Annotated[str | None, typer.Option(help=describe("solver"))]
-IntervalOpt = Annotated[str | None, typer.Option(help=describe("guidance_interval"))]
-StepCacheOpt = Annotated[bool, typer.Option(help=describe("step_cache"))]
-ForceOpt = Annotated[bool, typer.Option(help=describe("force"))]
-WebhookOpt = Annotated[str | None, typer.Option(help=describe("webhook"))]
-PlanOpt = Annotated[Path | None, typer.Option("--plan", help=describe("plan"))]
-ReplanOpt = Annotated[bool, typer.Option(help=describe("replan"))]
-StrictOpt = Annotated[bool, typer.Option(help=describe("strict"))]
 
 
 def _warn_fallback(plan_or_report: dict) -> None:
@@ -105,6 +115,13 @@ def run(
     plan: PlanOpt = default("plan"),
     replan: ReplanOpt = default("replan"),
     strict: StrictOpt = default("strict"),
+    variables: VarsOpt = default("variables"),
+    brand: BrandOpt = default("brand"),
+    music: MusicOpt = default("music"),
+    music_volume: MusicVolumeOpt = default("music_volume"),
+    loudness: LoudnessOpt = default("loudness"),
+    burn_captions: BurnCaptionsOpt = default("burn_captions"),
+    chapters: ChaptersOpt = default("chapters"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the job report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show Prefect logs.")] = False,
 ) -> None:
@@ -129,6 +146,13 @@ def run(
             plan=str(plan.resolve()) if plan else None,
             replan=replan,
             strict=strict,
+            variables=variables,
+            brand=str(brand.resolve()) if brand else None,
+            music=str(music.resolve()) if music else None,
+            music_volume=music_volume,
+            loudness=loudness,
+            burn_captions=burn_captions,
+            chapters=chapters,
         )
         _check_inputs(script, options)
         from flows.runtime import progress
@@ -182,6 +206,7 @@ def plan(
     force: ForceOpt = default("force"),
     replan: ReplanOpt = default("replan"),
     strict: StrictOpt = default("strict"),
+    variables: VarsOpt = default("variables"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
@@ -194,6 +219,7 @@ def plan(
             out=str(out_dir.resolve()) if out_dir else None,
             force=force,
             replan=replan,
+            variables=variables,
             strict=strict,
         )
         _check_inputs(script, options)

@@ -24,6 +24,22 @@ from orchestrator.console import (
     out,
     quiet_prefect,
 )
+from orchestrator.job_options import (
+    CheckpointOpt,
+    ContinuityOpt,
+    FastOpt,
+    ForceOpt,
+    IntervalOpt,
+    PlannerOpt,
+    RendererOpt,
+    ReplanOpt,
+    SegmentOpt,
+    SolverOpt,
+    StepCacheOpt,
+    StepsOpt,
+    StrictOpt,
+    VoiceOpt,
+)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -191,19 +207,27 @@ def batch(
         Path | None, typer.Option("--out", help="Output folder (one sub-folder per row).")
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Rows at once.")] = 1,
-    renderer: Annotated[str, typer.Option(help="Default renderer.")] = default("renderer"),
-    planner: Annotated[str, typer.Option(help="Default planner.")] = default("planner"),
-    voice: Annotated[str | None, typer.Option(help="Default voice override.")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="ActAvatar pipeline directory.")] = None,
-    segment_seconds: Annotated[
-        float | None, typer.Option(help="Default longest segment, seconds.")
+    webhook: Annotated[
+        str | None,
+        typer.Option(help="URL POSTed the HMAC-signed summary when the batch finishes."),
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps (actavatar).")] = None,
-    continuity: Annotated[
-        int, typer.Option(help="Default continuity frames (actavatar).")
-    ] = default("continuity"),
-    force: Annotated[bool, typer.Option(help="Re-run rows that are done.")] = False,
-    webhook: Annotated[str | None, typer.Option(help="Called with the signed summary.")] = None,
+    # Defaults for every row: the job options contract's fields (flows.video.options.JobOptions)
+    # but the per-row ones (`out`, `plan`, the job `webhook`: manifest columns); help texts and
+    # defaults are the contract's, and tests/flows/test_options_contract.py checks the set.
+    renderer: RendererOpt = default("renderer"),
+    planner: PlannerOpt = default("planner"),
+    voice: VoiceOpt = default("voice"),
+    checkpoint: CheckpointOpt = default("checkpoint"),
+    segment_seconds: SegmentOpt = default("segment_seconds"),
+    steps: StepsOpt = default("steps"),
+    continuity: ContinuityOpt = default("continuity"),
+    fast: FastOpt = default("fast"),
+    solver: SolverOpt = default("solver"),
+    guidance_interval: IntervalOpt = default("guidance_interval"),
+    step_cache: StepCacheOpt = default("step_cache"),
+    force: ForceOpt = default("force"),
+    replan: ReplanOpt = default("replan"),
+    strict: StrictOpt = default("strict"),
     gpus: GpusOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print batch.json.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
@@ -224,7 +248,13 @@ def batch(
             segment_seconds=segment_seconds,
             steps=steps,
             continuity=continuity,
+            fast=fast,
+            solver=solver,
+            guidance_interval=guidance_interval,
+            step_cache=step_cache,
             force=force,
+            replan=replan,
+            strict=strict,
         )
         from flows.video.inputs import check_option_paths
 

@@ -5,6 +5,7 @@ before Prefect or torch start; bad input is one line naming the file and field, 
 """
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from flows.training.options import DatasetOptions, TrainOptions
 from orchestrator.console import one_line_errors, out, with_progress
 
 dataset_app = typer.Typer(help="Build training datasets from talking videos.", no_args_is_help=True)
@@ -23,21 +25,14 @@ checkpoints_app = typer.Typer(
     help="Trained checkpoints: list, show, export, push, pull.", invoke_without_command=True
 )
 
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config value: KEY=VALUE (repeatable).")
-]
-AccelOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--accelerate-config", help="accelerate config (DDP/FSDP) for a multi-GPU launch."
-    ),
-]
-NprocOpt = Annotated[
-    int | None, typer.Option("--nproc", help="Processes on this machine via torchrun (CPU DDP).")
-]
-StopOpt = Annotated[
-    int | None, typer.Option("--stop-after", help="Stop (checkpointed) after N steps.")
-]
+# `train stage1|stage2|distill` take the stage contract's fields (flows.training.options.
+# TrainOptions), help texts read from it; tests/flows/test_options_contract.py checks the set.
+T = TrainOptions
+ConfigArg = Annotated[Path, typer.Argument(help=T.describe("config"))]
+SetOpt = Annotated[list[str], typer.Option("--set", help=T.describe("overrides"))]
+AccelOpt = Annotated[Path | None, typer.Option(help=T.describe("accelerate_config"))]
+NprocOpt = Annotated[int | None, typer.Option(help=T.describe("nproc"))]
+StopOpt = Annotated[int | None, typer.Option(help=T.describe("stop_after"))]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 
 
@@ -46,56 +41,57 @@ def _quiet() -> None:
 
 
 # ------------------------------------------------------------------------------------- dataset
+# `dataset build`'s options are the dataset contract's fields (flows.training.options.
+# DatasetOptions): help texts and defaults are read from it, and tests/flows/
+# test_options_contract.py checks that the names are the same set.
+D = DatasetOptions
+
+
+def _bucket_texts() -> list[str]:
+    return [f"{h}x{w}" for h, w in D.default("buckets")]
+
+
 @dataset_app.command("build")
 def dataset_build(
     videos: Annotated[Path, typer.Argument(help="Folder of talking videos with sound.")],
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Dataset folder (default: DIR-dataset).")
-    ] = None,
-    planner: Annotated[str, typer.Option(help="Annotator: rule (offline) or mllm.")] = "rule",
+    out_dir: Annotated[Path | None, typer.Option("--out", help=D.describe("out"))] = D.default(
+        "out"
+    ),
+    planner: Annotated[str, typer.Option(help=D.describe("planner"))] = D.default("planner"),
     motion_threshold: Annotated[
-        float, typer.Option(help="Stage-2 clips need at least this motion.")
-    ] = 0.02,
-    encoders: Annotated[
-        str,
-        typer.Option(
-            help="VAE/umT5/Wav2Vec2 source: a Wan2.2 or ActAvatar pipeline "
-            "folder, or preset:tiny (tests only)."
-        ),
-    ] = "preset:tiny",
-    wav2vec: Annotated[
-        Path | None, typer.Option(help="Wav2Vec2 folder (with a plain Wan folder).")
-    ] = None,
-    dwpose: Annotated[
-        Path | None, typer.Option(help="DWPose whole-body ONNX model for motion scores.")
-    ] = None,
-    fps: Annotated[int, typer.Option(help="Clip frame rate.")] = 25,
-    clip_frames: Annotated[
-        int, typer.Option(help="Frames per clip (4k+1; 125 = 5 s at 25 fps).")
-    ] = 125,
-    bucket: Annotated[
-        list[str] | None, typer.Option("--bucket", help="HxW resolution bucket (repeatable).")
-    ] = None,
-    text_len: Annotated[int, typer.Option(help="umT5 sequence length.")] = 512,
+        float, typer.Option(help=D.describe("motion_threshold"))
+    ] = D.default("motion_threshold"),
+    encoders: Annotated[str, typer.Option(help=D.describe("encoders"))] = D.default("encoders"),
+    wav2vec: Annotated[Path | None, typer.Option(help=D.describe("wav2vec"))] = D.default(
+        "wav2vec"
+    ),
+    dwpose: Annotated[Path | None, typer.Option(help=D.describe("dwpose"))] = D.default("dwpose"),
+    fps: Annotated[int, typer.Option(help=D.describe("fps"))] = D.default("fps"),
+    clip_frames: Annotated[int, typer.Option(help=D.describe("clip_frames"))] = D.default(
+        "clip_frames"
+    ),
+    buckets: Annotated[
+        list[str], typer.Option("--bucket", help=D.describe("buckets") + " Repeatable.")
+    ] = _bucket_texts(),
+    text_len: Annotated[int, typer.Option(help=D.describe("text_len"))] = D.default("text_len"),
+    max_phases: Annotated[int, typer.Option(help=D.describe("max_phases"))] = D.default(
+        "max_phases"
+    ),
+    shard_size: Annotated[int, typer.Option(help=D.describe("shard_size"))] = D.default(
+        "shard_size"
+    ),
+    annotate_frames: Annotated[int, typer.Option(help=D.describe("annotate_frames"))] = D.default(
+        "annotate_frames"
+    ),
     as_json: JsonOpt = False,
 ) -> None:
     """Cut, score, transcribe, annotate and cache clips for training (resumable)."""
     _quiet()
     with one_line_errors():
-        from flows.runtime.errors import InputError
         from flows.training.builder import prepare
         from flows.training.dataset import build_dataset
 
-        buckets = None
-        if bucket:
-            try:
-                buckets = [[int(v) for v in b.lower().split("x")] for b in bucket]
-            except ValueError:
-                raise InputError(
-                    f"bucket must be HxW (e.g. 704x1280), got {bucket}", field="bucket"
-                ) from None
-        options = dict(
-            videos=str(videos),
+        options = DatasetOptions.parse(
             out=str(out_dir) if out_dir else None,
             planner=planner,
             motion_threshold=motion_threshold,
@@ -106,9 +102,12 @@ def dataset_build(
             clip_frames=clip_frames,
             buckets=buckets,
             text_len=text_len,
+            max_phases=max_phases,
+            shard_size=shard_size,
+            annotate_frames=annotate_frames,
         )
-        prepare(**options)  # one-line input errors before Prefect starts
-        report = with_progress(build_dataset, **options)
+        prepare(str(videos), options)  # one-line input errors before Prefect starts
+        report = with_progress(build_dataset, videos=str(videos), options=options)
     if as_json:
         out.print_json(json.dumps(report))
         return
@@ -130,21 +129,20 @@ def _train(
     with one_line_errors():
         from flows.training import train as train_flows
 
-        train_flows.check_config(config, stage, overrides)  # fail fast, before Prefect starts
-        train_flows.check_launch(accelerate_config, nproc, stop_after)
+        options = TrainOptions.parse(
+            config=str(config),
+            overrides=overrides or [],
+            accelerate_config=str(accelerate_config) if accelerate_config else None,
+            nproc=nproc,
+            stop_after=stop_after,
+        )
+        train_flows.check_stage(options, stage)  # fail fast, before Prefect starts
         fn = {
             "stage1": train_flows.train_stage1,
             "stage2": train_flows.train_stage2,
             "distill": train_flows.train_distill,
         }[stage]
-        report = with_progress(
-            fn,
-            config=str(config),
-            overrides=overrides or None,
-            accelerate_config=str(accelerate_config) if accelerate_config else None,
-            nproc=nproc,
-            stop_after=stop_after,
-        )
+        report = with_progress(fn, options=options)
     if as_json:
         out.print_json(json.dumps(report, default=str))
         return
@@ -172,41 +170,41 @@ def _train(
 
 @train_app.command("stage1")
 def train_stage1(
-    config: Annotated[Path, typer.Argument(help="Training YAML (stage: stage1).")],
-    set_: SetOpt = None,
-    accelerate_config: AccelOpt = None,
-    nproc: NprocOpt = None,
-    stop_after: StopOpt = None,
+    config: ConfigArg,
+    overrides: SetOpt = T.default("overrides"),
+    accelerate_config: AccelOpt = T.default("accelerate_config"),
+    nproc: NprocOpt = T.default("nproc"),
+    stop_after: StopOpt = T.default("stop_after"),
     as_json: JsonOpt = False,
 ) -> None:
     """Stage 1: train the audio adapter on the frozen backbone, then extract it."""
-    _train("stage1", config, set_, accelerate_config, nproc, stop_after, as_json)
+    _train("stage1", config, overrides, accelerate_config, nproc, stop_after, as_json)
 
 
 @train_app.command("stage2")
 def train_stage2(
-    config: Annotated[Path, typer.Argument(help="Training YAML (stage: stage2).")],
-    set_: SetOpt = None,
-    accelerate_config: AccelOpt = None,
-    nproc: NprocOpt = None,
-    stop_after: StopOpt = None,
+    config: ConfigArg,
+    overrides: SetOpt = T.default("overrides"),
+    accelerate_config: AccelOpt = T.default("accelerate_config"),
+    nproc: NprocOpt = T.default("nproc"),
+    stop_after: StopOpt = T.default("stop_after"),
     as_json: JsonOpt = False,
 ) -> None:
     """Stage 2: inject the adapter, add PACA, fine-tune everything on phase annotations."""
-    _train("stage2", config, set_, accelerate_config, nproc, stop_after, as_json)
+    _train("stage2", config, overrides, accelerate_config, nproc, stop_after, as_json)
 
 
 @train_app.command("distill")
 def train_distill(
-    config: Annotated[Path, typer.Argument(help="Training YAML (stage: distill).")],
-    set_: SetOpt = None,
-    accelerate_config: AccelOpt = None,
-    nproc: NprocOpt = None,
-    stop_after: StopOpt = None,
+    config: ConfigArg,
+    overrides: SetOpt = T.default("overrides"),
+    accelerate_config: AccelOpt = T.default("accelerate_config"),
+    nproc: NprocOpt = T.default("nproc"),
+    stop_after: StopOpt = T.default("stop_after"),
     as_json: JsonOpt = False,
 ) -> None:
     """Distill a teacher into a few-evaluation student (guidance folded in); exports it."""
-    _train("distill", config, set_, accelerate_config, nproc, stop_after, as_json)
+    _train("distill", config, overrides, accelerate_config, nproc, stop_after, as_json)
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -320,3 +318,48 @@ def checkpoints_pull(
 
         cid = pull_checkpoint(repo, revision=revision)
     out.print(f"[bold green]pulled[/] {repo} as checkpoint {cid}", highlight=False)
+
+
+@checkpoints_app.command("calibrate")
+def checkpoints_calibrate(
+    folder: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Pipeline folder (with model_index.json).")
+    ],
+    threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="MagCache threshold. Default: the synthetic bench's value."),
+    ] = None,
+    size: Annotated[str, typer.Option(help="HxW of the calibration probe.")] = "704x1280",
+    frames: Annotated[int, typer.Option(min=5, help="Frames of the probe (4k + 1).")] = 125,
+    steps: Annotated[int, typer.Option(min=2, help="Sampler steps calibrated.")] = 40,
+) -> None:
+    """Measure a checkpoint's step-cache ratios and write them to its sampling.json, so
+    `run --step-cache` can use it."""
+    with one_line_errors():
+        from flows.runtime.errors import InputError
+        from generator.calibration import calibrate_pipeline
+        from generator.sampling import STEP_CACHE_THRESHOLD
+
+        if not (folder / "model_index.json").is_file():
+            raise InputError(f"{folder}: not a pipeline folder (no model_index.json)", field="DIR")
+        try:
+            h, w = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise InputError(
+                f"--size must be HxW (e.g. 704x1280), got {size!r}", field="size"
+            ) from None
+        if frames % 4 != 1:
+            raise InputError(f"--frames must be 4k + 1 (e.g. 125), got {frames}", field="frames")
+        if threshold is not None and not math.isfinite(threshold):
+            raise InputError(
+                f"--threshold must be a finite number, got {threshold}", field="threshold"
+            )
+        path = calibrate_pipeline(
+            folder,
+            STEP_CACHE_THRESHOLD if threshold is None else threshold,
+            h,
+            w,
+            num_frames=frames,
+            steps=steps,
+        )
+    out.print(f"[bold green]calibrated[/] {path}", highlight=False)

@@ -1,7 +1,8 @@
 """Terminal output shared by every CLI module: results on stdout, messages on stderr, progress
 bars, and one rule for how failures end.
 
-The failure rule: an input error (`InputError`, raised before the run or inside any task) prints
+The failure rule is `flows.runtime.errors.failure` (the same for the SDK, flows, batch rows and
+the review app): an input error (`InputError`, raised before the run or inside any task) prints
 as its one line `error: FILE: field 'F': reason` and exits 2; anything else prints one
 `failed: Type: message` line and exits 1 (3 for `PlannerFallback`: `--strict` refused the
 rule planner's stand-in). Prefect's run logs (task tracebacks) stay off the terminal unless
@@ -28,19 +29,15 @@ RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 def fail(exc: BaseException) -> None:
-    """Print `exc` as one line and leave with its exit code (2 bad input, 3 strict planner
-    fallback, else 1)."""
-    from flows.runtime.errors import InputError, PlannerFallback
+    """Print `exc` as its one line and leave with its exit code (`flows.runtime.errors.failure`:
+    2 bad input, 3 strict planner fallback, else 1)."""
+    from flows.runtime.errors import failure
 
+    ended = failure(exc)
+    label, _, line = ended.terminal.partition(": ")
     # Escaped: a message quoting a cue `[[points to the chart]]` must not be read as markup.
-    if isinstance(exc, InputError):
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
-    # One line: a driver's multi-line message (SQLAlchemy's SQL and links) keeps its first.
-    first = (str(exc).strip().splitlines() or [""])[0]
-    text = escape(f"{type(exc).__name__}: {first}")
-    console.print(f"[bold red]failed:[/] {text}", highlight=False, soft_wrap=True)
-    raise typer.Exit(PlannerFallback.exit_code if isinstance(exc, PlannerFallback) else 1)
+    console.print(f"[bold red]{label}:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(ended.exit_code)
 
 
 def at_least(value: float | None, minimum: float, flag: str) -> None:

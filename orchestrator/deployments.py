@@ -23,16 +23,23 @@ deployments.yaml:
             parameters: {script: /srv/scripts/weekly.md, out: /srv/videos/weekly}
 
 Job options (`renderer`, `out`, ...) may be written flat as above or under `options:`; flat keys
-are moved into the flow's `options` parameter (`flows.video.options.JobOptions`). Relative paths
+are moved into the flow's `options` parameter (`flows.video.options.JobOptions`), and so are the
+dataset options of `build-dataset` (`flows.training.options.DatasetOptions`) and the stage options
+of the training flows (`TrainOptions`; the `train` flow's earlier `stage1_config`, `nproc`, ...
+go to its `stage1`/`stage2`), so files written for the earlier flat signatures keep working.
+Every value is checked by its contract when the file is loaded. Relative paths
 in `script`, `manifest`, `template`, `out`, `out_root`, `checkpoint` and `plan` resolve against the
 folder of the YAML file.
 """
 
 import importlib
 import inspect
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from flows.runtime.errors import InputError
 
@@ -139,22 +146,54 @@ def _check_cron(expr: Any, timezone: str | None, where: str, file: str) -> None:
 
 
 PATH_PARAMETERS = ("script", "manifest", "template", "out", "out_root", "checkpoint", "plan")
+# Parameters of earlier flow signatures, by flow: where each now goes (`parameter.field`, one
+# or more). The `train` flow took flat per-stage keys before its stages took `TrainOptions`.
+MOVED_PARAMETERS: dict[str, dict[str, tuple[str, ...]]] = {
+    "train": {
+        "stage1_config": ("stage1.config",),
+        "stage2_config": ("stage2.config",),
+        "stage1_overrides": ("stage1.overrides",),
+        "stage2_overrides": ("stage2.overrides",),
+        "accelerate_config": ("stage1.accelerate_config", "stage2.accelerate_config"),
+        "nproc": ("stage1.nproc", "stage2.nproc"),
+    }
+}
+
+
+def contract_parameters(fl: Any) -> dict[str, type[BaseModel]]:
+    """The flow's parameters typed by an options contract (`options: JobOptions`, ...)."""
+    hints = typing.get_type_hints(fl.fn)
+    return {
+        name: hints[name]
+        for name in inspect.signature(fl.fn).parameters
+        if isinstance(hints.get(name), type) and issubclass(hints[name], BaseModel)
+    }
+
+
+def flat_keys(fl: Any) -> dict[str, tuple[str, ...]]:
+    """Keys a deployment may still write flat, and the `parameter.field`s they go to: an
+    option-contract field when the flow has one contract parameter (the shape of the flows'
+    signatures before their options became one model), and the moved parameters."""
+    contracts = contract_parameters(fl)
+    moved = dict(MOVED_PARAMETERS.get(fl.name, {}))
+    if len(contracts) == 1:
+        ((param, model),) = contracts.items()
+        moved.update({f: (f"{param}.{f}",) for f in model.model_fields if f not in moved})
+    signature = inspect.signature(fl.fn).parameters
+    return {k: v for k, v in moved.items() if k not in signature}
 
 
 def _check_params(fl: Any, params: Any, where: str, file: str) -> dict[str, Any]:
-    """Known parameter names only; flat job options folded into `options`; relative paths
-    resolve against the YAML file's folder."""
+    """Known parameter names only; flat options folded into the flow's contract parameter
+    (`options`, checked by its model; required fields may come from a schedule or the run);
+    relative paths resolve against the YAML file's folder."""
     if params is None:
         return {}
     if not isinstance(params, dict):
         raise InputError("parameters must be a mapping", file=file, field=where)
     signature = inspect.signature(fl.fn).parameters
-    option_names: tuple[str, ...] = ()
-    if "options" in signature:
-        from flows.video.options import option_fields
-
-        option_names = option_fields()
-    known = set(signature) | set(option_names)
+    flat = flat_keys(fl)
+    known = set(signature) | set(flat)
     for k in params:
         if k not in known:
             raise InputError(
@@ -170,27 +209,46 @@ def _check_params(fl: Any, params: Any, where: str, file: str) -> dict[str, Any]
         return v
 
     out = {k: absolute(k, v) for k, v in params.items() if k in signature}
-    flat = {k: absolute(k, v) for k, v in params.items() if k not in signature}
-    if flat or isinstance(out.get("options"), dict):
-        nested = {k: absolute(k, v) for k, v in (out.get("options") or {}).items()}
-        merged = {**nested, **flat}
-        from flows.video.options import JobOptions, input_error
-
-        try:
-            JobOptions(**merged)
-        except Exception as exc:  # pydantic's ValidationError: one line naming the option
-            err = input_error(exc, file=file)
-            raise InputError(err.detail, file=file, field=f"{where}.{err.field}") from None
-        out["options"] = merged
+    for param, model in contract_parameters(fl).items():
+        given = out.get(param)
+        if given is not None and not isinstance(given, dict):
+            raise InputError("expected a mapping of options", file=file, field=f"{where}.{param}")
+        merged = {k: absolute(k, v) for k, v in (given or {}).items()}
+        for k, targets in flat.items():
+            for target in targets:
+                if k in params and target.partition(".")[0] == param:
+                    merged[target.partition(".")[2]] = absolute(k, params[k])
+        if given is None and not merged:
+            continue
+        _check_contract(model, merged, f"{where}.{param}" if given else where, file)
+        out[param] = merged
     return out
+
+
+def _check_contract(model: type[BaseModel], values: dict[str, Any], where: str, file: str) -> None:
+    """Values checked by the contract, one line naming the option; a required field left out
+    is not an error here (a schedule or the run may give it)."""
+    from pydantic import ValidationError
+
+    from flows.runtime.contract import error_line_of
+
+    try:
+        model(**values)
+    except ValidationError as exc:
+        errors = [e for e in exc.errors() if e.get("type") != "missing"]
+        if errors:
+            err = error_line_of(errors[0], fields=tuple(model.model_fields), file=file)
+            raise InputError(err.detail, file=file, field=f"{where}.{err.field}") from None
 
 
 def _with_defaults(defaults: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """A schedule's parameters over the deployment's: Prefect merges them one level deep, so
-    the job options of both are merged here."""
-    if "options" in params and "options" in defaults:
-        return {**params, "options": {**defaults["options"], **params["options"]}}
-    return params
+    the options of both (`options`, the `train` flow's `stage1`/`stage2`) are merged here."""
+    merged = dict(params)
+    for k, v in params.items():
+        if isinstance(v, dict) and isinstance(defaults.get(k), dict):
+            merged[k] = {**defaults[k], **v}
+    return merged
 
 
 def load_config(

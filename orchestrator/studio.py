@@ -63,10 +63,18 @@ class Studio:
         plan: str | Path | None = None,
         replan: bool = False,
         strict: bool = False,
+        variables: dict[str, str] | None = None,
+        brand: str | Path | None = None,
+        music: str | Path | None = None,
+        music_volume: float = -8.0,
+        loudness: str = "web",
+        burn_captions: str = "off",
+        chapters: bool = True,
     ) -> JobResult:
-        """Produce one video; raises `flows.runtime.errors.InputError` on bad input (the same
-        one line the CLI prints). The keywords are the job options contract's fields
-        (`flows.video.options.JobOptions`, where each is described)."""
+        """Produce one video; raises on failure (`flows.runtime.errors.InputError` on bad input),
+        and `flows.runtime.errors.failure(exc)` is the one line and exit code the CLI gives it.
+        The keywords are the job options contract's fields (`flows.video.options.JobOptions`,
+        where each is described)."""
         from flows.video.options import JobOptions
         from flows.video.produce import produce_video
 
@@ -88,6 +96,13 @@ class Studio:
             plan=str(Path(plan).resolve()) if plan else None,
             replan=replan,
             strict=strict,
+            variables=variables,
+            brand=str(Path(brand).resolve()) if brand else None,
+            music=str(Path(music).resolve()) if music else None,
+            music_volume=music_volume,
+            loudness=loudness,
+            burn_captions=burn_captions,
+            chapters=chapters,
         )
         report = produce_video(script=str(script), options=options)
         return JobResult(
@@ -119,7 +134,8 @@ class Studio:
         options), or dicts of template variables for `template` (`{name}` placeholders).
         Up to `concurrency` rows run at once. `options` are job options for every row
         (`flows.video.options.JobOptions` fields but `out`). Returns one JobResult per row, in
-        order (`report["status"]` is done, skipped or failed).
+        order (`report["status"]` is done, skipped or failed; a failed row's `error` is its
+        `flows.runtime.errors.failure` line, as the CLI and the job record write it).
         """
         from flows.video.batch import produce_batch
         from flows.video.options import JobOptions

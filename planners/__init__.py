@@ -1,10 +1,9 @@
 """Planners: turn timed words into an ActAvatar structured prompt (base + phase blocks).
 
 Imports nothing else of avatar-flow and knows nothing of models: the MLLM planner talks to
-any OpenAI-compatible server, the rule planner runs offline and is the fallback.
+any OpenAI-compatible server, the rule planner runs offline and is the fallback. Planners are
+registered specs (`planners.registry`); plugins add theirs through entry points.
 """
-
-from typing import Any
 
 from planners.annotation import Annotation, make_annotation, normalised_anchors
 from planners.base import Planner
@@ -28,6 +27,15 @@ from planners.llm import (
 )
 from planners.mllm import MLLMPlanner
 from planners.mllm_settings import MLLMSettings
+from planners.registry import (
+    ENTRY_POINT_GROUP,
+    PlannerRuntime,
+    PlannerSpec,
+    get_planner,
+    get_planner_spec,
+    planner_names,
+    register_planner,
+)
 from planners.rules import RulePlanner, base_block
 from planners.schema import (
     DEFAULT_ACTION_VOCABULARY,
@@ -52,30 +60,13 @@ from planners.snapping import (
 )
 from planners.validation import usable_cues, validate_plan
 
-PLANNERS = {"rules": RulePlanner, "rule": RulePlanner, "mllm": MLLMPlanner, "llm": MLLMPlanner}
-
-
-def get_planner(name: str, **kw: Any) -> Planner:
-    """A planner by name: 'rules' (kwargs to RulePlanner) or 'mllm' (kwargs to MLLMSettings,
-    or settings=/fallback=/client=/capabilities=/on_progress= passed through)."""
-    key = name.strip().lower()
-    if key not in PLANNERS:
-        raise ValueError(f"unknown planner {name!r}; choose one of {sorted(set(PLANNERS))}")
-    if PLANNERS[key] is RulePlanner:
-        return RulePlanner(**kw)
-    passthrough = {
-        k: kw.pop(k)
-        for k in ("settings", "fallback", "client", "capabilities", "on_progress")
-        if k in kw
-    }
-    if "settings" not in passthrough:
-        passthrough["settings"] = MLLMSettings(**kw)
-    elif kw:
-        passthrough["settings"] = passthrough["settings"].model_copy(update=kw)
-    return MLLMPlanner(**passthrough)
-
-
 __all__ = [
+    "ENTRY_POINT_GROUP",
+    "PlannerRuntime",
+    "PlannerSpec",
+    "get_planner_spec",
+    "planner_names",
+    "register_planner",
     "DEFAULT_ACTION_VOCABULARY",
     "FORMATS",
     "PLANNER_VERSION",

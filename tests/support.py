@@ -19,12 +19,11 @@ def write_script(folder: Path, body: str, name: str = "script.md", **front) -> P
 
 def render_job(transcript, plan, specs, **fields):
     """A RenderJob for `plan`'s segments with small defaults (fields override them)."""
-    from flows.video.render import RenderJob
+    from flows.video.render_job import RenderJob
 
     values = dict(
         renderer="animatic",
         checkpoint=None,
-        steps=40,
         analysis="speech16k.wav",
         transcript=transcript,
         plan=plan,

@@ -82,16 +82,18 @@ def requested_gpus() -> int:
     return int(raw)
 
 
-def render_devices(renderer: str, device: str | None) -> list[str]:
-    """CUDA devices a render will occupy; empty when it runs on CPU (the animatic never waits)."""
-    if renderer == "animatic":
+def render_devices(uses_gpu: bool, device: str | None, *, parallel: bool = False) -> list[str]:
+    """CUDA devices a render will occupy; empty when it runs on CPU (a CPU renderer such as the
+    animatic never waits). `parallel`: the renderer can split one segment over several GPUs
+    (AVATAR_FLOW_GPUS of them); otherwise it takes one."""
+    if not uses_gpu:
         return []
     if device is not None and not str(device).startswith("cuda"):
         return []
     count = cuda_device_count()
     if count == 0:
         return []
-    n = min(requested_gpus(), count)
+    n = min(requested_gpus(), count) if parallel else 1
     if n == 1 and device and ":" in str(device):
         return [str(device)]
     return [f"cuda:{i}" for i in range(n)]

@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import wave
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,80 +36,13 @@ from flows.runtime.errors import InputError
 from flows.runtime.settings import get_settings
 from flows.training.decode import clips_of, decode_audio16k, decode_frames, pick_bucket, scan_videos
 from flows.training.motion import DWPoseMotion, motion_energy
+from flows.training.options import DatasetOptions
 from flows.video.media import probe
 from planners.schema import Word
 from storage import atomic_write_text, session_scope, sha256_file
 from storage.clips import Clip
 
-# (height, width) buckets at the paper's 704x1280 pixel budget: landscape, portrait, square.
-PAPER_BUCKETS: tuple[tuple[int, int], ...] = ((704, 1280), (1280, 704), (960, 960))
 DATASET_VERSION = 1
-
-
-@dataclass
-class DatasetOptions:
-    """Cut and encode settings; everything but `planner` changes the clips (and their ids)."""
-
-    fps: int = 25
-    clip_frames: int = 125
-    buckets: list[list[int]] = field(default_factory=lambda: [list(b) for b in PAPER_BUCKETS])
-    motion_threshold: float = 0.02
-    planner: str = "rule"
-    encoders: str = (
-        "preset:tiny"  # base with the VAE / umT5 / Wav2Vec2 (see generator.train.models)
-    )
-    wav2vec: str | None = None
-    dwpose: str | None = None  # DWPose whole-body ONNX model; frame-difference energy without it
-    text_len: int = 512
-    max_phases: int = 8
-    shard_size: int = 64
-    annotate_frames: int = 4  # frames shown to an MLLM annotator
-
-    def cut_key(self) -> str:
-        """Hash of what decides which clips exist and what they contain."""
-        keys = {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in ("planner", "shard_size", "annotate_frames")
-        }
-        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def check_options(opts: DatasetOptions) -> None:
-    if (opts.clip_frames - 1) % 4 or opts.clip_frames < 5:
-        raise InputError(
-            f"clip frames must be 4k+1 (e.g. 125), got {opts.clip_frames}", field="clip-frames"
-        )
-    for b in opts.buckets:
-        if len(b) != 2 or b[0] % 32 or b[1] % 32:
-            raise InputError(
-                f"bucket {b} must be [height, width], multiples of 32", field="buckets"
-            )
-    if opts.planner not in ("rule", "rules", "mllm", "llm"):
-        raise InputError(f"unknown planner '{opts.planner}' (rule or mllm)", field="planner")
-    if opts.dwpose and not Path(opts.dwpose).is_file():
-        raise InputError(f"DWPose model not found: {opts.dwpose}", field="dwpose")
-    if not 1 <= opts.fps <= 120:
-        raise InputError(f"fps must be between 1 and 120, got {opts.fps}", field="fps")
-    if not opts.text_len >= 1:
-        raise InputError(f"text length must be at least 1, got {opts.text_len}", field="text-len")
-    if not 0 <= opts.motion_threshold <= 1:  # NaN fails too
-        raise InputError(
-            f"motion threshold must be between 0 and 1, got {opts.motion_threshold}",
-            field="motion-threshold",
-        )
-    if opts.encoders.startswith("preset:"):
-        if opts.encoders != "preset:tiny":
-            raise InputError(
-                f"unknown preset {opts.encoders!r} (only preset:tiny is built offline)",
-                field="encoders",
-            )
-    elif not (Path(opts.encoders).expanduser() / "model_index.json").is_file():
-        raise InputError(
-            f"not a pipeline folder (no model_index.json): {opts.encoders}", field="encoders"
-        )
-    if opts.wav2vec and not (Path(opts.wav2vec).expanduser() / "config.json").is_file():
-        raise InputError(f"not a Wav2Vec2 folder (no config.json): {opts.wav2vec}", field="wav2vec")
 
 
 # ------------------------------------------------------------------------------------- words / prompts
@@ -189,7 +121,7 @@ class DatasetBuilder:
         return {
             "version": DATASET_VERSION,
             "cut_key": self.opts.cut_key(),
-            "options": asdict(self.opts),
+            "options": self.opts.recorded(),
             "videos": {},
         }
 
@@ -458,46 +390,41 @@ def dataset_report(out: Path) -> dict[str, Any]:
     return report
 
 
-def prepare(
-    videos: str,
-    out: str | None = None,
-    planner: str = "rule",
-    motion_threshold: float = 0.02,
-    encoders: str = "preset:tiny",
-    wav2vec: str | None = None,
-    dwpose: str | None = None,
-    fps: int = 25,
-    clip_frames: int = 125,
-    buckets: list[list[int]] | None = None,
-    text_len: int = 512,
-    max_phases: int = 8,
-) -> tuple[list[Path], Path, DatasetOptions]:
-    """Check everything cheap before any work: folder, videos, options, an existing manifest."""
+def check_model_folders(options: DatasetOptions) -> None:
+    """The encoders and Wav2Vec2 the options name, checked before any video is read (where the
+    flow runs: the paths are that machine's)."""
+    enc = options.encoders
+    if enc.startswith("preset:"):
+        if enc != "preset:tiny":
+            raise InputError(
+                f"unknown preset {enc!r} (only preset:tiny is built offline)", field="encoders"
+            )
+    elif not (Path(enc).expanduser() / "model_index.json").is_file():
+        raise InputError(f"not a pipeline folder (no model_index.json): {enc}", field="encoders")
+    w2v = options.wav2vec
+    if w2v and not (Path(w2v).expanduser() / "config.json").is_file():
+        raise InputError(f"not a Wav2Vec2 folder (no config.json): {w2v}", field="wav2vec")
+
+
+def prepare(videos: str, options: DatasetOptions) -> tuple[list[Path], Path]:
+    """Check everything cheap before any work (the options are checked by their model): the
+    folder, its videos, the DWPose model, an existing manifest. The videos and the folder the
+    dataset goes to."""
     videos_dir = Path(videos).expanduser()
+    out = options.out
     out_dir = Path(out).expanduser() if out else videos_dir.with_name(videos_dir.name + "-dataset")
-    opts = DatasetOptions(
-        fps=fps,
-        clip_frames=clip_frames,
-        motion_threshold=motion_threshold,
-        planner=planner,
-        encoders=encoders,
-        wav2vec=wav2vec,
-        dwpose=dwpose,
-        text_len=text_len,
-        max_phases=max_phases,
-    )
-    if buckets:
-        opts.buckets = [list(map(int, b)) for b in buckets]
-    check_options(opts)
+    if options.dwpose and not Path(options.dwpose).is_file():
+        raise InputError(f"DWPose model not found: {options.dwpose}", field="dwpose")
+    check_model_folders(options)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out must be a folder, got the file {str(out_dir)!r}", field="out")
     paths = scan_videos(videos_dir)
     manifest = out_dir / "dataset.json"
     if manifest.is_file():
         data = json.loads(manifest.read_text())
-        if data.get("cut_key") != opts.cut_key() and data.get("videos"):
+        if data.get("cut_key") != options.cut_key() and data.get("videos"):
             raise InputError(
                 f"{out_dir} was built with other cut settings; use a new --out folder",
                 file=str(manifest),
             )
-    return paths, out_dir, opts
+    return paths, out_dir

@@ -10,39 +10,23 @@ from prefect import flow
 
 from flows.runtime import progress
 from flows.training.builder import DatasetBuilder, dataset_report, prepare
+from flows.training.options import DatasetOptions
 
 
 @flow(name="build-dataset", log_prints=False)
 def build_dataset(
     videos: str,
-    out: str | None = None,
-    planner: str = "rule",
-    motion_threshold: float = 0.02,
-    encoders: str = "preset:tiny",
-    wav2vec: str | None = None,
-    dwpose: str | None = None,
-    fps: int = 25,
-    clip_frames: int = 125,
-    buckets: list[list[int]] | None = None,
-    text_len: int = 512,
-    max_phases: int = 8,
+    options: DatasetOptions = DatasetOptions(),  # noqa: B008
 ) -> dict[str, Any]:
-    """Cut, score, transcribe, annotate, record and cache every clip of a folder of videos."""
-    paths, out_dir, opts = prepare(
-        videos,
-        out,
-        planner,
-        motion_threshold,
-        encoders,
-        wav2vec,
-        dwpose,
-        fps,
-        clip_frames,
-        buckets,
-        text_len,
-        max_phases,
-    )
-    builder = DatasetBuilder(paths[0].parent, out_dir, opts)
+    """Cut, score, transcribe, annotate, record and cache every clip of a folder of videos.
+
+    Args:
+        videos: Folder of talking videos with sound.
+        options: How clips are cut, scored, annotated and encoded, and where the dataset goes;
+            every field is described in the form.
+    """
+    paths, out_dir = prepare(videos, options)
+    builder = DatasetBuilder(paths[0].parent, out_dir, options)
     try:
         for i, path in enumerate(paths):
             progress.emit("dataset", i, len(paths), path.name)
@@ -55,6 +39,6 @@ def build_dataset(
         **dataset_report(out_dir),
         **builder.counts,
         "skipped": builder.skipped,
-        "encoders": opts.encoders,
-        "motion_threshold": opts.motion_threshold,
+        "encoders": options.encoders,
+        "motion_threshold": options.motion_threshold,
     }

@@ -28,6 +28,7 @@ from prefect import flow
 from flows.runtime import progress
 from flows.runtime.errors import InputError
 from flows.training.checkpoints import register_checkpoint
+from flows.training.options import TrainOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,70 +75,59 @@ def check_config(config: str | Path, stage: str, overrides: list[str] | None = N
     return cfg
 
 
-def check_launch(
-    accelerate_config: str | Path | None, nproc: int | None, stop_after: int | None
-) -> None:
-    """The launch options of a training run, checked with the config (before Prefect starts)."""
-    if accelerate_config is not None and not Path(accelerate_config).is_file():
+def check_launch(options: TrainOptions) -> None:
+    """The launcher's files, checked with the config before Prefect starts (where the run
+    starts: the paths are that machine's); the counts are checked by TrainOptions."""
+    accel = options.accelerate_config
+    if accel is None:
+        return
+    if not Path(accel).is_file():
+        raise InputError(f"accelerate config not found: {accel}", field="accelerate_config")
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(accel).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputError(
-            f"accelerate config not found: {accelerate_config}", field="accelerate-config"
+            f"not a YAML accelerate config: {accel} ({type(exc).__name__})",
+            field="accelerate_config",
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(
+            f"not an accelerate config (a YAML mapping): {accel}", field="accelerate_config"
         )
-    if accelerate_config is not None:
-        import yaml
-
-        try:
-            data = yaml.safe_load(Path(accelerate_config).read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise InputError(
-                f"not a YAML accelerate config: {accelerate_config} ({type(exc).__name__})",
-                field="accelerate-config",
-            ) from None
-        if not isinstance(data, dict):
-            raise InputError(
-                f"not an accelerate config (a YAML mapping): {accelerate_config}",
-                field="accelerate-config",
-            )
-    for value, flag in ((nproc, "nproc"), (stop_after, "stop-after")):
-        if value is not None and value < 1:
-            raise InputError(f"--{flag} must be at least 1, got {value}", field=flag)
 
 
-def launch_command(
-    config: str | Path,
-    overrides: list[str] | None = None,
-    accelerate_config: str | None = None,
-    nproc: int | None = None,
-    stop_after: int | None = None,
-) -> list[str]:
+def launch_command(options: TrainOptions) -> list[str]:
     """The trainer command line: plain python, `accelerate launch`, or torchrun."""
-    if accelerate_config:
+    if options.accelerate_config:
         cmd = [
             sys.executable,
             "-m",
             "accelerate.commands.launch",
             "--config_file",
-            str(accelerate_config),
+            str(options.accelerate_config),
             "-m",
             "generator.train",
         ]
-    elif nproc and nproc > 1:
+    elif options.nproc and options.nproc > 1:
         cmd = [
             sys.executable,
             "-m",
             "torch.distributed.run",
             "--standalone",
             "--nproc_per_node",
-            str(nproc),
+            str(options.nproc),
             "-m",
             "generator.train",
         ]
     else:
         cmd = [sys.executable, "-m", "generator.train"]
-    cmd.append(str(config))
-    for item in overrides or []:
+    cmd.append(str(options.config))
+    for item in options.overrides:
         cmd += ["--set", item]
-    if stop_after is not None:
-        cmd += ["--stop-after", str(stop_after)]
+    if options.stop_after is not None:
+        cmd += ["--stop-after", str(options.stop_after)]
     return cmd
 
 
@@ -206,20 +196,17 @@ def run_trainer(
     return {**summary, "checkpoint_ids": checkpoints, "command": cmd}
 
 
-def _train(
-    stage: str,
-    config: str,
-    overrides: list[str] | None,
-    accelerate_config: str | None,
-    nproc: int | None,
-    stop_after: int | None,
-) -> dict[str, Any]:
-    cfg = check_config(config, stage, overrides)
-    if accelerate_config and not Path(accelerate_config).is_file():
-        raise InputError(
-            f"accelerate config not found: {accelerate_config}", field="accelerate-config"
-        )
-    cmd = launch_command(config, overrides, accelerate_config, nproc, stop_after)
+def check_stage(options: TrainOptions, stage: str) -> Any:
+    """Everything a stage run needs checked before it starts (its config for `stage`, the
+    accelerate config); every problem is an InputError. The loaded config."""
+    cfg = check_config(options.config, stage, options.overrides)
+    check_launch(options)
+    return cfg
+
+
+def _train(stage: str, options: TrainOptions) -> dict[str, Any]:
+    cfg = check_stage(options, stage)
+    cmd = launch_command(options)
     progress.emit("train", 0, cfg.train.max_steps, "starting")
     report = run_trainer(cmd, cfg.name, stage, Path(cfg.output_dir) / "trainer.stderr.log")
     progress.emit("done", 1, 1)
@@ -227,56 +214,57 @@ def _train(
 
 
 @flow(name="train-stage1", log_prints=False)
-def train_stage1(
-    config: str,
-    overrides: list[str] | None = None,
-    accelerate_config: str | None = None,
-    nproc: int | None = None,
-    stop_after: int | None = None,
-) -> dict[str, Any]:
-    """Stage 1: audio adapter on the frozen backbone; registers checkpoints and the adapter."""
-    return _train("stage1", config, overrides, accelerate_config, nproc, stop_after)
+def train_stage1(options: TrainOptions) -> dict[str, Any]:
+    """Stage 1: audio adapter on the frozen backbone; registers checkpoints and the adapter.
+
+    Args:
+        options: The stage's config, overrides and launcher; every field is described in the
+            form.
+    """
+    return _train("stage1", options)
 
 
 @flow(name="train-stage2", log_prints=False)
-def train_stage2(
-    config: str,
-    overrides: list[str] | None = None,
-    accelerate_config: str | None = None,
-    nproc: int | None = None,
-    stop_after: int | None = None,
-) -> dict[str, Any]:
-    """Stage 2: full fine-tuning with the stage-1 adapter and PACA; registers checkpoints."""
-    return _train("stage2", config, overrides, accelerate_config, nproc, stop_after)
+def train_stage2(options: TrainOptions) -> dict[str, Any]:
+    """Stage 2: full fine-tuning with the stage-1 adapter and PACA; registers checkpoints.
+
+    Args:
+        options: The stage's config, overrides and launcher; every field is described in the
+            form.
+    """
+    return _train("stage2", options)
 
 
 @flow(name="train-distill", log_prints=False)
-def train_distill(
-    config: str,
-    overrides: list[str] | None = None,
-    accelerate_config: str | None = None,
-    nproc: int | None = None,
-    stop_after: int | None = None,
-) -> dict[str, Any]:
+def train_distill(options: TrainOptions) -> dict[str, Any]:
     """Distillation: a guidance-distilled or few-step student from a teacher checkpoint;
-    registers its checkpoints (stage `distill`) and exports the student pipeline folder."""
-    return _train("distill", config, overrides, accelerate_config, nproc, stop_after)
+    registers its checkpoints (stage `distill`) and exports the student pipeline folder.
+
+    Args:
+        options: The stage's config, overrides and launcher; every field is described in the
+            form.
+    """
+    return _train("distill", options)
 
 
 @flow(name="train", log_prints=False)
-def train_both(
-    stage1_config: str,
-    stage2_config: str,
-    stage1_overrides: list[str] | None = None,
-    stage2_overrides: list[str] | None = None,
-    accelerate_config: str | None = None,
-    nproc: int | None = None,
-) -> dict[str, Any]:
-    """Both stages: stage 1, then stage 2 with the adapter stage 1 just extracted."""
-    check_config(stage1_config, "stage1", stage1_overrides)
-    first = _train("stage1", stage1_config, stage1_overrides, accelerate_config, nproc, None)
+def train_both(stage1: TrainOptions, stage2: TrainOptions) -> dict[str, Any]:
+    """Both stages: stage 1, then stage 2 with the adapter stage 1 just extracted.
+
+    Args:
+        stage1: Stage 1's config, overrides and launcher.
+        stage2: Stage 2's (its `model.adapter` is set to the adapter stage 1 extracted).
+    """
+    for name, options in (("stage1", stage1), ("stage2", stage2)):
+        if options.stop_after is not None:
+            raise InputError(
+                "stop_after stops one stage; run train-stage1 or train-stage2 for it",
+                field=f"{name}.stop_after",
+            )
+    check_stage(stage1, "stage1")
+    first = _train("stage1", stage1)
     if not first.get("adapter"):
         raise RuntimeError("stage 1 finished without an extracted adapter")
-    second_overrides = [*(stage2_overrides or []), f"model.adapter={first['adapter']}"]
-    second = _train("stage2", stage2_config, second_overrides, accelerate_config, nproc, None)
+    adapter = f"model.adapter={first['adapter']}"
+    second = _train("stage2", stage2.model_copy(update={"overrides": [*stage2.overrides, adapter]}))
     return {"stage1": first, "stage2": second}

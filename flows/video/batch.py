@@ -23,17 +23,20 @@ from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.runtime import progress, webhooks
-from flows.runtime.errors import InputError
+from flows.runtime.errors import InputError, failure
 from flows.runtime.settings import get_settings
+from flows.video.finish.template import render_template, template_variables
 from flows.video.inputs import check_option_paths, prepare_inputs
 from flows.video.options import JobOptions, check_out_folder, check_webhook, option_fields
-from flows.video.produce import error_line, produce_video
+from flows.video.produce import produce_video
 from storage import Job, JobStatus, atomic_write_text, session_scope
 
 OPTION_COLUMNS = option_fields()  # one column per job option, `out` included
 RESERVED = ("id", "script", "template", *OPTION_COLUMNS)
 _PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
-_PATH_KEYS = re.compile(r"^(avatar|audio)(\s*:\s*)(['\"]?)([^'\"#\n]+?)\3\s*$", re.MULTILINE)
+_PATH_KEYS = re.compile(
+    r"^(avatar|audio|brand|music)(\s*:\s*)(['\"]?)([^'\"#\n]+?)\3\s*$", re.MULTILINE
+)
 _ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -148,6 +151,15 @@ def fill_template(template: Path, variables: dict[str, str]) -> str:
     return text
 
 
+def jinja_template(path: str | None, source: str) -> str | None:
+    """The text of a `{{ name }}` template script (its values become the job's `variables`),
+    None for a plain script or a `{name}` template."""
+    if not path or not Path(path).is_file():
+        return None
+    text = Path(path).read_text(encoding="utf-8")
+    return text if re.search(r"\{\{\s*[A-Za-z_]", text) or "{%" in text else None
+
+
 def _absolute(path: str, base: Path) -> str:
     """A manifest path: absolute as given, else relative to the manifest's folder."""
     return str(Path(path) if Path(path).is_absolute() else base / path)
@@ -239,8 +251,21 @@ def prepare_rows(
     for n, item in enumerate(raw, start=1):
         values = {**defaults, **{k: v for k, v in item.items() if v is not None}}
         script, tmpl, names = _row_source(n, values, template, base, templates, source)
+        jinja = jinja_template(script or tmpl, source)  # a {{ name }} template: filled per job
+        if jinja is not None:
+            names = template_variables(jinja, file=script or tmpl)
+            taken = [v for v in names if v in RESERVED]
+            if taken:
+                raise InputError(
+                    f"the template's variable '{taken[0]}' is a reserved column (a job option); "
+                    "rename it in the template",
+                    file=script or tmpl,
+                    field=taken[0],
+                )
         _check_columns(n, values, names, tmpl, defaults, source)
-        row_id = str(values.get("id") or (Path(script).stem if script else f"row-{n}"))
+        row_id = str(
+            values.get("id") or (Path(script).stem if script and jinja is None else f"row-{n}")
+        )
         row_id = _ID.sub("-", row_id).strip("-") or f"row-{n}"
         out = values.get("out")
         out = (
@@ -258,15 +283,20 @@ def prepare_rows(
                     field="id",
                 )
             seen[key] = n
+        variables = {k: str(values[k]) for k in names}
+        options = _row_options(n, values, base, source)
+        if jinja is not None:  # the job fills it (`variables` option): checked here, before any row
+            render_template(jinja, variables, file=source, where=f"row {n}")
+            script, tmpl, options["variables"], variables = script or tmpl, None, variables, {}
         rows.append(
             BatchRow(
                 row=n,
                 id=row_id,
                 script=script,
                 template=tmpl,
-                variables={k: str(values[k]) for k in names},
+                variables=variables,
                 out=out,
-                options=_row_options(n, values, base, source),
+                options=options,
             )
         )
     return rows
@@ -381,7 +411,7 @@ def run_row(row: dict, out_root: str, defaults: dict[str, Any]) -> dict:
                 gpu_seconds=report.get("gpu_seconds"),
             )
     except Exception as exc:  # one bad row must not stop the others
-        result["error"] = error_line(exc)[:2000]
+        result["error"] = failure(exc).line
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 

@@ -1,9 +1,10 @@
 """Multi-GPU rendering: one segment on N GPUs with diffusers' context parallelism (Ulysses).
 
-`render_parallel` checks the degree, then launches `torchrun` with N processes running this
-module; each process joins a torch.distributed group (NCCL on GPUs, gloo on CPU), loads the
-ActAvatar pipeline on its own GPU and switches the transformer to
-`enable_parallelism(ContextParallelConfig(ulysses_degree=N))`; rank 0 writes the frames.
+`render_parallel` checks the degree (the renderer spec's `parallel.check`), then launches
+`torchrun` with N processes running this module; each process joins a torch.distributed group
+(NCCL on GPUs, gloo on CPU), loads the renderer on its own GPU with the spec's one loader and
+switches it to N ranks (`parallel.enable`: for ActAvatar the transformer's
+`enable_parallelism(ContextParallelConfig(ulysses_degree=N))`); rank 0 writes the frames.
 Ulysses splits attention heads across ranks and the frame-local audio attention needs whole
 latent frames per rank, so N must divide the transformer's heads (24 for Wan2.2-5B) and the
 segment's latent frames ((frames - 1) / 4 + 1).
@@ -24,42 +25,16 @@ from typing import Any
 
 from flows.runtime import gpu
 from flows.runtime.errors import InputError
-from flows.video.render import RenderJob, request_from_job
+from flows.video.render import request_from_job
+from flows.video.render_job import RenderJob
+from flows.video.renderers import (  # noqa: F401  (the Ulysses checks, re-exported)
+    RenderSetup,
+    check_ulysses,
+    get_renderer_spec,
+    latent_frames,
+    transformer_heads,
+)
 from flows.video.segments import SegmentSpec
-
-VAE_TEMPORAL_STRIDE = 4
-
-
-def latent_frames(num_frames: int) -> int:
-    """Wan VAE: 4k + 1 pixel frames -> k + 1 latent frames."""
-    return (num_frames - 1) // VAE_TEMPORAL_STRIDE + 1
-
-
-def check_ulysses(degree: int, heads: int, num_frames: int) -> None:
-    """Raise InputError unless `degree` splits the heads and the latent frames evenly."""
-    if degree < 1:
-        raise InputError(f"--gpus must be at least 1, got {degree}", field="gpus")
-    if heads % degree:
-        raise InputError(
-            f"--gpus {degree} does not divide the transformer's {heads} attention "
-            f"heads (Ulysses splits heads across GPUs)",
-            field="gpus",
-        )
-    frames = latent_frames(num_frames)
-    if frames % degree:
-        raise InputError(
-            f"--gpus {degree} does not divide the segment's {frames} latent frames "
-            f"({num_frames} frames); audio attention needs whole frames per GPU",
-            field="gpus",
-        )
-
-
-def transformer_heads(checkpoint: str) -> int:
-    """Attention heads from a saved pipeline's transformer config."""
-    cfg = Path(checkpoint) / "transformer" / "config.json"
-    if not cfg.is_file():
-        raise InputError(f"no transformer/config.json in {checkpoint}", field="checkpoint")
-    return int(json.loads(cfg.read_text())["num_attention_heads"])
 
 
 def free_port() -> int:
@@ -125,11 +100,13 @@ def launch(
 
 def render_parallel(spec: SegmentSpec, job: RenderJob, context: list[str], devices: list[str]):
     """Render one segment context-parallel on `devices` (uint8 frames, T x H x W x 3)."""
-    if not job.checkpoint:
+    parallel = get_renderer_spec(job.renderer).parallel
+    if parallel is None:
         raise InputError(
-            "multi-GPU rendering needs the actavatar renderer and a checkpoint", field="checkpoint"
+            f"the {job.renderer} renderer cannot split a segment over several GPUs",
+            field="renderer",
         )
-    check_ulysses(len(devices), transformer_heads(job.checkpoint), spec.render_frames)
+    parallel.check(job.checkpoint, spec.render_frames, len(devices))
     payload = {
         "kind": "render",
         "spec": spec.to_dict(),
@@ -166,29 +143,15 @@ def _selftest(rank: int, world: int) -> dict[str, Any]:
 
 def _render(rank: int, world: int, payload: dict[str, Any]):
     import torch
-    from diffusers import ContextParallelConfig
 
     if not torch.cuda.is_available():
         raise RuntimeError("context-parallel rendering needs CUDA")
-    from generator import ActAvatarPipeline  # noqa: F401  (fails early if the model is missing)
-    from generator.renderer_actavatar import load_actavatar_renderer
-
     job = RenderJob.model_validate(payload["job"])
     spec = SegmentSpec.from_dict(payload["spec"])
-    interval = job.sampling.get("guidance_interval")
-    renderer = load_actavatar_renderer(
-        job.checkpoint,
-        device=f"cuda:{rank}",
-        num_inference_steps=job.steps,
-        fast=bool(job.sampling.get("fast")),
-        step_cache=bool(job.sampling.get("step_cache")),
-        solver=job.sampling.get("solver"),
-        guidance_interval=tuple(interval) if interval else None,
-    )
-    renderer.pipeline.transformer.enable_parallelism(
-        config=ContextParallelConfig(ulysses_degree=world)
-    )
-    # The same request an in-process render builds, from the same JSON record.
+    renderer_spec = get_renderer_spec(job.renderer)
+    # The same loader and the same request an in-process render uses, from the same record.
+    renderer = renderer_spec.load(RenderSetup(job.checkpoint, f"cuda:{rank}", job.sampling))
+    renderer_spec.parallel.enable(renderer, world)
     return renderer.render(request_from_job(spec, job, payload["context"]))
 
 

@@ -6,6 +6,8 @@ each field with its description), and everything else that takes job options is 
 or checked against it by `tests/flows/test_options_contract.py`:
 
 - `avatar-flow run` has one `--option` per field (help text and default read from here);
+- `avatar-flow batch` has one per field but the per-row `out`, `plan` and `webhook` (its rows'
+  defaults, with the same help and defaults);
 - `Studio.produce` has one keyword argument per field;
 - a batch manifest's reserved columns are `id script template` plus the field names, and a row's
   cells are validated by this model;
@@ -14,24 +16,40 @@ or checked against it by `tests/flows/test_options_contract.py`:
 Adding an option: its one definition is a field here (type, default, `description=`, and a
 `field_validator` if it needs more than its type), listed in `NOT_IN_KEY` if it cannot change the
 video (like `force`). The Prefect form, the manifest columns, the row validation and the input key
-follow by themselves. The two typed signatures written by hand, `avatar-flow run` (whose help and
-default are read from the field) and `Studio.produce`, each get one line; the contract test fails
-until they do. Then read the value where the job uses it (`options.<name>`).
+follow by themselves. The typed signatures written by hand get one line each: its typer alias in
+`orchestrator/job_options.py` (help read from the field), `avatar-flow run` and `avatar-flow
+batch` (default read from the field; each also passes it to `JobOptions.parse`) and
+`Studio.produce`; the contract test fails until they do. Then read the value where the job uses it (`options.<name>`).
 
 Defaults that come from the environment (`checkpoint`, `steps`) are `None` here and filled by
 `resolved()`, so a run from the UI, the CLI and the SDK resolves them the same way.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from flows.runtime.contract import validation_input_error
 from flows.runtime.errors import InputError
+from flows.video.finish.settings import CAPTION_MODES, parse_loudness, parse_variables
+from flows.video.renderers import renderer_names
+from generator.sampling import SamplingRequest
+from planners.registry import planner_names
 
-RENDERERS = ("animatic", "actavatar")
+
+def _enum(names: Callable[[], tuple[str, ...]]) -> Callable[[dict[str, Any]], None]:
+    """A field's JSON-schema `enum`, read from a registry when the schema is built, so a
+    plugin's renderer or planner is a choice in the Prefect form too."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["enum"] = list(names())
+
+    return extra
+
+
 SOLVERS = ("unipc", "unipc-3", "dpm++2m", "euler")  # generator.sampling.SOLVERS (checked by a test)
-PLANNERS = ("rule", "mllm")
 # Options left out of the job's input key, so a job is found again whatever their values: those
 # that do not change the finished video, and `plan`, which makes a new plan version of the same
 # job (recorded in PlanVersion; a batch row with a plan always runs, its segments cached).
@@ -51,14 +69,15 @@ class JobOptions(BaseModel):
     )
     renderer: str = Field(
         "animatic",
-        description="animatic (CPU preview) or actavatar (the diffusion model, needs a "
-        "checkpoint).",
-        json_schema_extra={"enum": list(RENDERERS)},
+        description="Renderer: animatic (CPU preview), actavatar (the diffusion model, needs a "
+        "checkpoint), or one a plugin registers (entry-point group avatar_flow.renderers).",
+        json_schema_extra=_enum(renderer_names),
     )
     planner: str = Field(
         "rule",
-        description="rule (offline) or mllm (OpenAI-compatible endpoint from the environment).",
-        json_schema_extra={"enum": list(PLANNERS)},
+        description="Planner: rule (offline), mllm (OpenAI-compatible endpoint from the "
+        "environment), or one a plugin registers (entry-point group avatar_flow.planners).",
+        json_schema_extra=_enum(planner_names),
     )
     voice: str | None = Field(
         None, description="Override the script's voice: piper, piper:<voice>, openai:<voice>."
@@ -126,19 +145,57 @@ class JobOptions(BaseModel):
         None,
         description="URL POSTed an HMAC-signed JSON body when the job finishes or fails.",
     )
+    # Finishing (flows/video/finish): changing these re-runs only the finishing step.
+    variables: dict[str, str] | None = Field(
+        None,
+        description="Values for a template script's {{ name }} placeholders (CLI: --var "
+        "name=Ada, repeatable). Each filled script is its own job.",
+    )
+    brand: str | None = Field(
+        None,
+        description="Brand kit YAML (logo, intro/outro clips, lower third, music). Default: "
+        "the script's `brand:` key.",
+    )
+    music: str | None = Field(
+        None,
+        description="Background music file mixed under the speech and ducked while the speaker "
+        "talks. Default: the script's `music:` key, else the brand kit's.",
+    )
+    music_volume: float = Field(
+        -8.0,
+        description="Music level in the pauses, in dB relative to the speech (-40 to 0); it "
+        "ducks 15 dB further under words.",
+    )
+    loudness: str = Field(
+        "web",
+        description="Target loudness of the final mix (ITU-R BS.1770, true peak under -1 dBTP): "
+        "web or podcast (-16 LUFS), streaming (-14), broadcast (-23, EBU R128), a number of "
+        "LUFS, or off.",
+    )
+    burn_captions: str = Field(
+        "off",
+        description="Burn captions into the picture: off, lines, or words (the spoken word "
+        "highlighted). The SRT/VTT files are written either way.",
+        json_schema_extra={"enum": list(CAPTION_MODES)},
+    )
+    chapters: bool = Field(
+        True,
+        description="Chapters from the script's headings in the MP4 and as chapters.txt.",
+    )
 
     @field_validator("renderer")
     @classmethod
     def _known_renderer(cls, v: str) -> str:
-        if v not in RENDERERS:
-            raise ValueError(f"unknown renderer '{v}' (one of: {', '.join(RENDERERS)})")
+        names = renderer_names()
+        if v not in names:
+            raise ValueError(f"unknown renderer '{v}' (one of: {', '.join(names)})")
         return v
 
     @field_validator("planner")
     @classmethod
     def _known_planner(cls, v: str) -> str:
-        if v not in PLANNERS:
-            raise ValueError(f"unknown planner '{v}' (one of: {', '.join(PLANNERS)})")
+        if v not in planner_names():
+            raise ValueError(f"unknown planner '{v}' (one of: {', '.join(planner_names())})")
         return v
 
     @field_validator("segment_seconds")
@@ -205,6 +262,31 @@ class JobOptions(BaseModel):
             raise ValueError("plan must be the path of a plan.json file")
         return v
 
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _variables(cls, v: Any) -> Any:
+        return parse_variables(v)
+
+    @field_validator("music_volume")
+    @classmethod
+    def _music_volume(cls, v: float) -> float:
+        if not -40.0 <= v <= 0.0:
+            raise ValueError(f"music_volume must be between -40 and 0 dB, got {v}")
+        return v
+
+    @field_validator("loudness")
+    @classmethod
+    def _loudness(cls, v: str) -> str:
+        parse_loudness(v)
+        return v
+
+    @field_validator("burn_captions")
+    @classmethod
+    def _caption_mode(cls, v: str) -> str:
+        if v not in CAPTION_MODES:
+            raise ValueError(f"burn_captions must be one of {', '.join(CAPTION_MODES)}, got {v!r}")
+        return v
+
     @field_validator("webhook")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
@@ -232,6 +314,20 @@ class JobOptions(BaseModel):
         if self.steps is None:
             updates["steps"] = settings.render_steps
         return self.model_copy(update=updates) if updates else self
+
+    def sampling(self, default_steps: int = 40) -> SamplingRequest:
+        """The typed sampling request the renderer gets (steps, solver, guidance interval, step
+        cache, student): one frozen value, hashed into the render key, unpacked once by
+        `generator.sampling.resolve_sampling`."""
+        return SamplingRequest(
+            steps=self.steps or default_steps,
+            solver=self.solver,
+            guidance_interval=parse_interval(self.guidance_interval)
+            if self.guidance_interval
+            else None,
+            step_cache=self.step_cache,
+            fast=self.fast,
+        )
 
     def key_values(self) -> dict[str, Any]:
         """The options that change the video: hashed into the job's input key."""
@@ -274,8 +370,11 @@ def option_fields() -> tuple[str, ...]:
 
 
 def describe(name: str) -> str:
-    """A field's description: the help text of its CLI option."""
-    return JobOptions.model_fields[name].description or ""
+    """A field's description: the help text of its CLI option (with the registered choices
+    for the renderer and the planner, plugins included)."""
+    text = JobOptions.model_fields[name].description or ""
+    choices = {"renderer": renderer_names, "planner": planner_names}.get(name)
+    return f"{text} Installed: {', '.join(choices())}." if choices else text
 
 
 def default(name: str) -> Any:
@@ -286,20 +385,9 @@ def default(name: str) -> Any:
 def input_error(
     exc: ValidationError, *, file: str | None = None, row: int | None = None
 ) -> InputError:
-    """The first problem of a JobOptions validation error as one InputError line."""
-    err = exc.errors()[0]
-    field = str(err["loc"][0]) if err.get("loc") else None
-    if err.get("type") == "value_error" and "error" in err.get("ctx", {}):
-        message = str(err["ctx"]["error"])
-    elif err.get("type") == "extra_forbidden":
-        message = f"unknown option '{field}' (one of: {', '.join(option_fields())})"
-    elif err.get("type", "").startswith(("float_", "int_")):
-        message = f"'{err.get('input')}' is not a number"
-    else:
-        message = f"{err['msg'].lower()}, got {err.get('input')!r}"
-    if row is not None:
-        message = f"row {row}: {message}"
-    return InputError(message, file=file, field=field)
+    """The first problem of a JobOptions validation error as one InputError line (the rule
+    every contract shares: `flows.runtime.contract`)."""
+    return validation_input_error(exc, fields=option_fields(), file=file, row=row)
 
 
 def default_out_dir(script: str | Path, input_key: str, settings: Any) -> Path:

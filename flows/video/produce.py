@@ -25,7 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from flows.runtime import gpu, progress, webhooks
-from flows.runtime.errors import InputError, PlannerFallback, disk_full_names
+from flows.runtime.errors import MAX_LINE, InputError, PlannerFallback, disk_full_names, failure
 from flows.runtime.joblog import job_log
 from flows.runtime.records import (
     fail_jobs_of_run,
@@ -39,11 +39,13 @@ from flows.runtime.records import (
 )
 from flows.runtime.settings import Settings, get_settings
 from flows.video.captions import write_srt, write_vtt
+from flows.video.finish.step import finish_outputs, record_finishing
 from flows.video.given_plan import check_given_plan, read_plan_file
 from flows.video.inputs import JobInputs, prepare_inputs
 from flows.video.media import concat_and_mux
 from flows.video.options import JobOptions
-from flows.video.render import RenderJob, renderer_overlap
+from flows.video.render_job import RenderJob
+from flows.video.renderers import get_renderer_spec
 from flows.video.segments import SegmentSpec, plan_segments
 from flows.video.steps import (
     content_key,
@@ -58,7 +60,7 @@ from flows.video.steps import (
     words_step,
 )
 from flows.video.timeline import draw_timeline
-from planners import plan_cacheable
+from planners import get_planner_spec
 from planners.schema import Plan, PlanConstraints, PlanRequest, Transcript
 from storage import JobStatus, atomic_copy, atomic_write_text, check_database
 
@@ -94,10 +96,9 @@ def plan_request(
 
 
 def planner_cache_key(planner: str, request: PlanRequest) -> str:
-    """Content hash of transcript, image, constraints and model: never run ids or secrets."""
-    from planners import MLLMSettings, plan_cache_key
-
-    return plan_cache_key(request, MLLMSettings() if planner == "mllm" else None)
+    """Content hash of transcript, image, constraints and model (the planner spec's cache
+    identity): never run ids or secrets."""
+    return get_planner_spec(planner).cache_identity(request)
 
 
 def prepare_plan(
@@ -152,7 +153,9 @@ def prepare_plan(
     replan = {"refresh_cache": True} if inputs.options.replan else refresh
     state = plan_step.with_options(**replan)(**args, return_state=True)
     plan_data = state.result()
-    if state.name == "Cached" and not plan_cacheable(Plan.model_validate(plan_data)):
+    if state.name == "Cached" and not get_planner_spec(planner).cacheable(
+        Plan.model_validate(plan_data)
+    ):
         # Only real answers are served from the cache: a fallback because the server was down,
         # slow or refused the format is recorded with its job, and asked again next time.
         plan_data = plan_step.with_options(refresh_cache=True)(**args)
@@ -214,6 +217,7 @@ class Rendered:
     rendered: int  # segments rendered now (the others came from the cache)
     evaluations: list[int] = field(default_factory=list)  # model evaluations per clip
     samplers: list[str] = field(default_factory=list)  # which model rendered (teacher/student)
+    shas: list[str] = field(default_factory=list)  # the clips' content hashes (finishing's key)
 
 
 def open_job_run(inputs: JobInputs, settings: Settings) -> JobRun:
@@ -240,21 +244,6 @@ def open_job_run(inputs: JobInputs, settings: Settings) -> JobRun:
     return JobRun(id=job_id, db=settings.db_url, out_dir=out_dir)
 
 
-def sampling_options(o: JobOptions) -> dict[str, Any]:
-    """The job's fast-sampling options for the renderer (empty: the reference sampler)."""
-    from flows.video.options import parse_interval
-
-    opts: dict[str, Any] = {
-        "fast": o.fast,
-        "solver": o.solver,
-        "guidance_interval": list(parse_interval(o.guidance_interval))
-        if o.guidance_interval
-        else None,
-        "step_cache": o.step_cache,
-    }
-    return {k: v for k, v in opts.items() if v}
-
-
 def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
     """Speech, words and plan (recorded), then the segments and the render-job record."""
     s, o = inputs.script, inputs.options
@@ -265,7 +254,7 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
     record_plan(run.db, run.id, plan, plan_key, trace)
     version = record_plan_version(run.db, run.id, plan, source="cli" if o.plan else "planner")
     set_status(run.db, run.id, JobStatus.planned, duration=transcript.duration)
-    overlap = renderer_overlap(o.renderer, o.continuity)
+    overlap = get_renderer_spec(o.renderer).overlap(o.continuity)
     specs = plan_segments(
         transcript.words,
         transcript.duration,
@@ -279,7 +268,6 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
     render_job = RenderJob(
         renderer=o.renderer,
         checkpoint=o.checkpoint,
-        steps=o.steps or settings.render_steps,
         analysis=speech["analysis"],
         transcript=transcript,
         plan=plan,
@@ -291,7 +279,7 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
         cuts=tuple(sp.end for sp in specs[:-1]),
         title=s.title,
         continuity_frames=overlap,
-        sampling=sampling_options(o),
+        sampling=o.sampling(settings.render_steps),
     )
     return Planned(speech, transcript, plan, specs, render_job, version)
 
@@ -300,13 +288,14 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
     """Render every segment in order; cached segments are reused, missing files re-rendered."""
     job = planned.render_job
     set_status(run.db, run.id, JobStatus.rendering)
-    renderer_id = renderer_identity(job.renderer, job.checkpoint, job.steps, job.sampling)
+    renderer_id = renderer_identity(job)
     job_data = job.model_dump(mode="json")
     refresh = {"refresh_cache": True} if inputs.options.force else {}
     total = len(planned.specs)
     rendered, clips, context, prev_sha = 0, [], [], None
     evaluations: list[int] = []
     samplers: list[str] = []
+    shas: list[str] = []
     progress.emit("render", 0, total)
     for sp in planned.specs:
         key = render_key(
@@ -333,13 +322,14 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
             seconds=None if was_cached else result["seconds"],
         )
         clips.append(Path(result["path"]))
+        shas.append(result["sha256"])
         if result.get("evaluations") is not None:
             evaluations.append(int(result["evaluations"]))
         if result.get("sampler"):
             samplers.append(str(result["sampler"]))
         context, prev_sha = result["tail"], result["sha256"]
         progress.emit("render", sp.index + 1, total, "cached" if was_cached else "rendered")
-    return Rendered(clips, rendered, evaluations, samplers)
+    return Rendered(clips, rendered, evaluations, samplers, shas)
 
 
 def write_outputs(
@@ -395,6 +385,15 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
         cuts=list(planned.render_job.cuts),
         title=inputs.script.title,
     )
+    finishing = finish_outputs(
+        inputs,
+        paths=paths,
+        clip_shas=rendered.shas,
+        speech=planned.speech,
+        transcript=transcript,
+        force=inputs.options.force,
+    )
+    record_finishing(run.db, run.id, finishing)
     hashes = record_assets(run.db, run.id, paths)
     set_status(run.db, run.id, JobStatus.done, duration=transcript.duration)
     progress.emit("stitch", 1, 1)
@@ -423,24 +422,20 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
         "evaluations_per_clip": (
             sum(rendered.evaluations) / len(rendered.evaluations) if rendered.evaluations else None
         ),
-        "sampling": planned.render_job.sampling,
+        "sampling": planned.render_job.sampling.active(),
         "sampler": sorted(set(rendered.samplers)),
+        # brand, music, measured loudness, chapters, the template and its values
+        "finishing": finishing,
     }
     _publish_artifact(report, plan)
     progress.emit("done", 1, 1)
     return report
 
 
-def error_line(exc: BaseException) -> str:
-    """How a failure is written on the job, the batch report and the terminal: an input error
-    as its own one line, anything else prefixed with its type."""
-    return str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-
-
 def interruption(state: Any, exc: Any) -> str | None:
     """How a run was stopped from outside, or None: a Prefect cancel, SIGTERM (Prefect's
     TerminationSignal) or Ctrl-C (KeyboardInterrupt)."""
-    if state.is_cancelled() or state.is_cancelling():
+    if any(getattr(state, name, lambda: False)() for name in ("is_cancelled", "is_cancelling")):
         return "cancelled"
     sig = getattr(exc, "signal", None)
     if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal":
@@ -457,11 +452,13 @@ def record_failure(flow: Any, flow_run: Any, state: Any) -> None:
         exc = state.result(raise_on_failure=False)
     except BaseException as e:  # a crashed run's result may itself raise
         exc = e
-    error = error_line(exc) if isinstance(exc, BaseException) else (state.message or state.name)
+    error = failure(exc).line if isinstance(exc, BaseException) else (state.message or state.name)
     stopped = interruption(state, exc)
     status = JobStatus.cancelled if stopped else JobStatus.failed
     with contextlib.suppress(Exception):  # the hook must not mask the run's own failure
-        fail_jobs_of_run(get_settings().db_url, str(flow_run.id), (stopped or error)[:2000], status)
+        fail_jobs_of_run(
+            get_settings().db_url, str(flow_run.id), (stopped or error)[:MAX_LINE], status
+        )
 
 
 @flow(

@@ -1,17 +1,17 @@
-"""Renderer dispatch: one loaded renderer per worker process, the render-job record, and the
-per-segment request built from it (the same way in-process and in a torchrun worker)."""
+"""Renderer dispatch: one loaded renderer per worker process (through its registered spec,
+`flows.video.renderers`), and the per-segment request built from the render-job record (the
+same way in-process and in a torchrun worker)."""
 
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict
 
 from flows.video.avatar import load_avatar
-from flows.video.options import RENDERERS
+from flows.video.render_job import RenderJob, segment_timeline
+from flows.video.renderers import RenderSetup, get_renderer_spec
 from flows.video.segments import SegmentSpec
 from flows.video.speech import read_wav
 from generator.render_types import (
@@ -21,50 +21,18 @@ from generator.render_types import (
     RenderRequest,
     StructuredPrompt,
 )
-from planners.schema import Plan, Transcript, Word
+from planners.schema import Plan, Word
 
 _lock = threading.Lock()
 
 
-def renderer_overlap(name: str, continuity_frames: int = 1) -> int:
-    """Frames a renderer repeats from the previous segment's tail (0 = no continuity needed)."""
-    return 0 if name == "animatic" else continuity_frames
-
-
 @lru_cache(maxsize=2)
-def get_renderer(
-    name: str,
-    checkpoint: str | None = None,
-    device: str | None = None,
-    steps: int = 40,
-    sampling: tuple[tuple[str, Any], ...] = (),
-) -> Renderer:
-    """Load a renderer once per process (the ActAvatar pipeline is expensive to load).
-    `sampling`: the job's fast-sampling options as sorted (name, value) pairs (hashable)."""
+def get_renderer(name: str, setup: RenderSetup = RenderSetup()) -> Renderer:  # noqa: B008
+    """Load a renderer once per process and setup (the ActAvatar pipeline is expensive to
+    load), through its spec's one loader (the torchrun worker uses the same)."""
+    spec = get_renderer_spec(name)
     with _lock:
-        if name == "animatic":
-            from generator.animatic import AnimaticRenderer
-
-            return AnimaticRenderer()
-        if name == "actavatar":
-            if not checkpoint:
-                raise ValueError(
-                    "the actavatar renderer needs --checkpoint DIR (or AVATAR_FLOW_CHECKPOINT)"
-                )
-            from generator.renderer_actavatar import load_actavatar_renderer
-
-            opts = dict(sampling)
-            interval = opts.get("guidance_interval")
-            return load_actavatar_renderer(
-                checkpoint,
-                device=device,
-                num_inference_steps=steps,
-                fast=bool(opts.get("fast")),
-                step_cache=bool(opts.get("step_cache")),
-                solver=opts.get("solver"),
-                guidance_interval=tuple(interval) if interval else None,
-            )
-        raise ValueError(f"unknown renderer '{name}' (one of: {', '.join(RENDERERS)})")
+        return spec.load(setup)
 
 
 def slice_audio(audio: np.ndarray, rate: int, start: float, seconds: float) -> np.ndarray:
@@ -76,18 +44,6 @@ def slice_audio(audio: np.ndarray, rate: int, start: float, seconds: float) -> n
     if hi > lo:
         out[lo - i0 : hi - i0] = audio[lo:hi]
     return out
-
-
-def segment_timeline(phases: list, start: float, end: float) -> list[PromptPhase]:
-    """The phases the animatic's timeline bar shows for a render window: those overlapping it.
-
-    Only the segment's own phases are drawn (on the whole-video bar, at their times), so a
-    segment's pixels depend on nothing planned elsewhere: an edited phase re-renders only the
-    segments it touches, and the stitched preview never shows a stale bar.
-    """
-    return [
-        PromptPhase(p.action, p.start, p.end) for p in phases if p.end > start and p.start < end
-    ]
 
 
 def build_request(
@@ -138,39 +94,6 @@ def build_request(
         timeline_cuts=cuts,
         title=title,
     )
-
-
-class RenderJob(BaseModel):
-    """What every segment of one job renders with, besides its own spec and continuity frames.
-
-    Frozen and JSON-able: the same record is the render task's parameter, part of the segment
-    cache key, and the payload of a context-parallel torchrun launch.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    renderer: str
-    checkpoint: str | None
-    steps: int
-    analysis: str  # the 16 kHz speech WAV
-    transcript: Transcript
-    plan: Plan
-    avatar: str | None  # None: the built-in avatar
-    width: int
-    height: int
-    seed: int
-    duration: float
-    cuts: tuple[float, ...]
-    title: str
-    continuity_frames: int
-    # fast sampling (issue 12): fast, solver, guidance_interval [lo, hi], step_cache
-    sampling: dict[str, Any] = {}
-
-    def sampling_key(self) -> tuple[tuple[str, Any], ...]:
-        """The sampling options as the hashable argument of `get_renderer`."""
-        return tuple(
-            sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in self.sampling.items())
-        )
 
 
 def request_from_job(spec: SegmentSpec, job: RenderJob, context: list[str]) -> RenderRequest:

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from flows.runtime.errors import InputError
+from flows.video.finish.template import is_template, render_template
 from planners.schema import Cue, Scene
 
 FRONT_MATTER_KEYS: dict[str, str] = {
@@ -39,6 +40,8 @@ FRONT_MATTER_KEYS: dict[str, str] = {
     "seed": "random seed",
     "language": "spoken language code",
     "segment_seconds": "longest segment in seconds",
+    "brand": "path of a brand kit YAML (logo, intro/outro, lower third, music)",
+    "music": "path of background music, ducked under the speech",
 }
 DEFAULT_RESOLUTION = (1280, 704)
 DEFAULT_FPS = 25
@@ -71,6 +74,11 @@ class Script:
     language: str
     segment_seconds: float | None
     meta: dict[str, Any] = field(default_factory=dict)
+    brand: Path | None = None
+    music: Path | None = None
+    # A template script: its own hash and the values it was filled with (the job records both).
+    template_sha: str | None = None
+    variables: dict[str, str] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -176,8 +184,13 @@ def _clean_line(line: str) -> str:
     return line.replace(">", " ") if line.lstrip().startswith(">") else line
 
 
-def parse_script(path: str | Path) -> Script:
-    """Read and validate a script; raises `InputError` naming the file/line/field."""
+def parse_script(
+    path: str | Path, variables: dict[str, str] | None = None, where: str = "variables"
+) -> Script:
+    """Read and validate a script; raises `InputError` naming the file/line/field.
+
+    A script with `{{ name }}` placeholders is a template: `variables` fill it (sandboxed, see
+    `flows.video.finish.template`) before it is parsed; `where` names their source in errors."""
     path = Path(path)
     spath = str(path)
     if not path.is_file():
@@ -186,6 +199,10 @@ def parse_script(path: str | Path) -> Script:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read script: {exc}", file=spath) from None
+    template_sha = None
+    if variables or is_template(text):
+        template_sha = hashlib.sha256(text.encode()).hexdigest()
+        text = render_template(text, variables, file=spath, where=where)
     meta, body, body_line = _split_front_matter(text, spath)
     key_line = _key_lines(text)
     options = list(FRONT_MATTER_KEYS)
@@ -283,6 +300,10 @@ def parse_script(path: str | Path) -> Script:
         language=str(meta.get("language", "en")),
         segment_seconds=float(seg) if seg is not None else None,
         meta=dict(meta),
+        brand=rel("brand"),
+        music=rel("music"),
+        template_sha=template_sha,
+        variables=dict(sorted((variables or {}).items())) if template_sha else {},
     )
 
 

@@ -28,13 +28,11 @@ def max_content_frames(max_seconds: float, fps: int, overlap: int) -> int:
 
 @dataclass(frozen=True)
 class SegmentPhase:
-    """A phase on the segment's own clock (seconds and normalised to the render)."""
+    """A phase on the segment's own clock (seconds from the render's first frame)."""
 
     action: str
     start: float
     end: float
-    start_norm: float
-    end_norm: float
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,6 @@ def _words_in(words: list[Word], t0: float, t1: float) -> tuple[int | None, int 
 def retime_phases(
     phases: list[Phase],
     render_start: float,
-    render_seconds: float,
     seg_start: float,
     seg_end: float,
 ) -> tuple[SegmentPhase, ...]:
@@ -129,15 +126,7 @@ def retime_phases(
         if e - s <= 1e-6:
             continue
         ls, le = s - render_start, e - render_start
-        out.append(
-            SegmentPhase(
-                p.action,
-                round(ls, 4),
-                round(le, 4),
-                round(ls / render_seconds, 4),
-                round(le / render_seconds, 4),
-            )
-        )
+        out.append(SegmentPhase(p.action, round(ls, 4), round(le, 4)))
     return tuple(out)
 
 
@@ -180,9 +169,7 @@ def plan_segments(
                 first_word=fw,
                 last_word=lw,
                 base=base,
-                phases=retime_phases(
-                    plan.phases, render_start, render_frames / fps, start_s, end_s
-                ),
+                phases=retime_phases(plan.phases, render_start, start_s, end_s),
             )
         )
         first = end_frame

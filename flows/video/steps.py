@@ -21,13 +21,9 @@ from flows.runtime.settings import get_settings
 from flows.video.inputs import PIPELINE_VERSION
 from flows.video.media import encode_frames
 from flows.video.multigpu import render_parallel
-from flows.video.render import (
-    RenderJob,
-    get_renderer,
-    request_from_job,
-    save_tail,
-    segment_timeline,
-)
+from flows.video.render import get_renderer, request_from_job, save_tail
+from flows.video.render_job import RenderJob
+from flows.video.renderers import RenderSetup, get_renderer_spec
 from flows.video.segments import SegmentSpec
 from flows.video.speech import prepare_speech, read_wav
 from flows.video.words import transcribe
@@ -142,10 +138,9 @@ def words_step(
 
 
 def make_planner(name: str) -> planners.Planner:
-    """The rule planner, or the MLLM planner with the endpoint memory in the database and its
-    streamed tokens shown on the plan progress line."""
-    if name != "mllm":
-        return planners.get_planner(name)
+    """A planner by its registered name, given the pipeline's runtime: endpoint memory in the
+    database and streamed tokens on the plan progress line (planners that do not talk to an
+    endpoint ignore both)."""
     from flows.runtime.llm_endpoints import DatabaseCapabilityStore
 
     def on_tokens(p: planners.Progress) -> None:
@@ -153,18 +148,20 @@ def make_planner(name: str) -> planners.Planner:
             "plan",
             0,
             1,
-            f"mllm {p.kind}: {p.tokens} tokens, {p.seconds:.0f} s ({p.budget_left:.0f} s left)",
+            f"{name} {p.kind}: {p.tokens} tokens, {p.seconds:.0f} s ({p.budget_left:.0f} s left)",
         )
 
-    store = DatabaseCapabilityStore(get_settings().db_url)
-    return planners.get_planner(name, capabilities=store, on_progress=on_tokens)
+    runtime = planners.PlannerRuntime(
+        capabilities=DatabaseCapabilityStore(get_settings().db_url), on_progress=on_tokens
+    )
+    return planners.get_planner(name, runtime)
 
 
 @task(name="plan", **CACHED, retries=1, retry_condition_fn=retry_unless_input_error)
 def plan_step(key: str, request: dict, planner: str) -> dict:
     """Plan (the MLLM planner falls back to the rules on its own, never raises for it). A
     fallback for a temporary reason is cached here like any result but never served:
-    `prepare_plan` re-plans when the cache hands one back (planners.plan_cacheable)."""
+    `prepare_plan` re-plans when the cache hands one back (the planner spec's `cacheable`)."""
     progress.emit("plan", 0, 1, planner)
     plan = make_planner(planner).plan(PlanRequest.model_validate(request))
     progress.emit("plan", 1, 1)
@@ -186,27 +183,27 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
     settings = get_settings()
     seg = SegmentSpec.from_dict(spec)
     render_job = RenderJob.model_validate(job)
+    renderer_spec = get_renderer_spec(render_job.renderer)
     # A CUDA render holds its GPU(s) (one render per GPU across processes and machines);
-    # the CPU animatic takes no slot. AVATAR_FLOW_GPUS > 1: context-parallel under torchrun.
-    devices = gpu.render_devices(render_job.renderer, settings.device)
+    # a CPU renderer takes no slot. AVATAR_FLOW_GPUS > 1: context-parallel under torchrun.
+    devices = gpu.render_devices(
+        renderer_spec.uses_gpu, settings.device, parallel=renderer_spec.parallel is not None
+    )
+    stats: dict[str, Any] = {}
+    note: str | None = None
     with gpu.gpu_slots(devices) as clock:
         if len(devices) > 1:
             frames = render_parallel(seg, render_job, context, devices)
         else:
-            renderer = get_renderer(
-                render_job.renderer,
-                render_job.checkpoint,
-                settings.device,
-                render_job.steps,
-                render_job.sampling_key(),
-            )
+            setup = RenderSetup(render_job.checkpoint, settings.device, render_job.sampling)
+            renderer = get_renderer(render_job.renderer, setup)
             request = request_from_job(seg, render_job, context)
             frames = gpu.render_with_offload_fallback(
                 renderer, request, devices[0] if devices else None
             )
+            stats, note = dict(renderer.last_stats or {}), renderer.model_note
     seconds = clock.wall
     gpu.charge(clock.gpu_seconds)
-    stats = {} if len(devices) > 1 else dict(getattr(renderer, "last_stats", {}) or {})
     expected = (seg.render_frames, render_job.height, render_job.width, 3)
     if tuple(frames.shape) != expected or frames.dtype != np.uint8:
         raise RuntimeError(
@@ -230,7 +227,7 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
         "gpu_seconds": clock.gpu_seconds,
         # model evaluations of this clip (a guided step counts 3) and which model rendered
         "evaluations": stats.get("evaluations"),
-        "sampler": getattr(renderer, "model_note", None) if len(devices) <= 1 else None,
+        "sampler": note,
     }
 
 
@@ -244,9 +241,9 @@ def render_key(
 ) -> str:
     """Everything that changes this segment's pixels, and nothing else.
 
-    A diffusion render depends on its own audio window, prompt and continuity input; the
-    animatic also draws captions and a timeline bar (the segment's own phases, the cuts), so
-    those count for it only.
+    A diffusion render depends on its own audio window, prompt and continuity input; a renderer
+    that draws more (the animatic's captions and timeline bar) adds it through its spec's
+    `key_parts`.
     """
     parts: dict[str, Any] = {
         "spec": sp.to_dict(),
@@ -256,31 +253,10 @@ def render_key(
         "avatar": avatar_sha,
         "previous": prev_sha if sp.overlap else None,
     }
-    if job.renderer == "animatic":
-        t0, t1 = sp.render_start, sp.render_start + sp.render_frames / sp.fps
-        parts["captions"] = [
-            (w.word, w.start, w.end) for w in job.transcript.words if w.end > t0 and w.start < t1
-        ]
-        parts["timeline"] = [
-            (p.text, p.start, p.end) for p in segment_timeline(job.plan.phases, t0, t1)
-        ]
-        parts["cuts"], parts["duration"], parts["title"] = list(job.cuts), job.duration, job.title
+    parts.update(get_renderer_spec(job.renderer).key_parts(job, sp))
     return content_key("render", renderer_id, parts)
 
 
-def renderer_identity(
-    renderer: str, checkpoint: str | None, steps: int, sampling: dict[str, Any] | None = None
-) -> str:
-    """What identifies a renderer's output: the checkpoint's index hash and steps for ActAvatar,
-    plus the fast-sampling options and the sampling.json they read (student, calibration)."""
-    if renderer == "actavatar" and checkpoint:
-        index = Path(checkpoint) / "model_index.json"
-        ident = f"actavatar:{sha256_file(index)}:{Path(checkpoint).resolve()}:steps={steps}"
-        opts = {k: v for k, v in (sampling or {}).items() if v}
-        if opts:
-            ident += ":" + json.dumps(opts, sort_keys=True)
-            cal = Path(checkpoint) / "sampling.json"
-            if cal.is_file():
-                ident += f":{sha256_file(cal)}"
-        return ident
-    return f"{renderer}:v1"
+def renderer_identity(job: RenderJob) -> str:
+    """What identifies a job's renderer output (its spec's identity: checkpoint, sampling)."""
+    return get_renderer_spec(job.renderer).render_identity(job.checkpoint, job.sampling)

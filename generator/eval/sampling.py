@@ -42,64 +42,48 @@ def sample_clips(model: Any, batch: dict[str, Any], options: SamplerOptions) -> 
     `num_clean` frames are read), `text` (B, S, D), `audio` (B, F_video, L, C) or None,
     `phase_ids` (B, S) or None, `phase_windows` (B, R, 2) or None, and for guidance
     `negative_text` / `negative_phase_ids`. Returns the sampled latents (B, C, F, H, W)."""
-    from generator.pipeline_actavatar import denoise, guided_velocity
+    from generator.pipeline_actavatar import Conditioning, Guidance, denoise, guided_velocity
+    from generator.prompting import unconditional_phase_ids
 
     cond = batch["latents"]
     b, _, f, h, w = cond.shape
     gen = torch.Generator().manual_seed(options.seed)
     x = torch.randn(cond.shape, generator=gen)
+    ids = batch.get("phase_ids")
+    inputs = Conditioning(
+        prompt_embeds=batch["text"],
+        phase_ids=ids,
+        negative_prompt_embeds=batch.get("negative_text", torch.zeros_like(batch["text"][:1])),
+        negative_phase_ids=batch.get(
+            "negative_phase_ids",
+            None if ids is None else unconditional_phase_ids(1, ids.shape[1]),
+        ),
+        audio_embeds=batch.get("audio"),
+        phase_windows=batch.get("phase_windows"),
+    )
+    guidance = Guidance(options.text_scale, options.audio_scale, interval=options.guidance_interval)
     if options.solver is not None:
-        from generator.prompting import unconditional_phase_ids
         from generator.sampling import make_scheduler
 
-        windows = batch.get("phase_windows")
-        ids = batch.get("phase_ids")
         out, _ = denoise(
             model,
             make_scheduler(options.solver, {"flow_shift": options.flow_shift}),
             x,
             cond[:, :, : options.num_clean],
-            options.num_clean,
-            batch["text"],
-            ids,
-            batch.get("negative_text", torch.zeros_like(batch["text"][:1])),
-            batch.get(
-                "negative_phase_ids",
-                None if ids is None else unconditional_phase_ids(1, ids.shape[1]),
-            ),
-            batch.get("audio"),
-            options.text_scale,
-            options.audio_scale,
+            inputs,
+            guidance,
             options.steps,
-            guidance_interval=options.guidance_interval,
             step_cache=options.step_cache,
-            model_kwargs=None if windows is None else {"phase_windows": windows},
         )
         return out
     mask = clean_frame_mask(f, options.num_clean, b)
     _, ph, pw = model.config.patch_size
     tpf = (h // ph) * (w // pw)
-    windows = batch.get("phase_windows")
-    extra = {"phase_windows": windows} if windows is not None else None
-    neg = batch.get("negative_text", torch.zeros_like(batch["text"]))
-    neg_ids = batch.get("negative_phase_ids")
     grid = torch.linspace(1.0, 0.0, options.steps + 1)
     for i in range(options.steps):
         t, t_next = grid[i], grid[i + 1]
         x = compose_clean_latents(x, cond, options.num_clean)
         ts = token_timesteps(t.expand(b) * 1000.0, mask, tpf)
-        v = guided_velocity(
-            model,
-            x,
-            ts,
-            batch["text"],
-            batch.get("phase_ids"),
-            neg,
-            neg_ids,
-            batch.get("audio"),
-            options.text_scale,
-            options.audio_scale,
-            model_kwargs=extra,
-        )
+        v = guided_velocity(model, x, ts, inputs, guidance)
         x = x + (t_next - t) * v.float()
     return compose_clean_latents(x, cond, options.num_clean)

@@ -10,7 +10,8 @@ import json
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The trainer's command line (what the training flows launch)."""
     parser = argparse.ArgumentParser(prog="python -m generator.train", description=__doc__)
     parser.add_argument("config", help="training YAML (see generator/train/configs/)")
     parser.add_argument(
@@ -27,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="stop after this many steps (checkpointed), as if preempted",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from generator.train.config import ConfigError, load_config
 

@@ -179,14 +179,9 @@ class DistillTrainer(Trainer):
             out.append(int(torch.randint(self.cfg.distill.student_steps, (1,), generator=g)))
         return torch.tensor(out, dtype=torch.long)
 
-    def _model_kwargs(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Extra conditioning the batch carries for the transformer (time-aware phases)."""
-        windows = batch.get("phase_windows")
-        return {} if windows is None else {"phase_windows": windows}
-
     def teacher_velocity(self, batch: dict[str, Any], x: torch.Tensor, sigma: torch.Tensor):
         from generator.conditioning import clean_frame_mask, token_timesteps
-        from generator.pipeline_actavatar import guided_velocity
+        from generator.pipeline_actavatar import Conditioning, Guidance, guided_velocity
 
         d = self.cfg.distill
         b, _, f, h, w = x.shape
@@ -195,20 +190,16 @@ class DistillTrainer(Trainer):
         ts = token_timesteps(sigma.float() * 1000.0, mask, tpf)
         neg, neg_ids = self.negative
         ids = batch["phase_ids"]
-        return guided_velocity(
-            self.teacher,
-            x,
-            ts,
-            batch["prompt_embeds"].float(),
-            ids,
-            neg,
-            None if ids is None else neg_ids,
-            batch["audio"].float(),
-            d.guidance_scale,
-            d.audio_guidance_scale,
-            batched=d.teacher_batched,
-            model_kwargs=self._model_kwargs(batch),
+        cond = Conditioning(
+            prompt_embeds=batch["prompt_embeds"].float(),
+            phase_ids=ids,
+            negative_prompt_embeds=neg,
+            negative_phase_ids=None if ids is None else neg_ids,
+            audio_embeds=batch["audio"].float(),
+            phase_windows=batch.get("phase_windows"),
         )
+        guidance = Guidance(d.guidance_scale, d.audio_guidance_scale, batched=d.teacher_batched)
+        return guided_velocity(self.teacher, x, ts, cond, guidance)
 
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         from generator.train.losses import noisy_inputs
@@ -243,8 +234,8 @@ class DistillTrainer(Trainer):
                 batch["prompt_embeds"].float(),
                 audio_embeds=batch["audio"].float(),
                 phase_ids=batch["phase_ids"],
+                phase_windows=batch.get("phase_windows"),
                 return_dict=False,
-                **self._model_kwargs(batch),
             )[0]
         err = (pred.float() - target.float()) ** 2
         weight = mask[:, None, :, None, None].expand_as(err)

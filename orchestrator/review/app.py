@@ -9,6 +9,8 @@ Routes (JSON unless said otherwise):
     POST /api/save              an edit -> a new plan version (409 when started from a stale one)
     GET  /api/versions[/{n}]    every version with who/when/diff; one version's plan
     POST /api/preview           re-render a version with the animatic (in this process)
+    POST /api/finish            preview the finishing (brand, music, loudness, captions) on the
+                                animatic: only finishing runs, every segment is reused
     POST /api/render            final render (Prefect deployment when a server is configured)
     POST /api/propose           ask the MLLM planner for a proposal (whole job or one phase)
     GET  /api/runs/{id}         progress and result of a preview, render or proposal
@@ -22,12 +24,14 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from flows.runtime.errors import InputError
+from flows.video.renderers import get_renderer_spec, preview_renderer, renderer_names
 from orchestrator.review import proposals, runs
 from orchestrator.review.editing import check_edit, edit_to_data, segment_specs
-from orchestrator.review.job import ReviewJob
+from orchestrator.review.job import FINISH_PREVIEW_DIR, ReviewJob
 from planners.schema import DEFAULT_ACTION_VOCABULARY, Plan
 from storage import atomic_write_text
 from storage.plan_versions import (
@@ -63,10 +67,33 @@ class PreviewRequest(BaseModel):
     version: int
 
 
+class Finishing(BaseModel):
+    """The finishing panel: the job options finishing reads (flows/video/finish)."""
+
+    brand: str | None = None
+    music: str | None = None
+    music_volume: float = -8.0
+    loudness: str = "web"
+    burn_captions: str = "off"
+    chapters: bool = True
+
+
+class FinishRequest(Finishing):
+    version: int
+
+
 class RenderRequest(BaseModel):
     version: int
     renderer: str = "actavatar"
     checkpoint: str | None = None
+    finishing: Finishing | None = None
+
+    @field_validator("renderer")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in renderer_names():
+            raise ValueError(f"unknown renderer '{v}' (one of: {', '.join(renderer_names())})")
+        return v
 
 
 class ProposeRequest(Edit):
@@ -159,8 +186,12 @@ def create_app(job: ReviewJob, *, allowed_hosts: list[str] | None = None) -> Fas
             "llm_configured": proposals.llm_configured(),
             "prefect_server": runs.prefect_server_configured(),
             "renderer": job.renderer,
+            "renderers": list(renderer_names()),  # the final render's choices, plugins included
             "checkpoint": job.options.get("checkpoint"),
             "final_video": "/media/final/video.mp4" if job.served_path("final/video.mp4") else None,
+            "finishing": {
+                k: job.options.get(k, v.default) for k, v in Finishing.model_fields.items()
+            },
         }
 
     @app.post("/api/validate")
@@ -224,23 +255,45 @@ def create_app(job: ReviewJob, *, allowed_hosts: list[str] | None = None) -> Fas
     @app.post("/api/preview", status_code=202)
     def preview(req: PreviewRequest) -> dict[str, Any]:
         path = version_path(req.version)
-        out = job.out_dir if job.renderer == "animatic" else job.out_dir / "preview"
+        # A preview renderer's job is previewed in place; any other's in preview/ beside it.
+        preview = preview_renderer()
+        out = job.out_dir if get_renderer_spec(job.renderer).preview else job.out_dir / "preview"
         params = runs.flow_parameters(
-            job, out=str(out), renderer="animatic", plan=str(path), webhook=None
+            job, out=str(out), renderer=preview, plan=str(path), webhook=None
         )
         run = runs.Run(kind="preview", version=req.version, out_dir=str(out))
+        return start(run, lambda r: runs.run_flow_locally(r, job, params))
+
+    def parameters(**overrides: Any) -> dict[str, Any]:
+        try:
+            return runs.flow_parameters(job, **overrides)
+        except InputError as exc:  # a bad finishing value from the panel
+            raise HTTPException(422, str(exc)) from None
+
+    @app.post("/api/finish", status_code=202)
+    def finish(req: FinishRequest) -> dict[str, Any]:
+        path = version_path(req.version)
+        out = job.out_dir / FINISH_PREVIEW_DIR
+        params = parameters(
+            out=str(out),
+            renderer="animatic",
+            plan=str(path),
+            webhook=None,
+            **req.model_dump(exclude={"version"}),
+        )
+        run = runs.Run(kind="finish", version=req.version, out_dir=str(out))
         return start(run, lambda r: runs.run_flow_locally(r, job, params))
 
     @app.post("/api/render", status_code=202)
     def render(req: RenderRequest) -> dict[str, Any]:
         path = version_path(req.version)
         out = runs.final_dir(job)
-        params = runs.flow_parameters(
-            job,
+        params = parameters(
             out=str(out),
             renderer=req.renderer,
             checkpoint=req.checkpoint or job.options.get("checkpoint"),
             plan=str(path),
+            **(req.finishing.model_dump() if req.finishing else {}),
         )
         run = runs.Run(kind="render", version=req.version, out_dir=str(out))
         remote = runs.prefect_server_configured()

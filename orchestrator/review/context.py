@@ -39,15 +39,15 @@ def job_plan_context(
     """The plan request the flow built for this job (script cues, scenes, constraints)."""
     from flows.video.inputs import JobInputs
     from flows.video.produce import plan_request
-    from flows.video.render import renderer_overlap
+    from flows.video.renderers import get_renderer_spec
     from flows.video.script import parse_script
 
     opts = job_options(options)
-    script = parse_script(script_path)
+    script = parse_script(script_path, opts.variables)  # a template job: its own values
     inputs = JobInputs(script=script, options=opts, avatar_sha="", audio_sha=None, input_key="")
     return PlanContext(
         request=plan_request(inputs, transcript),
         fps=script.fps,
         segment_seconds=inputs.segment_seconds,
-        overlap=renderer_overlap(opts.renderer, opts.continuity),
+        overlap=get_renderer_spec(opts.renderer).overlap(opts.continuity),
     )

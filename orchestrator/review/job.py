@@ -29,9 +29,13 @@ SERVED_FILES = {
     "words.json": "words.json",
     "final/video.mp4": "final/video.mp4",
     "preview/video.mp4": "preview/video.mp4",  # previews of a job not made with the animatic
+    "finish-preview/video.mp4": "finish-preview/video.mp4",  # the finishing panel's preview
+    "finish-preview/poster.png": "finish-preview/poster.png",
+    "finish-preview/chapters.txt": "finish-preview/chapters.txt",
 }
 VERSIONS_DIR = "plans"
 FINAL_DIR = "final"
+FINISH_PREVIEW_DIR = "finish-preview"
 
 
 def find_job(target: str, db: str) -> Job:

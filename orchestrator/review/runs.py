@@ -74,9 +74,9 @@ class RunManager:
                 run.result = work(run)
                 run.state = "done"
             except BaseException as exc:  # reported on the page, never raised in a thread
-                from flows.runtime.errors import InputError
+                from flows.runtime.errors import InputError, failure
 
-                run.error = _one_line(exc)
+                run.error = failure(exc).line
                 run.state = "failed"
                 if not isinstance(exc, InputError):  # bad input is its one line; else the log
                     traceback.print_exc()
@@ -88,13 +88,6 @@ class RunManager:
 
     def get(self, run_id: str) -> Run | None:
         return self.runs.get(run_id)
-
-
-def _one_line(exc: BaseException) -> str:
-    from flows.runtime.errors import InputError
-
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
 
 
 def prefect_server_configured() -> bool:
@@ -171,11 +164,15 @@ def run_flow_deployment(run: Run, job: ReviewJob, params: dict[str, Any]) -> dic
             run.stage = "render" if state and state.is_running() else (state.name if state else "")
             run.message = state.name if state else "submitted"
             if state is not None and state.is_final():
+                row = _job_for_folder(job.db, out_dir)
                 if not state.is_completed():
+                    if row is not None and row.error and row.flow_run_id == str(flow_run.id):
+                        from flows.runtime.errors import ReportedFailure
+
+                        raise ReportedFailure(row.error)  # the line the flow recorded
                     raise RuntimeError(
                         f"flow run {flow_run.id} ended {state.name}: {state.message}"
                     )
-                row = _job_for_folder(job.db, out_dir)
                 run.segments = segment_statuses(job.db, row.id) if row else []
                 rendered = sum(s["status"] == "rendered" for s in run.segments)
                 return {

@@ -66,6 +66,7 @@ def test_outputs_exist_with_exact_names(first_run):
         "captions.srt",
         "captions.vtt",
         "timeline.png",
+        "poster.png",  # finishing (no chapters.txt: hello.md has no headings)
     }
     assert names <= {p.name for p in out.iterdir()}
     # Written with the umask's mode (a web server or a colleague may read them), not 0600.
@@ -128,7 +129,7 @@ def test_segments_and_records_match_the_files(first_run):
     assets = con.execute(
         "SELECT kind, path, sha256, bytes FROM asset WHERE job_id=?", (report["job_id"],)
     ).fetchall()
-    assert len(assets) == 7
+    assert len(assets) == 8
     for _kind, path, sha, size in assets:
         assert sha256_file(Path(path)) == sha and Path(path).stat().st_size == size
     (status,) = con.execute("SELECT status FROM job WHERE id=?", (report["job_id"],)).fetchone()
@@ -155,7 +156,7 @@ def test_jobs_and_doctor_commands(first_run):
     assert proc.returncode == 0 and report["job_id"] in proc.stdout
     proc = _run_cli(home, "jobs", "show", report["job_id"], "--json")
     details = json.loads(proc.stdout)
-    assert details["job"]["status"] == "done" and len(details["assets"]) == 7
+    assert details["job"]["status"] == "done" and len(details["assets"]) == 8
     proc = _run_cli(home, "jobs", "show", "nope")
     assert proc.returncode == 2 and "no job" in proc.stderr
     proc = _run_cli(home, "doctor", "--json")

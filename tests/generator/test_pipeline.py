@@ -16,7 +16,7 @@ from generator.conditioning import (
     latent_frames_for_context,
     token_timesteps,
 )
-from generator.pipeline_actavatar import ActAvatarPipeline, combine_guidance
+from generator.pipeline_actavatar import ActAvatarPipeline, Conditioning, combine_guidance
 from generator.render_types import RenderRequest
 
 H, W, F = TINY_H, TINY_W, TINY_F
@@ -51,8 +51,9 @@ def test_batched_guidance_equals_three_passes(tiny_pipe, avatar, speech):
     x = torch.randn(1, 48, 3, H // 16, W // 16, generator=g)
     ts = token_timesteps(700.0, clean_frame_mask(3, 1), (H // 32) * (W // 32))
     with torch.no_grad():
-        batched = pipe.predict_velocity(x, ts, emb, ids, neg, neg_ids, audio, batched=True)
-        passes = pipe.predict_velocity(x, ts, emb, ids, neg, neg_ids, audio, batched=False)
+        cond = Conditioning(emb, ids, neg, neg_ids, audio)
+        batched = pipe.predict_velocity(x, ts, cond, batched=True)
+        passes = pipe.predict_velocity(x, ts, cond, batched=False)
         tr = pipe.transformer
         v_u = tr(x, ts, neg, phase_ids=neg_ids).sample
         v_t = tr(x, ts, emb, phase_ids=ids).sample
@@ -152,9 +153,10 @@ def test_from_wan_assembles_from_plain_checkpoints(tmp_path, avatar, speech):
 
 def test_actavatar_renderer(tiny_dir, avatar, speech):
     from generator.renderer_actavatar import load_actavatar_renderer
+    from generator.sampling import SamplingRequest
 
     renderer = load_actavatar_renderer(
-        tiny_dir, device="cpu", num_inference_steps=2, color_match_strength=0.5
+        tiny_dir, device="cpu", sampling=SamplingRequest(steps=2), color_match_strength=0.5
     )
     assert renderer.name == "actavatar"
     req = RenderRequest(

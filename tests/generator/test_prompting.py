@@ -8,7 +8,6 @@ import torch
 from generator.prompting import (
     encode_structured_prompt,
     render_structured_prompt,
-    retime_prompt,
     token_block_ids,
 )
 from generator.render_types import PromptPhase, StructuredPrompt
@@ -116,13 +115,3 @@ def test_encode_structured_prompt(tiny_pipe):
         max_phases=max_phases,
     )
     assert phase_ids.shape == (1, 8) and phase_ids[0, -1] == 0
-
-
-def test_retime_prompt():
-    p = PROMPTS["several phases"]
-    seg = retime_prompt(p, offset=1.5, duration=2.0)
-    assert [(ph.text, ph.start, ph.end) for ph in seg.phases] == [
-        ("Gestures outward with open palm", 0.0, 0.5),
-        ("Points downward to emphasize detail", 0.5, 2.0),
-    ]
-    assert seg.duration == 2.0 and seg.base == p.base

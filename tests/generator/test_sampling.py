@@ -13,6 +13,7 @@ from support import TINY_F, TINY_H, TINY_W, TWO_PHASE_PROMPT, run_tiny_pipeline
 from generator.sampling import (
     SOLVERS,
     SamplingOptions,
+    SamplingRequest,
     StepCacheConfig,
     interpolate_ratios,
     make_scheduler,
@@ -204,9 +205,9 @@ def test_renderer_fast_uses_the_registered_student(tiny_dir, avatar, speech, tmp
     teacher = tmp_path / "teacher"
     shutil.copytree(tiny_dir, teacher)
     with pytest.raises(ValueError, match=r"teacher: no distilled student for --fast"):
-        load_actavatar_renderer(teacher, device="cpu", fast=True)
+        load_actavatar_renderer(teacher, device="cpu", sampling=SamplingRequest(fast=True))
     with pytest.raises(ValueError, match="no calibrated step cache"):
-        load_actavatar_renderer(teacher, device="cpu", step_cache=True)
+        load_actavatar_renderer(teacher, device="cpu", sampling=SamplingRequest(step_cache=True))
 
     student = tmp_path / "student"
     shutil.copytree(tiny_dir, student)
@@ -220,7 +221,7 @@ def test_renderer_fast_uses_the_registered_student(tiny_dir, avatar, speech, tmp
     }
     write_sampling_file(student, {"student": record})
     write_sampling_file(teacher, {"students": [{"path": str(student), "steps": 2}]})
-    renderer = load_actavatar_renderer(teacher, device="cpu", fast=True)
+    renderer = load_actavatar_renderer(teacher, device="cpu", sampling=SamplingRequest(fast=True))
     assert renderer.pipeline.name_or_path == str(student)
     assert renderer.num_inference_steps == 2 and renderer.solver == "euler"
     assert renderer.guidance_scale == 1.0 and "distilled student" in renderer.model_note
@@ -242,14 +243,16 @@ def test_renderer_fast_uses_the_registered_student(tiny_dir, avatar, speech, tmp
 
     cache = {"threshold": 0.1, "mag_ratios": [1.0, 1.0, 1.0]}
     write_sampling_file(teacher, {"step_cache": cache})
-    cached = load_actavatar_renderer(teacher, device="cpu", step_cache=True)
+    cached = load_actavatar_renderer(
+        teacher, device="cpu", sampling=SamplingRequest(step_cache=True)
+    )
     assert cached.step_cache == StepCacheConfig(0.1, (1.0, 1.0, 1.0))
 
 
 def test_calibrate_pipeline_writes_ratios_and_keeps_students(tiny_dir, tmp_path):
     import shutil
 
-    from generator.sampling_eval import calibrate_pipeline
+    from generator.calibration import calibrate_pipeline
 
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_dir, folder)
@@ -264,7 +267,7 @@ def test_calibrate_pipeline_writes_ratios_and_keeps_students(tiny_dir, tmp_path)
 
 def test_bench_sampler_can_run_the_pipeline_loop(tiny_pipe):
     from generator.eval.sampling import SamplerOptions, sample_clips
-    from generator.pipeline_actavatar import denoise
+    from generator.pipeline_actavatar import Conditioning, Guidance, denoise
     from generator.prompting import unconditional_phase_ids
 
     model = tiny_pipe.transformer
@@ -285,17 +288,41 @@ def test_bench_sampler_can_run_the_pipeline_loop(tiny_pipe):
         make_scheduler("unipc", {"flow_shift": 5.0}),
         x,
         batch["latents"][:, :, :1],
-        1,
-        batch["text"],
-        batch["phase_ids"],
-        torch.zeros(1, 16, 32),
-        unconditional_phase_ids(1, 16),
-        batch["audio"],
-        5.0,
-        4.0,
+        Conditioning(
+            batch["text"],
+            batch["phase_ids"],
+            torch.zeros(1, 16, 32),
+            unconditional_phase_ids(1, 16),
+            batch["audio"],
+        ),
+        Guidance(5.0, 4.0),
         3,
     )
     torch.testing.assert_close(out, ref, atol=0, rtol=0)
     assert stats["evaluations"] == 9
     euler = sample_clips(model, batch, SamplerOptions(steps=3, seed=4))  # default: own Euler loop
     assert (euler - out).abs().max() > 1e-4
+
+
+def test_the_default_cache_threshold_is_the_benchs_and_the_cli_calibrates(tiny_dir, tmp_path):
+    import json
+    import shutil
+
+    from support import REPO
+    from typer.testing import CliRunner
+
+    from generator.sampling import STEP_CACHE_THRESHOLD
+    from orchestrator.cli import app
+
+    bench = json.loads((REPO / "docs/eval/sampling/sampling.json").read_text())
+    assert bench["step_cache"]["threshold"] == STEP_CACHE_THRESHOLD
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_dir, folder)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["checkpoints", "calibrate", str(tmp_path)])
+    assert bad.exit_code == 2 and "no model_index.json" in bad.output
+    args = ["--size", f"{H}x{W}", "--frames", str(F), "--steps", "4"]
+    ok = runner.invoke(app, ["checkpoints", "calibrate", str(folder), *args])
+    assert ok.exit_code == 0, ok.output
+    cache = step_cache_from_file(read_sampling_file(folder))
+    assert cache.threshold == STEP_CACHE_THRESHOLD and len(cache.mag_ratios) == 4

@@ -79,19 +79,29 @@ def test_options_are_checked_before_any_work(tmp_path, teacher, fresh_home):
 
 def test_sampling_options_change_the_render_key(tmp_path, teacher):
     from flows.video.options import JobOptions
-    from flows.video.produce import sampling_options
-    from flows.video.steps import renderer_identity
+    from flows.video.renderers import get_renderer_spec
+    from generator.sampling import SamplingRequest
 
-    assert sampling_options(JobOptions()) == {}
-    opts = sampling_options(JobOptions(fast=True, guidance_interval="0,0.9", solver="euler"))
-    assert opts == {"fast": True, "guidance_interval": [0.0, 0.9], "solver": "euler"}
-    plain = renderer_identity("actavatar", str(teacher), 40)
-    assert renderer_identity("actavatar", str(teacher), 40, {}) == plain
-    fast = renderer_identity("actavatar", str(teacher), 40, {"fast": True})
+    assert JobOptions().sampling().active() == {}
+    request = JobOptions(fast=True, guidance_interval="0,0.9", solver="euler").sampling(40)
+    assert request == SamplingRequest(
+        steps=40, fast=True, guidance_interval=(0.0, 0.9), solver="euler"
+    )
+    assert request.active() == {"fast": True, "guidance_interval": [0.0, 0.9], "solver": "euler"}
+    assert hash(request) == hash(
+        JobOptions(fast=True, guidance_interval="0,0.9", solver="euler").sampling(40)
+    )
+
+    def identity(**kw):
+        return get_renderer_spec("actavatar").render_identity(str(teacher), SamplingRequest(**kw))
+
+    plain = identity()
+    assert identity(steps=40) == plain and identity(steps=8) != plain
+    fast = identity(fast=True)
     assert fast != plain
     write_sampling_file(teacher, {"students": [{"path": "elsewhere"}]})
-    assert renderer_identity("actavatar", str(teacher), 40, {"fast": True}) != fast
-    assert renderer_identity("actavatar", str(teacher), 40) == plain  # not read when unused
+    assert identity(fast=True) != fast
+    assert identity() == plain  # not read when unused
 
 
 def _run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:

@@ -78,3 +78,69 @@ def test_a_bad_option_value_in_deployments_yaml_is_one_line(tmp_path):
         load_config(config)
     assert e.value.field == "deployments.produce-video.parameters.continuity"
     assert "0 or 1, 5, 9" in str(e.value)
+
+
+def test_flat_dataset_and_training_parameters_move_into_their_contracts(tmp_path):
+    """deployments.yaml written for the flat signatures of build-dataset and the training flows
+    keeps working: each key goes to the contract parameter the flow takes now."""
+    config = tmp_path / "deployments.yaml"
+    config.write_text(
+        "deployments:\n"
+        "  build-dataset:\n"
+        "    parameters: {videos: /srv/v, out: ds, fps: 24, max_phases: 4,"
+        " buckets: ['704x1280']}\n"
+        "  train-stage1:\n"
+        "    parameters: {nproc: 2}\n"
+        "    schedules:\n"
+        "      - cron: '0 3 * * *'\n"
+        "        parameters: {config: /c/s1.yaml, overrides: ['train.max_steps=10']}\n"
+        "  train:\n"
+        "    parameters: {stage1_config: /c/s1.yaml, stage2_config: /c/s2.yaml,"
+        " stage2_overrides: ['seed=1'], nproc: 2}\n"
+    )
+    cfg = load_config(config)
+    assert cfg["build-dataset"].parameters == {
+        "videos": "/srv/v",
+        "options": {
+            "out": str(tmp_path / "ds"),
+            "fps": 24,
+            "max_phases": 4,
+            "buckets": ["704x1280"],
+        },
+    }
+    stage1 = cfg["train-stage1"]
+    assert stage1.parameters == {"options": {"nproc": 2}}  # config comes with the schedule
+    (sched,) = stage1.schedules
+    assert sched.parameters == {
+        "options": {"nproc": 2, "config": "/c/s1.yaml", "overrides": ["train.max_steps=10"]}
+    }
+    assert cfg["train"].parameters == {
+        "stage1": {"config": "/c/s1.yaml", "nproc": 2},
+        "stage2": {"config": "/c/s2.yaml", "overrides": ["seed=1"], "nproc": 2},
+    }
+    # The folded values are what the flows accept.
+    from flows.training.options import DatasetOptions, TrainOptions
+
+    assert DatasetOptions(**cfg["build-dataset"].parameters["options"]).buckets == [[704, 1280]]
+    assert TrainOptions(**sched.parameters["options"]).nproc == 2
+
+
+@pytest.mark.parametrize(
+    ("flow", "parameters", "field", "fragment"),
+    [
+        ("build-dataset", "{clip_frames: 100}", "parameters.clip_frames", "4k+1"),
+        ("build-dataset", "{options: {fps: 0}}", "parameters.options.fps", "between 1 and 120"),
+        ("train-stage2", "{overrides: [lr]}", "parameters.overrides", "not KEY=VALUE"),
+        ("train", "{nproc: 0}", "parameters.nproc", "at least 1"),
+        ("train-distill", "{epochs: 3}", "parameters.epochs", "unknown parameter 'epochs'"),
+    ],
+)
+def test_a_bad_dataset_or_training_parameter_is_one_line(
+    tmp_path, flow, parameters, field, fragment
+):
+    config = tmp_path / "deployments.yaml"
+    config.write_text(f"deployments:\n  {flow}:\n    parameters: {parameters}\n")
+    with pytest.raises(InputError) as e:
+        load_config(config)
+    assert e.value.field == f"deployments.{flow}.{field}"
+    assert fragment in str(e.value) and str(e.value).startswith(str(config))

@@ -23,14 +23,15 @@ def test_limit_names_follow_physical_gpus(monkeypatch):
 def test_cpu_renders_take_no_slot(monkeypatch):
     # Whatever this machine has: the CUDA device count is set by the test, both ways.
     monkeypatch.setattr(gpu, "cuda_device_count", lambda: 2)
-    assert gpu.render_devices("animatic", None) == []  # the animatic never takes a GPU
-    assert gpu.render_devices("actavatar", "cpu") == []
-    assert gpu.render_devices("actavatar", None) == ["cuda:0"]
-    assert gpu.render_devices("actavatar", "cuda:1") == ["cuda:1"]
+    assert gpu.render_devices(False, None) == []  # the animatic never takes a GPU
+    assert gpu.render_devices(True, "cpu") == []
+    assert gpu.render_devices(True, None) == ["cuda:0"]
+    assert gpu.render_devices(True, "cuda:1") == ["cuda:1"]
     monkeypatch.setenv(gpu.GPU_ENV, "2")
-    assert gpu.render_devices("actavatar", None) == ["cuda:0", "cuda:1"]
+    assert gpu.render_devices(True, None, parallel=True) == ["cuda:0", "cuda:1"]
+    assert gpu.render_devices(True, None) == ["cuda:0"]  # a renderer that cannot split takes 1
     monkeypatch.setattr(gpu, "cuda_device_count", lambda: 0)
-    assert gpu.render_devices("actavatar", None) == []  # no CUDA: runs on CPU, takes no slot
+    assert gpu.render_devices(True, None) == []  # no CUDA: runs on CPU, takes no slot
     monkeypatch.setenv(gpu.GPU_ENV, "zero")
     with pytest.raises(InputError, match="AVATAR_FLOW_GPUS"):
         gpu.requested_gpus()

@@ -68,11 +68,24 @@ def test_input_errors_exit_2_with_one_line(cli, tmp_path, tiny_cache):
 
 
 def test_every_shipped_config_loads():
-    from generator.train.config import load_config
+    import yaml
 
+    from generator.train.config import STAGES, ConfigError, load_config
+
+    training = [
+        p for p in sorted(CONFIG_DIR.glob("*.yaml")) if "stage" in yaml.safe_load(p.read_text())
+    ]
+    assert len(training) == 9  # the other three are accelerate configs
+    for path in training:
+        cfg = load_config(path)  # every key known, every value valid
+        assert cfg.stage in STAGES and cfg.stage in path.stem, path
     for name in ("tiny-stage1", "tiny-stage2", "paper-stage1", "paper-stage2"):
         cfg = load_config(CONFIG_DIR / f"{name}.yaml")
         assert cfg.stage == name.split("-")[1]
+    typo = CONFIG_DIR / "tiny-stage1.yaml"
+    with pytest.raises(ConfigError) as e:
+        load_config(typo, ["train.max_step=3"])
+    assert str(e.value).startswith(f"{typo}: field 'train.max_step': unknown key")
     paper = load_config(CONFIG_DIR / "paper-stage1.yaml")
     assert (paper.train.max_steps, paper.optim.lr, paper.train.mixed_precision) == (
         20000,

@@ -82,6 +82,7 @@ def test_build_dataset_twice(videos, tmp_path, fresh_home, monkeypatch, stage1_a
 
     from flows.runtime.settings import get_settings
     from flows.training.dataset import build_dataset
+    from flows.training.options import DatasetOptions
     from flows.video.media import probe
     from generator.train.data import CachedClipDataset, read_index
     from storage import Clip, session_scope
@@ -90,13 +91,15 @@ def test_build_dataset_twice(videos, tmp_path, fresh_home, monkeypatch, stage1_a
     out = tmp_path / "ds"
     kwargs = dict(
         videos=str(videos),
-        out=str(out),
-        planner="rule",
-        motion_threshold=0.005,
-        encoders="preset:tiny",
-        buckets=[[64, 64], [64, 96]],
-        text_len=256,
-        max_phases=8,
+        options=DatasetOptions(
+            out=str(out),
+            planner="rule",
+            motion_threshold=0.005,
+            encoders="preset:tiny",
+            buckets=[[64, 64], [64, 96]],
+            text_len=256,
+            max_phases=8,
+        ),
     )
     report = build_dataset(**kwargs)
     assert report["videos"] == 2 and report["videos_skipped"] == 0
@@ -163,16 +166,30 @@ def test_build_dataset_twice(videos, tmp_path, fresh_home, monkeypatch, stage1_a
 
 def test_dataset_input_errors(tmp_path):
     from flows.runtime.errors import InputError
-    from flows.training.builder import DatasetOptions, check_options
+    from flows.training.builder import prepare
     from flows.training.decode import pick_bucket, scan_videos
+    from flows.training.options import DatasetOptions
 
     with pytest.raises(InputError, match="folder not found"):
         scan_videos(tmp_path / "missing")
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(InputError, match="no videos"):
         scan_videos(tmp_path)
-    with pytest.raises(InputError, match="4k\\+1"):
-        check_options(DatasetOptions(clip_frames=100))
+    with pytest.raises(InputError, match="4k\\+1") as e:
+        DatasetOptions.parse(clip_frames=100)
+    assert e.value.field == "clip_frames"
+    with pytest.raises(InputError, match="multiples of 32") as e:
+        DatasetOptions.parse(buckets=["704x1279"])
+    assert e.value.field == "buckets"
+    with pytest.raises(InputError, match="unknown planner 'gpt'") as e:
+        DatasetOptions.parse(planner="gpt")
+    with pytest.raises(InputError, match="unknown option 'max_phase'") as e:
+        DatasetOptions.parse(max_phase=4)
+    assert DatasetOptions.parse(buckets=["704x1280", [64, 96]]).buckets == [[704, 1280], [64, 96]]
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    with pytest.raises(InputError, match="DWPose model not found") as e:
+        prepare(str(tmp_path), DatasetOptions(dwpose=str(tmp_path / "no.onnx")))
+    assert e.value.field == "dwpose"
     assert pick_bucket(1920, 1080, [[704, 1280], [1280, 704], [960, 960]]) == (704, 1280)
     assert pick_bucket(720, 1280, [[704, 1280], [1280, 704], [960, 960]]) == (1280, 704)
     assert pick_bucket(500, 480, [[704, 1280], [1280, 704], [960, 960]]) == (960, 960)
@@ -187,3 +204,24 @@ def test_motion_energy_orders_static_below_moving():
         moving[i, :, 4 * i : 4 * i + 16] = 250
     assert motion_energy(static) == 0.0
     assert motion_energy(moving) > 0.01
+
+
+def test_cut_key_is_unchanged_by_the_options_model():
+    """Datasets built before the options became one model resume (same clip ids and cut key);
+    options that do not change the clips leave the key alone."""
+    from flows.training.options import DatasetOptions
+
+    assert DatasetOptions().cut_key() == "aefe64a6202e0bdb"
+    custom = DatasetOptions(
+        fps=24,
+        clip_frames=121,
+        buckets=[[64, 64], [64, 96]],
+        motion_threshold=0.005,
+        text_len=256,
+        dwpose="/x.onnx",
+        wav2vec="/w",
+    )
+    assert custom.cut_key() == "c5ddb91a93a642e6"
+    same = DatasetOptions(out="/elsewhere", planner="mllm", shard_size=8, annotate_frames=2)
+    assert same.cut_key() == DatasetOptions().cut_key()
+    assert DatasetOptions(max_phases=4).cut_key() != DatasetOptions().cut_key()

@@ -61,6 +61,11 @@ async function load() {
   $("#job-id").textContent = `job ${data.job.id} · ${data.renderer} · ${data.words.length} words · ${fmt(data.duration)}`;
   $("#author").value = localStorage.getItem("avatar-flow-author") || data.author;
   if (data.checkpoint) $("#checkpoint").value = data.checkpoint;
+  if (data.renderers) {  // the registered renderers (plugins included) are the choices
+    const sel = $("#renderer"), keep = sel.value;
+    sel.replaceChildren(...data.renderers.map((n) => new Option(n, n)));
+    sel.value = data.renderers.includes(keep) ? keep : data.renderers[0];
+  }
   $("#ask-all").disabled = !data.llm_configured;
   $("#ask-all").title = data.llm_configured ? "Ask the MLLM planner for a new plan (a proposal)"
     : "No MLLM planner configured (AVATAR_FLOW_LLM_BASE_URL)";
@@ -68,7 +73,8 @@ async function load() {
     : "Final render in this process (no Prefect server configured)";
   const dl = $("#vocabulary"); dl.replaceChildren(...data.vocabulary.map((v) => el("option", { value: v })));
   S.segStatus = S.segStatus || {};  // filled by a preview or render of this session
-  if (video.getAttribute("src") !== data.video) video.src = data.video;
+  if (video.getAttribute("src") !== data.video && !S.finishShown) video.src = data.video;
+  if (!S.finishLoaded) { fillFinishing(data.finishing); S.finishLoaded = true; }
   renderAll();
   await check();
   await loadVersions();
@@ -86,6 +92,7 @@ function renderHeader() {
   $("#dirty").hidden = !isDirty();
   $("#save").disabled = !isDirty() || hasErrors() || running();
   $("#preview").disabled = isDirty() || running();
+  $("#finish-preview").disabled = isDirty() || running();
   $("#preview").title = isDirty() ? "Save the edit first: a preview renders a saved version" : "Re-render the saved version with the animatic";
   $("#render").disabled = isDirty() || running();
   $("#ask-all").disabled = !S.job.llm_configured || running();
@@ -357,7 +364,16 @@ async function poll() {
     class: `chip ${s.status}`, "data-segment": s.index, "data-status": s.status,
     text: `segment ${s.index + 1}: ${s.status === "rendered" ? "re-rendered" : "reused"}`,
   })));
-  if (r.kind === "preview") {
+  if (r.kind === "finish") {
+    S.finishShown = true;
+    video.src = `/media/finish-preview/video.mp4?v=${Date.now()}`;
+    const f = r.result.finishing, l = f.loudness, p = f.parts;
+    const music = f.music ? `, music ${f.music.file} ducked ${f.music.duck_db} dB` : "";
+    $("#finish-result").textContent = `measured ${l.integrated_lufs} LUFS, true peak ${l.true_peak_dbtp} dBTP`
+      + ` · intro ${p.intro.toFixed(2)} s + body ${p.body.toFixed(2)} s + outro ${p.outro.toFixed(2)} s${music} · ${f.chapters} chapter(s)`;
+    say(`Finishing preview of version ${r.version}: ${rendered.length} segment(s) re-rendered, ${seg.length - rendered.length} reused.`);
+    $("#message").append(" ", el("a", { href: "/media/finish-preview/poster.png", target: "_blank", text: "poster" }));
+  } else if (r.kind === "preview") {
     const t = video.currentTime;
     await load();
     // A job rendered with another renderer keeps its video; its animatic preview is beside it.
@@ -373,9 +389,25 @@ async function poll() {
   }
 }
 
+function fillFinishing(f) {
+  if (!f) return;
+  $("#fin-brand").value = f.brand || ""; $("#fin-music").value = f.music || "";
+  $("#fin-volume").value = f.music_volume; $("#fin-loudness").value = f.loudness;
+  $("#fin-captions").value = f.burn_captions; $("#fin-chapters").checked = f.chapters;
+}
+function finishingBody() {
+  return {
+    brand: $("#fin-brand").value.trim() || null, music: $("#fin-music").value.trim() || null,
+    music_volume: Number($("#fin-volume").value), loudness: $("#fin-loudness").value,
+    burn_captions: $("#fin-captions").value, chapters: $("#fin-chapters").checked,
+  };
+}
+function finishPreview() {
+  startRun("/api/finish", { version: S.version.number, ...finishingBody() }, `Finishing preview of v${S.version.number}`);
+}
 function preview() { startRun("/api/preview", { version: S.version.number }, `Preview of v${S.version.number}`); }
 function render() {
-  startRun("/api/render", { version: S.version.number, renderer: $("#renderer").value, checkpoint: $("#checkpoint").value.trim() || null },
+  startRun("/api/render", { version: S.version.number, renderer: $("#renderer").value, checkpoint: $("#checkpoint").value.trim() || null, finishing: finishingBody() },
     `Render of v${S.version.number} (${$("#renderer").value})`);
 }
 function ask(phase) {
@@ -459,6 +491,7 @@ window.addEventListener("resize", () => S.plan && renderTimeline());
 
 $("#save").addEventListener("click", save);
 $("#preview").addEventListener("click", preview);
+$("#finish-preview").addEventListener("click", finishPreview);
 $("#render").addEventListener("click", render);
 $("#ask-all").addEventListener("click", () => ask(null));
 $("#add").addEventListener("click", addPhase);
