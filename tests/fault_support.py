@@ -40,6 +40,9 @@ class Counting:
     def __init__(self, inner):
         self.inner, self.name, self.calls = inner, inner.name, []
 
+    def __getattr__(self, name):  # the rest of the renderer protocol (last_stats, model_note)
+        return getattr(self.inner, name)
+
     def render(self, request, progress=None):
         self.calls.append(request.index)
         return self.inner.render(request, progress)
