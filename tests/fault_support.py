@@ -18,14 +18,14 @@ TEXT = (
 )
 
 
-def short_script(folder: Path) -> Path:
+def short_script(folder: Path, extra: str = "") -> Path:
     """About 7 s of speech in segments of at most 1.5 s (several small animatic segments).
 
     Its title is the test folder's name: the animatic draws it, so no other test's cached
     renders (Prefect's result store is shared by the session) are this test's."""
     return write_script(
         folder,
-        TEXT,
+        TEXT + extra,
         name="talk.md",
         title=folder.name,
         resolution="256x144",

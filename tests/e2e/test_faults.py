@@ -13,6 +13,8 @@ A step is reached by a progress listener (the events the CLI's bars draw), so no
 """
 
 import errno
+import os
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -229,4 +231,48 @@ def test_a_database_locked_mid_job_is_waited_for(fresh_home, tmp_path, counting)
     assert time.monotonic() - start >= hold_seconds
     _job, segs = job_and_segments()
     assert renderer.calls == list(range(len(segs)))  # each segment rendered once
+    assert_records_complete(len(segs))
+
+
+# --- signals, in-process ------------------------------------------------------------------------
+
+STEPS = (("speech", 0), ("words", 0), ("plan", 0), ("render", 2), ("stitch", 0))
+
+
+def ctrl_c() -> None:
+    raise KeyboardInterrupt  # what Python's SIGINT handler raises in the main thread
+
+
+def sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # Prefect's handler (then the CLI's) turns it around
+
+
+@pytest.mark.parametrize(
+    ("sig", "send", "extra"),
+    [(signal.SIGINT, ctrl_c, " Press control C."), (signal.SIGTERM, sigterm, " Then terminate.")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_each_signal_at_each_step_cancels_the_job_and_a_rerun_resumes(
+    fresh_home, tmp_path, counting, sig, send, extra
+):
+    """Every step, both signals (tests/scale/test_faults_signals.py sends them from outside to
+    a real process, one per step): one `cancelled:` line, exit 128+signal, the job cancelled
+    with what finished kept, and the next run goes on from there."""
+    script, out = short_script(tmp_path, extra), tmp_path / "out"
+    for stage, done in STEPS:
+        renderer = counting()
+        with at(stage, done, send):
+            result, lines = run_cli(str(script), "--out", str(out))
+        assert result.exit_code == 128 + sig, (stage, result.output)
+        assert len(lines) == 1 and lines[0].startswith(f"cancelled: {sig.name}"), result.stderr
+        job, segs = job_and_segments()
+        assert (job.status, job.error) == ("cancelled", f"cancelled by {sig.name}"), stage
+        if stage == "render":
+            assert renderer.calls == [0, 1] and [s.status for s in segs[:2]] == ["rendered"] * 2
+        if stage == "stitch":
+            assert renderer.calls == list(range(2, len(segs)))  # the rest, the first two kept
+            assert not (out / "video.mp4").exists()
+    renderer = counting()
+    result, _lines = run_cli(str(script), "--out", str(out))
+    assert result.exit_code == 0 and renderer.calls == [], result.output
     assert_records_complete(len(segs))
