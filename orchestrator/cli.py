@@ -16,6 +16,7 @@ from orchestrator.cli_llm import llm_app
 from orchestrator.cli_scale import batch, db_app, deploy, serve, worker
 from orchestrator.cli_train import checkpoints_app, dataset_app, train_app
 from orchestrator.console import (
+    OneLineUsageGroup,
     console,
     fail,
     hide_run_logs,
@@ -56,6 +57,7 @@ from orchestrator.job_options import (
 from orchestrator.review.serve import review
 
 app = typer.Typer(
+    cls=OneLineUsageGroup,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -86,8 +88,11 @@ def _check_inputs(script: Path, options: JobOptions):
     """Validate before starting Prefect or loading any model; the checked inputs."""
     from flows.runtime.settings import get_settings
     from flows.video.inputs import prepare_inputs
+    from storage import check_database
 
-    return prepare_inputs(script, options, get_settings())
+    inputs = prepare_inputs(script, options, get_settings())
+    check_database(get_settings().db_url)  # before Prefect starts: one line, no work done
+    return inputs
 
 
 @app.command()
@@ -264,7 +269,8 @@ def jobs_list(
         return
     from orchestrator.queries import list_jobs
 
-    jobs = list_jobs(limit=limit, status=status)
+    with one_line_errors():
+        jobs = list_jobs(limit=limit, status=status)
     if as_json:
         out.print_json(json.dumps([j.model_dump(mode="json") for j in jobs]))
         return

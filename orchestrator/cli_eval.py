@@ -40,11 +40,20 @@ def synthetic(
     from generator.eval.bench import BenchConfig, run_bench
 
     cfg = BenchConfig.quick_config() if quick else BenchConfig.full()
-    if seeds:
-        cfg = replace(cfg, seeds=tuple(int(s) for s in seeds.split(",") if s.strip()))
-    if steps:
-        cfg = replace(cfg, steps=steps)
     with one_line_errors():
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(f"--out must be a folder, got the file {str(out_dir)!r}", field="out")
+        if seeds:
+            try:
+                cfg = replace(cfg, seeds=tuple(int(s) for s in seeds.split(",") if s.strip()))
+            except ValueError:
+                raise InputError(
+                    f"--seeds takes whole numbers like 0,1,2, got {seeds!r}", field="seeds"
+                ) from None
+        if steps is not None:
+            if steps < 1:
+                raise InputError(f"--steps must be at least 1, got {steps}", field="steps")
+            cfg = replace(cfg, steps=steps)
         if backend not in ("trainer", "loop"):
             raise InputError(f"unknown backend {backend!r} (trainer or loop)", field="backend")
         cfg = replace(cfg, backend=backend)
@@ -67,15 +76,15 @@ def judge(
     ] = None,
 ) -> None:
     """Score every phase with a vision MLLM (AO, AA, TC, AQ, HC), 5 runs averaged."""
-    from flows.evaluation.judge import judge_video
+    from flows.evaluation.judge import check_inputs, judge_video
     from planners.mllm_settings import MLLMSettings
 
     with one_line_errors():
-        for p, field in ((video, "VIDEO"), (plan, "plan")):
-            if not p.is_file():
-                raise InputError(f"file not found: {p}", field=field)
-        if runs < 1 or frames < 1:
-            raise InputError("--runs and --frames must be at least 1", field="runs")
+        check_inputs(video, plan, runs=runs, frames=frames, syncnet=syncnet)
+        if report is not None and report.is_dir():
+            raise InputError(
+                f"--out is the report file, got the folder {str(report)!r}", field="out"
+            )
         settings = MLLMSettings(**({"model": model} if model else {}))
         result = judge_video(
             video,

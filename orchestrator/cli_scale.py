@@ -16,6 +16,7 @@ from rich.table import Table
 
 from flows.video.options import JobOptions, default
 from orchestrator.console import (
+    at_least,
     console,
     fail,
     hide_run_logs,
@@ -84,6 +85,7 @@ def serve(
     """
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     _set_gpus(gpus)
+    at_least(limit, 1, "--limit")
     with one_line_errors():
         from flows.runtime.gpu import ensure_gpu_limits
         from orchestrator.deployments import build_deployments
@@ -131,6 +133,7 @@ def deploy(
 
     Start them with `avatar-flow worker --pool NAME` where avatar-flow is installed.
     """
+    at_least(gpus, 1, "--gpus")
     with one_line_errors():
         from orchestrator.deployments import build_deployments
 
@@ -162,6 +165,7 @@ def worker(
     limit: Annotated[int, typer.Option(help="Flow runs at once.")] = 1,
 ) -> None:
     """Start a Prefect process worker bound to its GPU set (one worker per GPU or GPU group)."""
+    at_least(limit, 1, "--limit")
     env = dict(os.environ)
     names: list[str] = []
     if gpu:
@@ -244,8 +248,9 @@ def batch(
     quiet_prefect(verbose)
     _set_gpus(gpus)
     with one_line_errors():
-        from flows.video.batch import batch_root, load_manifest
+        from flows.video.batch import batch_root, check_batch_webhook, load_manifest
 
+        check_batch_webhook(webhook)
         out_dir = batch_root(str(manifest), str(out_root) if out_root else None)
         options = JobOptions.parse(
             renderer=renderer,
@@ -269,6 +274,9 @@ def batch(
             burn_captions=burn_captions,
             chapters=chapters,
         )
+        from flows.video.inputs import check_option_paths
+
+        check_option_paths(options)
         rows = load_manifest(
             manifest, template=str(template) if template else None, out_root=str(out_dir)
         )
@@ -355,8 +363,18 @@ UrlOpt = Annotated[
 
 
 def _db_url(url: str | None) -> str:
+    """The database URL to migrate; a URL SQLAlchemy cannot read is the one error line."""
     from flows.runtime.settings import get_settings
 
+    if url is not None:
+        from sqlalchemy.engine import make_url
+
+        try:
+            make_url(url).get_dialect()
+        except Exception as exc:  # ArgumentError, NoSuchModuleError
+            from flows.runtime.errors import InputError
+
+            fail(InputError(f"not a database URL SQLAlchemy can use: {url!r} ({exc})", field="url"))
     return url or get_settings().db_url
 
 

@@ -5,6 +5,7 @@ before Prefect or torch start; bad input is one line naming the file and field, 
 """
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -349,6 +350,10 @@ def checkpoints_calibrate(
             ) from None
         if frames % 4 != 1:
             raise InputError(f"--frames must be 4k + 1 (e.g. 125), got {frames}", field="frames")
+        if threshold is not None and not math.isfinite(threshold):
+            raise InputError(
+                f"--threshold must be a finite number, got {threshold}", field="threshold"
+            )
         path = calibrate_pipeline(
             folder,
             STEP_CACHE_THRESHOLD if threshold is None else threshold,

@@ -262,7 +262,9 @@ def load_config(
     path = Path(path)
     file = str(path)
     if not path.is_file():
-        raise InputError("no such file", file=file)
+        raise InputError(
+            "not a file" if path.exists() else "no such file", file=file, field="config"
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:

@@ -5,7 +5,16 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from flows.runtime.settings import get_settings
-from storage import Asset, Job, PlannerTurnRecord, PlanRecord, PlanVersion, Segment, get_engine
+from storage import (
+    Asset,
+    Job,
+    JobStatus,
+    PlannerTurnRecord,
+    PlanRecord,
+    PlanVersion,
+    Segment,
+    get_engine,
+)
 
 
 def _session() -> Session:
@@ -13,6 +22,15 @@ def _session() -> Session:
 
 
 def list_jobs(limit: int = 20, status: str | None = None) -> list[Job]:
+    """The newest `limit` jobs (only those with `status`); a bad limit or an unknown status is an
+    InputError (an unknown status would list nothing and look like no jobs)."""
+    from flows.runtime.errors import InputError
+
+    if limit < 1:
+        raise InputError(f"limit must be at least 1, got {limit}", field="limit")
+    if status is not None and status not in {s.value for s in JobStatus}:
+        known = ", ".join(s.value for s in JobStatus)
+        raise InputError(f"unknown status {status!r} (one of: {known})", field="status")
     with _session() as s:
         q = select(Job).order_by(col(Job.updated_at).desc()).limit(limit)
         if status:

@@ -10,7 +10,14 @@ from storage.assets import (
     sha256_file,
 )
 from storage.clips import Clip  # noqa: F401  (training clips; registers the table)
-from storage.db import get_engine, session_scope, sqlite_url
+from storage.db import (
+    DatabaseUnavailable,
+    check_database,
+    get_engine,
+    session_scope,
+    shown_url,
+    sqlite_url,
+)
 from storage.models import (
     Asset,
     Checkpoint,
@@ -27,6 +34,7 @@ __all__ = [
     "Asset",
     "AssetStore",
     "Checkpoint",
+    "DatabaseUnavailable",
     "Job",
     "JobStatus",
     "PlanRecord",
@@ -37,8 +45,10 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_database",
     "get_engine",
     "session_scope",
+    "shown_url",
     "sha256_bytes",
     "sha256_file",
     "sqlite_url",

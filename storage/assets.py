@@ -93,17 +93,19 @@ class AssetStore:
         return self.path_for(sha, suffix).is_file()
 
     def put_file(self, src: Path) -> tuple[str, Path]:
+        """Store `src`; a blob already there is kept only if it still has its hash (a damaged
+        one is replaced, never handed out again)."""
         src = Path(src)
         sha = sha256_file(src)
         dest = self.path_for(sha, src.suffix)
-        if not dest.is_file():
+        if not self.verify(sha, src.suffix):
             atomic_copy(src, dest)
         return sha, dest
 
     def put_bytes(self, data: bytes, suffix: str = "") -> tuple[str, Path]:
         sha = sha256_bytes(data)
         dest = self.path_for(sha, suffix)
-        if not dest.is_file():
+        if not self.verify(sha, suffix):
             atomic_write_bytes(dest, data)
         return sha, dest
 

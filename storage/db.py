@@ -1,5 +1,6 @@
 """Engine and session factory: SQLite (WAL) by default, any SQLAlchemy URL otherwise."""
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,13 +66,49 @@ def get_engine(url: str) -> Engine:
         return engine
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The job database cannot be reached or opened: one line with its URL (no password)."""
+
+
+def shown_url(url: str) -> str:
+    """The URL as it may be printed: without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: nothing to hide
+        return url
+
+
+def check_database(url: str) -> None:
+    """Open the database once (and create its tables): a job checks this before any work, so
+    an unreachable server is one clear line at the start, not a failure after speech."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with get_engine(url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise DatabaseUnavailable(
+            f"cannot open the database {shown_url(url)}: {reason[0] if reason else exc}"
+        ) from None
+
+
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A transaction: committed on success, rolled back on any error."""
+    from sqlalchemy.exc import OperationalError
+
     with Session(get_engine(url), expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
+        except OperationalError as exc:  # the server went away, a lock timed out, disk full
+            with contextlib.suppress(Exception):
+                session.rollback()
+            reason = (str(exc.orig).strip().splitlines() or [str(exc)])[0]
+            raise DatabaseUnavailable(f"the database {shown_url(url)} failed: {reason}") from exc
         except BaseException:
             session.rollback()
             raise

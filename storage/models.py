@@ -30,6 +30,7 @@ class JobStatus(StrEnum):
     stitched = "stitched"
     done = "done"
     failed = "failed"
+    cancelled = "cancelled"  # stopped by a signal (Ctrl-C, SIGTERM) or a Prefect cancel
 
 
 class Job(SQLModel, table=True):

@@ -141,6 +141,34 @@ def load_plan_phases(path: str | Path) -> tuple[str, list[PlanPhase]]:
     return (base if isinstance(base, str) else json.dumps(base)), out
 
 
+def check_inputs(
+    video: Path, plan: Path, *, runs: int, frames: int, syncnet: Path | None = None
+) -> None:
+    """Everything `judge_video` reads, checked before any model is asked (one InputError)."""
+    from flows.runtime.errors import InputError
+
+    for p, field in ((video, "VIDEO"), (plan, "plan")):
+        if not p.is_file():
+            raise InputError(f"file not found: {p}", field=field)
+    for value, flag in ((runs, "runs"), (frames, "frames")):
+        if value < 1:
+            raise InputError(f"--{flag} must be at least 1, got {value}", field=flag)
+    if syncnet is not None and not syncnet.is_file():
+        raise InputError(f"SyncNet checkpoint not found: {syncnet}", field="syncnet")
+    try:
+        load_plan_phases(plan)
+    except (ValueError, OSError, AttributeError, TypeError) as exc:
+        raise InputError(f"{plan}: not a plan.json ({exc})", field="plan") from None
+    try:
+        import av
+
+        with av.open(str(video)) as container:
+            if not container.streams.video:
+                raise InputError(f"no video stream in {video}", field="VIDEO")
+    except av.error.FFmpegError as exc:
+        raise InputError(f"not a readable video: {video} ({exc})", field="VIDEO") from None
+
+
 def phase_frame_times(
     start: float, end: float, duration: float, frames: int = 4, context: bool = True
 ) -> tuple[list[float], list[bool]]:

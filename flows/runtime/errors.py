@@ -1,9 +1,13 @@
-"""User-facing errors: bad input (one line naming the file and field, exit code 2), and a
-planner fallback refused with `strict` (exit code 3); and the one rule (`failure`) for how
-any failure is written and which exit code it means, used by the CLI, the SDK, the flows, batch
-rows and the review app."""
+"""User-facing errors: bad input (one line naming the file and field, exit code 2), a full
+disk (one line naming the folder), a planner fallback refused with `strict` (exit code 3); and
+the one rule (`failure`) for how any failure is written and which exit code it means, used by
+the CLI, the SDK, the flows, batch rows and the review app."""
 
+import contextlib
+import errno
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class InputError(ValueError):
@@ -25,6 +29,40 @@ class InputError(ValueError):
             where += f":{line}"
         parts = [p for p in (where, f"field '{field}'" if field else "") if p]
         super().__init__(f"{': '.join(parts)}: {message}" if parts else message)
+
+
+class DiskFull(OSError):
+    """No space left where a job writes: one line naming the folder. Never retried (the
+    space does not come back by itself); what was finished is kept for the re-run."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        super().__init__(
+            errno.ENOSPC,
+            f"no space left on the device of {folder}: free some space and run again "
+            "(finished steps and segments are kept)",
+        )
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+@contextlib.contextmanager
+def disk_full_names(folder: str | Path) -> Iterator[None]:
+    """Turn 'no space left on device' (an OSError, or ffmpeg's message) inside the block into
+    one `DiskFull` naming `folder`."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise DiskFull(str(folder)) from exc
+    except RuntimeError as exc:  # ffmpeg's MediaError and PyAV's errors carry the text only
+        if "No space left on device" not in str(exc):
+            raise
+        raise DiskFull(str(folder)) from exc
 
 
 class PlannerFallback(RuntimeError):

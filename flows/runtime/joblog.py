@@ -25,6 +25,14 @@ class _SameRun(logging.Filter):
         return self.flow_run_id is None or rid is None or str(rid) == self.flow_run_id
 
 
+class _JobLogHandler(logging.FileHandler):
+    """A job log that cannot be written (a full disk) drops the record instead of printing
+    logging's own traceback on the terminal: the failure itself is reported by the run."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        pass
+
+
 def _current_flow_run_id() -> str | None:
     from prefect.context import FlowRunContext
 
@@ -38,7 +46,7 @@ def job_log(path: Path) -> Iterator[Path]:
     block is written there with its traceback, then re-raised."""
     path.parent.mkdir(parents=True, exist_ok=True)
     run_id = _current_flow_run_id()
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _JobLogHandler(path, encoding="utf-8")
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(_SameRun(run_id))
@@ -58,4 +66,5 @@ def job_log(path: Path) -> Iterator[Path]:
     finally:
         for lg in loggers:
             lg.removeHandler(handler)
-        handler.close()
+        with contextlib.suppress(OSError):  # a full disk: the run's own error is the one shown
+            handler.close()

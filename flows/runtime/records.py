@@ -173,13 +173,14 @@ def record_assets(db: str, job_id: str, files: dict[str, Path]) -> dict[str, str
     return hashes
 
 
-def fail_jobs_of_run(db: str, flow_run_id: str, error: str) -> int:
-    """Mark the unfinished job(s) a flow run opened as failed with `error`; how many."""
+def fail_jobs_of_run(db: str, flow_run_id: str, error: str, status: str = JobStatus.failed) -> int:
+    """Mark the unfinished job(s) a flow run opened as failed (or cancelled) with `error`;
+    how many."""
     with session_scope(db) as s:
         jobs = s.exec(
             select(Job).where(Job.flow_run_id == flow_run_id, Job.status != JobStatus.done)
         ).all()
         for job in jobs:
-            job.status, job.error, job.updated_at = JobStatus.failed, error, utcnow()
+            job.status, job.error, job.updated_at = status, error, utcnow()
             s.add(job)
         return len(jobs)

@@ -390,6 +390,22 @@ def dataset_report(out: Path) -> dict[str, Any]:
     return report
 
 
+def check_model_folders(options: DatasetOptions) -> None:
+    """The encoders and Wav2Vec2 the options name, checked before any video is read (where the
+    flow runs: the paths are that machine's)."""
+    enc = options.encoders
+    if enc.startswith("preset:"):
+        if enc != "preset:tiny":
+            raise InputError(
+                f"unknown preset {enc!r} (only preset:tiny is built offline)", field="encoders"
+            )
+    elif not (Path(enc).expanduser() / "model_index.json").is_file():
+        raise InputError(f"not a pipeline folder (no model_index.json): {enc}", field="encoders")
+    w2v = options.wav2vec
+    if w2v and not (Path(w2v).expanduser() / "config.json").is_file():
+        raise InputError(f"not a Wav2Vec2 folder (no config.json): {w2v}", field="wav2vec")
+
+
 def prepare(videos: str, options: DatasetOptions) -> tuple[list[Path], Path]:
     """Check everything cheap before any work (the options are checked by their model): the
     folder, its videos, the DWPose model, an existing manifest. The videos and the folder the
@@ -399,6 +415,9 @@ def prepare(videos: str, options: DatasetOptions) -> tuple[list[Path], Path]:
     out_dir = Path(out).expanduser() if out else videos_dir.with_name(videos_dir.name + "-dataset")
     if options.dwpose and not Path(options.dwpose).is_file():
         raise InputError(f"DWPose model not found: {options.dwpose}", field="dwpose")
+    check_model_folders(options)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out must be a folder, got the file {str(out_dir)!r}", field="out")
     paths = scan_videos(videos_dir)
     manifest = out_dir / "dataset.json"
     if manifest.is_file():

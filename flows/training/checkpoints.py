@@ -47,7 +47,13 @@ def register_checkpoint(
         return int(row.id)
 
 
+STAGES = ("stage1", "stage2", "distill", "imported")  # what `register_checkpoint` is given
+
+
 def list_checkpoints(stage: str | None = None) -> list[Checkpoint]:
+    """Registered checkpoints, oldest first (only `stage`'s: an unknown stage is an error)."""
+    if stage is not None and stage not in STAGES:
+        raise InputError(f"unknown stage {stage!r} (one of: {', '.join(STAGES)})", field="stage")
     with session_scope(get_settings().db_url) as s:
         q = select(Checkpoint).order_by(Checkpoint.id)
         if stage:
@@ -72,14 +78,16 @@ def get_checkpoint(ref: str | int) -> Checkpoint:
         return row
 
 
-def _checkpoint_base(ckpt_dir: Path) -> Any:
+def _checkpoint_base(ckpt_dir: Path, wav2vec: str | None = None) -> Any:
+    """The base the checkpoint trained on; `wav2vec` (given on the command line) replaces its
+    recorded Wav2Vec2 folder."""
     from generator.train.models import resolve_base
 
     info = json.loads((ckpt_dir / "train_config.json").read_text())
     base = info["base"]
     spec = base["spec"] if base["spec"].startswith("preset:") else base["dir"]
     try:
-        return resolve_base(spec, base.get("wav2vec"))
+        return resolve_base(spec, wav2vec or base.get("wav2vec"))
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(
             f"the checkpoint's base model is not available: {exc}", field="base"
@@ -100,11 +108,15 @@ def export_checkpoint(
     ckpt = Path(row.path)
     if not (ckpt / "transformer").is_dir():
         raise InputError(f"checkpoint folder is missing: {ckpt}", field="ID")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise InputError(f"DIR must be a folder, got the file {str(out_dir)!r}", field="DIR")
+    if wav2vec and not (Path(wav2vec).expanduser() / "config.json").is_file():
+        raise InputError(f"not a Wav2Vec2 folder (no config.json): {wav2vec}", field="wav2vec")
     if base:
         try:
             resolved = resolve_base(base, wav2vec)
         except (FileNotFoundError, ValueError) as exc:
             raise InputError(str(exc), field="base") from None
     else:
-        resolved = _checkpoint_base(ckpt)
+        resolved = _checkpoint_base(ckpt, wav2vec)
     return export_pipeline(ckpt / "transformer", out_dir, resolved)

@@ -42,13 +42,13 @@ def push_checkpoint(
     from huggingface_hub import HfApi
 
     _check_repo_id(repo)
-    token = token or _hub_token()
-    if not token:
-        raise InputError("no Hugging Face token: set HF_TOKEN (a write token)", field="HF_TOKEN")
-    row = get_checkpoint(ref)
+    row = get_checkpoint(ref)  # the checkpoint first: a token does not help a wrong id
     ckpt = Path(row.path)
     if not (ckpt / "transformer").is_dir():
         raise InputError(f"checkpoint folder is missing: {ckpt}", field="ID")
+    token = token or _hub_token()
+    if not token:
+        raise InputError("no Hugging Face token: set HF_TOKEN (a write token)", field="HF_TOKEN")
     api = HfApi(token=token)
     api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
     card = (

@@ -75,6 +75,29 @@ def check_config(config: str | Path, stage: str, overrides: list[str] | None = N
     return cfg
 
 
+def check_launch(options: TrainOptions) -> None:
+    """The launcher's files, checked with the config before Prefect starts (where the run
+    starts: the paths are that machine's); the counts are checked by TrainOptions."""
+    accel = options.accelerate_config
+    if accel is None:
+        return
+    if not Path(accel).is_file():
+        raise InputError(f"accelerate config not found: {accel}", field="accelerate_config")
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(accel).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"not a YAML accelerate config: {accel} ({type(exc).__name__})",
+            field="accelerate_config",
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(
+            f"not an accelerate config (a YAML mapping): {accel}", field="accelerate_config"
+        )
+
+
 def launch_command(options: TrainOptions) -> list[str]:
     """The trainer command line: plain python, `accelerate launch`, or torchrun."""
     if options.accelerate_config:
@@ -177,11 +200,7 @@ def check_stage(options: TrainOptions, stage: str) -> Any:
     """Everything a stage run needs checked before it starts (its config for `stage`, the
     accelerate config); every problem is an InputError. The loaded config."""
     cfg = check_config(options.config, stage, options.overrides)
-    if options.accelerate_config and not Path(options.accelerate_config).is_file():
-        raise InputError(
-            f"accelerate config not found: {options.accelerate_config}",
-            field="accelerate_config",
-        )
+    check_launch(options)
     return cfg
 
 

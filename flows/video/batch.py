@@ -26,8 +26,8 @@ from flows.runtime import progress, webhooks
 from flows.runtime.errors import InputError, failure
 from flows.runtime.settings import get_settings
 from flows.video.finish.template import render_template, template_variables
-from flows.video.inputs import prepare_inputs
-from flows.video.options import JobOptions, option_fields
+from flows.video.inputs import check_option_paths, prepare_inputs
+from flows.video.options import JobOptions, check_out_folder, check_webhook, option_fields
 from flows.video.produce import produce_video
 from storage import Job, JobStatus, atomic_write_text, session_scope
 
@@ -311,6 +311,13 @@ def load_manifest(
     base = path if path.is_dir() else path.parent
     if template and not Path(template).is_absolute():
         template = str(Path.cwd() / template)  # a CLI argument is relative to where it was typed
+    if template and not Path(template).is_file():
+        raise InputError(f"template script not found: {template}", field="template")
+    if out_root:
+        try:
+            check_out_folder(out_root, "out")
+        except ValueError as exc:
+            raise InputError(str(exc), field="out") from None
     return prepare_rows(
         raw,
         source=str(path),
@@ -409,6 +416,15 @@ def run_row(row: dict, out_root: str, defaults: dict[str, Any]) -> dict:
     return result
 
 
+def check_batch_webhook(webhook: str | None) -> None:
+    """The batch summary's webhook, checked like a job's (before any row runs)."""
+    if webhook is not None:
+        try:
+            check_webhook(webhook)
+        except ValueError as exc:
+            raise InputError(str(exc), field="webhook") from None
+
+
 def batch_root(manifest: str | None, out_root: str | None) -> Path:
     """Where a batch writes (CLI, SDK and Prefect runs alike): `out_root`, else
     <AVATAR_FLOW_HOME>/batches/<manifest name>."""
@@ -450,6 +466,8 @@ def produce_batch(
         raise InputError("give either a manifest or rows", field="manifest")
     if concurrency < 1:
         raise InputError(f"concurrency must be at least 1, got {concurrency}", field="concurrency")
+    check_batch_webhook(webhook)
+    check_option_paths(options)
     if options.out is not None:
         raise InputError(
             "out is set per row (the `out` column, or out_root/<id>)", field="options.out"

@@ -56,10 +56,26 @@ def longest_render_frames(script: Script, options: JobOptions) -> int:
     return max_content_frames(seconds, script.fps, overlap) + overlap
 
 
+def check_option_paths(options: JobOptions) -> None:
+    """The files an option names, checked where the job runs (a path given to a deployment is
+    the worker's): a checkpoint the caller gives is a pipeline folder whatever the renderer,
+    a given plan is a readable plan. `prepare_inputs` runs this; a batch runs it once for the
+    options every row shares, before any row."""
+    ckpt = options.checkpoint
+    if ckpt is not None and not (Path(ckpt).expanduser() / "model_index.json").is_file():
+        raise InputError(
+            f"checkpoint must be a pipeline folder with model_index.json, got {ckpt!r}",
+            field="checkpoint",
+        )
+    if options.plan is not None:
+        read_plan_file(options.plan)  # missing file, bad JSON or a malformed phase: stop now
+
+
 def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Settings) -> JobInputs:
     """Parse and check everything; raises InputError (exit code 2) on the first problem."""
     script = parse_script(script_path, options.variables)
     spath = str(script_path)
+    check_option_paths(options)  # before `resolved()`: the caller's own checkpoint
     options = options.resolved(settings)
     renderer = get_renderer_spec(options.renderer)
     renderer.check_job(
@@ -95,8 +111,6 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
             field="text",
         )
     finish_key = check_finishing(script, options)  # brand kit, music: bad files stop here
-    if options.plan is not None:
-        read_plan_file(options.plan)  # missing file, bad JSON or a malformed phase: stop now
     avatar_sha = "default"
     if script.avatar is not None:
         check_avatar(script.avatar, file=spath)

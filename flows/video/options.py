@@ -236,6 +236,25 @@ class JobOptions(BaseModel):
             parse_interval(v)
         return v
 
+    @field_validator("voice")
+    @classmethod
+    def _known_voice(cls, v: str | None) -> str | None:
+        if v is not None:
+            from flows.video.speech import parse_voice  # imported only when a voice is given
+
+            try:
+                parse_voice(v)
+            except InputError as exc:
+                raise ValueError(exc.detail) from None
+        return v
+
+    @field_validator("out")
+    @classmethod
+    def _a_folder(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_out_folder(v, "out")
+        return v
+
     @field_validator("plan")
     @classmethod
     def _json_file(cls, v: str | None) -> str | None:
@@ -271,8 +290,8 @@ class JobOptions(BaseModel):
     @field_validator("webhook")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError(f"webhook must be an http:// or https:// URL, got {v!r}")
+        if v is not None:
+            check_webhook(v)
         return v
 
     # ------------------------------------------------------------------ building and resolving
@@ -324,6 +343,25 @@ def parse_interval(text: str) -> tuple[float, float]:
     if not 0.0 <= lo <= hi <= 1.0:
         raise ValueError(f"guidance_interval needs 0 <= LO <= HI <= 1, got {text!r}")
     return lo, hi
+
+
+def check_webhook(url: str) -> None:
+    """A webhook is an http(s) URL (a job's, and a batch's summary webhook)."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"webhook must be an http:// or https:// URL, got {url!r}")
+
+
+def check_out_folder(path: str | Path, field: str) -> None:
+    """An output folder may be missing (it is made) or a folder, never a file: refused before
+    any work (writing into it later fails after minutes of rendering)."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{field} must be a folder, got the file {str(path)!r}")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{field} must be a folder, but {str(parent)!r} is a file")
+            break
 
 
 def option_fields() -> tuple[str, ...]:

@@ -15,6 +15,7 @@ Prefect logs (task tracebacks included) are kept in `<out>/job.log`.
 
 import contextlib
 import json
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from flows.runtime import gpu, progress, webhooks
-from flows.runtime.errors import MAX_LINE, InputError, PlannerFallback, failure
+from flows.runtime.errors import MAX_LINE, InputError, PlannerFallback, disk_full_names, failure
 from flows.runtime.joblog import job_log
 from flows.runtime.records import (
     fail_jobs_of_run,
@@ -48,6 +49,7 @@ from flows.video.renderers import get_renderer_spec
 from flows.video.segments import SegmentSpec, plan_segments
 from flows.video.steps import (
     content_key,
+    intact,
     plan_step,
     render_key,
     render_step,
@@ -60,7 +62,7 @@ from flows.video.steps import (
 from flows.video.timeline import draw_timeline
 from planners import get_planner_spec
 from planners.schema import Plan, PlanConstraints, PlanRequest, Transcript
-from storage import JobStatus, atomic_copy, atomic_write_text
+from storage import JobStatus, atomic_copy, atomic_write_text, check_database
 
 OUTPUT_NAMES = {
     "video": "video.mp4",
@@ -110,7 +112,7 @@ def prepare_plan(
     speech_key = content_key("speech", s.text, inputs.voice, inputs.audio_sha)
     speech = run_cached(
         speech_step.with_options(**refresh),
-        lambda r: Path(r["full"]).is_file() and Path(r["analysis"]).is_file(),
+        lambda r: intact("full", "full_sha")(r) and intact("analysis", "analysis_sha")(r),
         key=speech_key,
         text=s.text,
         voice=inputs.voice,
@@ -305,9 +307,7 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
             prev_sha,
         )
         args = {"key": key, "spec": sp.to_dict(), "job": job_data, "context": context}
-        state = run_cached_state(
-            render_step.with_options(**refresh), lambda r: Path(r["path"]).is_file(), **args
-        )
+        state = run_cached_state(render_step.with_options(**refresh), intact("path"), **args)
         result = state.result()
         was_cached = state.name == "Cached"
         rendered += not was_cached
@@ -343,6 +343,11 @@ def write_outputs(
     title: str,
 ) -> dict[str, Path]:
     """Everything next to the video; each file appears complete or not at all."""
+    with disk_full_names(out_dir):
+        return _write_outputs(out_dir, segments, speech, transcript, plan, cuts, title)
+
+
+def _write_outputs(out_dir, segments, speech, transcript, plan, cuts, title) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {k: out_dir / v for k, v in OUTPUT_NAMES.items()}
     concat_and_mux(segments, Path(speech["full"]), paths["video"])
@@ -427,15 +432,33 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
     return report
 
 
+def interruption(state: Any, exc: Any) -> str | None:
+    """How a run was stopped from outside, or None: a Prefect cancel, SIGTERM (Prefect's
+    TerminationSignal) or Ctrl-C (KeyboardInterrupt)."""
+    if any(getattr(state, name, lambda: False)() for name in ("is_cancelled", "is_cancelling")):
+        return "cancelled"
+    sig = getattr(exc, "signal", None)
+    if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal":
+        name = signal.Signals(sig).name if isinstance(sig, int) else "SIGINT"
+        return f"cancelled by {name}"
+    return None
+
+
 def record_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """Flow state hook (failed, crashed, cancelled): the job of this run is marked failed."""
+    """Flow state hook (failed, crashed, cancelled): the job of this run is marked failed, or
+    cancelled when a signal or a Prefect cancel stopped it (its finished work is kept either
+    way: a re-run resumes)."""
     try:
         exc = state.result(raise_on_failure=False)
     except BaseException as e:  # a crashed run's result may itself raise
         exc = e
     error = failure(exc).line if isinstance(exc, BaseException) else (state.message or state.name)
+    stopped = interruption(state, exc)
+    status = JobStatus.cancelled if stopped else JobStatus.failed
     with contextlib.suppress(Exception):  # the hook must not mask the run's own failure
-        fail_jobs_of_run(get_settings().db_url, str(flow_run.id), error[:MAX_LINE])
+        fail_jobs_of_run(
+            get_settings().db_url, str(flow_run.id), (stopped or error)[:MAX_LINE], status
+        )
 
 
 @flow(
@@ -456,6 +479,7 @@ def produce_video(script: str, options: JobOptions = JobOptions()) -> dict:  # n
     """
     settings = get_settings()
     inputs = prepare_inputs(script, options, settings)
+    check_database(settings.db_url)  # an unreachable database: one line, before any work
     run = open_job_run(inputs, settings)
     with job_log(run.out_dir / LOG_NAME):
         planned = plan_job(inputs, run, settings)

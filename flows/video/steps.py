@@ -16,7 +16,7 @@ from prefect import task
 
 import planners
 from flows.runtime import gpu, progress
-from flows.runtime.errors import InputError
+from flows.runtime.errors import DiskFull, InputError, disk_full_names
 from flows.runtime.settings import get_settings
 from flows.video.inputs import PIPELINE_VERSION
 from flows.video.media import encode_frames
@@ -42,10 +42,10 @@ def _cache_key(ctx, params: dict[str, Any]) -> str:
 
 
 def retry_unless_input_error(task, task_run, state) -> bool:
-    """Retry transient failures (OOM, I/O), never bad input."""
+    """Retry transient failures (OOM, I/O), never bad input nor a full disk."""
     try:
         state.result()
-    except InputError:
+    except (InputError, DiskFull):
         return False
     except Exception:
         return True
@@ -62,6 +62,18 @@ def run_cached_state(step, check, **kwargs) -> Any:
     if not check(state.result()):
         state = step.with_options(refresh_cache=True)(**kwargs, return_state=True)
     return state
+
+
+def intact(path_key: str, sha_key: str = "sha256"):
+    """A cached record's check: its file is there with the sha256 recorded when it was made.
+    A file truncated or altered since (a full disk, a bad copy, an edit) is made again, never
+    used: a segment is re-rendered instead of stitched."""
+
+    def check(record: dict) -> bool:
+        path = Path(record[path_key])
+        return path.is_file() and sha256_file(path) == record[sha_key]
+
+    return check
 
 
 def run_cached(step, check, **kwargs) -> Any:
@@ -200,10 +212,11 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
         )
     new = frames[seg.overlap : seg.overlap + seg.num_frames]
     work = Path(settings.cache_dir) / "segments" / key
-    clip = encode_frames(new, seg.fps, work / "segment.mp4")
-    store = AssetStore(settings.assets_dir)
-    sha, stored = store.put_file(clip)
-    tail = save_tail(frames, seg, render_job.continuity_frames, work / "tail")
+    with disk_full_names(settings.home):  # the cache and the asset store live there
+        clip = encode_frames(new, seg.fps, work / "segment.mp4")
+        store = AssetStore(settings.assets_dir)
+        sha, stored = store.put_file(clip)
+        tail = save_tail(frames, seg, render_job.continuity_frames, work / "tail")
     clip.unlink(missing_ok=True)
     return {
         "index": seg.index,

@@ -307,7 +307,7 @@ def apply_overrides(data: dict, overrides: list[str] | None, file: str | None = 
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not key=value", file=file)
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE", file=file)
         _set_path(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None, file)
     return data
 

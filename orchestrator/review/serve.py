@@ -97,6 +97,10 @@ def review(
     """Watch the preview, edit the plan on the timeline, re-render only what changed."""
     from orchestrator.console import fail
 
+    if not 1 <= port <= 65535:
+        from flows.runtime.errors import InputError
+
+        fail(InputError(f"--port must be between 1 and 65535, got {port}", field="port"))
     try:
         serve(target, host=host, port=port, explicit_host=host is not None)
     except (Exception, KeyboardInterrupt) as exc:

@@ -19,6 +19,9 @@ class CrashAfterFirst:
     def __init__(self, inner):
         self.inner, self.name, self.calls = inner, inner.name, []
 
+    def __getattr__(self, name):  # the rest of the renderer protocol (last_stats, model_note)
+        return getattr(self.inner, name)
+
     def render(self, request, progress=None):
         self.calls.append(request.index)
         if request.index >= 1:
@@ -29,6 +32,9 @@ class CrashAfterFirst:
 class Counting:
     def __init__(self, inner):
         self.inner, self.name, self.calls = inner, inner.name, []
+
+    def __getattr__(self, name):  # the rest of the renderer protocol (last_stats, model_note)
+        return getattr(self.inner, name)
 
     def render(self, request, progress=None):
         self.calls.append(request.index)
