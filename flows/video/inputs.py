@@ -69,6 +69,14 @@ def check_option_paths(options: JobOptions) -> None:
         )
     if options.plan is not None:
         read_plan_file(options.plan)  # missing file, bad JSON or a malformed phase: stop now
+    if options.brand is not None:  # a brand kit given as an option (a script's own is read later)
+        from flows.video.finish.brand import load_brand
+
+        load_brand(Path(options.brand).expanduser())
+    if options.music is not None:
+        from flows.video.finish.inputs import check_music
+
+        check_music(Path(options.music).expanduser(), file=None)
 
 
 def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Settings) -> JobInputs:
