@@ -36,6 +36,7 @@ from flows.runtime.records import (
     record_segments,
     set_status,
 )
+from flows.runtime.results import persisted_result
 from flows.runtime.settings import Settings, get_settings
 from flows.video.captions import write_srt, write_vtt
 from flows.video.given_plan import check_given_plan, read_plan_file
@@ -450,6 +451,7 @@ def record_failure(flow: Any, flow_run: Any, state: Any) -> None:
     on_failure=[record_failure, webhooks.on_job_failed],
     on_crashed=[record_failure, webhooks.on_job_failed],
     on_cancellation=[record_failure],
+    **persisted_result(),  # the job summary, for callers of run_deployment(...)
 )
 def produce_video(script: str, options: JobOptions = JobOptions()) -> dict:  # noqa: B008
     """Turn a script into a finished talking-avatar video.
@@ -458,6 +460,10 @@ def produce_video(script: str, options: JobOptions = JobOptions()) -> dict:  # n
         script: Path of the script (Markdown with YAML front matter).
         options: The job options (renderer, planner, voice, output folder, ...); every field
             is described in the form.
+
+    Returns:
+        The job summary (job id, output paths and hashes, segments, plan version, ...), kept as
+        JSON (`flows.runtime.results`), so `run_deployment(...).state.result()` returns it.
     """
     settings = get_settings()
     inputs = prepare_inputs(script, options, settings)
