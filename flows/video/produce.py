@@ -300,7 +300,6 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
     job = planned.render_job
     set_status(run.db, run.id, JobStatus.rendering)
     renderer_id = renderer_identity(job.renderer, job.checkpoint, job.steps, job.sampling)
-    job_data = job.model_dump(mode="json")
     refresh = {"refresh_cache": True} if inputs.options.force else {}
     total = len(planned.specs)
     rendered, clips, context, prev_sha = 0, [], [], None
@@ -308,15 +307,21 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
     samplers: list[str] = []
     progress.emit("render", 0, total)
     for sp in planned.specs:
+        own = job.for_segment(sp)  # its words and phases only: constant work per segment
         key = render_key(
             renderer_id,
             sp,
-            job,
+            own,
             planned.speech["analysis_sha"],
             inputs.avatar_sha,
             prev_sha,
         )
-        args = {"key": key, "spec": sp.to_dict(), "job": job_data, "context": context}
+        args = {
+            "key": key,
+            "spec": sp.to_dict(),
+            "job": own.model_dump(mode="json"),
+            "context": context,
+        }
         state = run_cached_state(
             render_step.with_options(**refresh), lambda r: Path(r["path"]).is_file(), **args
         )

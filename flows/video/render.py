@@ -166,6 +166,23 @@ class RenderJob(BaseModel):
     # fast sampling (issue 12): fast, solver, guidance_interval [lo, hi], step_cache
     sampling: dict[str, Any] = {}
 
+    def for_segment(self, spec: SegmentSpec) -> "RenderJob":
+        """This job cut down to what one segment's render reads: the words and the plan's
+        phases that overlap its render window (captions, timeline bar); everything else is
+        kept. The render task gets this as its parameter, which Prefect walks and the task
+        validates on every call: with the whole transcript there, each segment would cost
+        time in proportion to the talk's length, and a long talk the square of it."""
+        t0 = spec.render_start
+        t1 = t0 + spec.render_seconds
+        words = [w for w in self.transcript.words if w.end > t0 and w.start < t1]
+        phases = [p for p in self.plan.phases if p.end > t0 and p.start < t1]
+        return self.model_copy(
+            update={
+                "transcript": self.transcript.model_copy(update={"words": words}),
+                "plan": self.plan.model_copy(update={"phases": phases}),
+            }
+        )
+
     def sampling_key(self) -> tuple[tuple[str, Any], ...]:
         """The sampling options as the hashable argument of `get_renderer`."""
         return tuple(

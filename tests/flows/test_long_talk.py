@@ -1,0 +1,135 @@
+"""A long talk costs the same per segment at its end as at its start: the render task gets only
+its own words and phases, the job's counters are counted by the database, and the benchmark's
+script generator (benchmarks/long_talk.py) writes real prose of the asked length."""
+
+import re
+import sys
+
+import numpy as np
+from PIL import Image
+from support import REPO, render_job
+
+from flows.video.render import build_request
+from flows.video.segments import plan_segments
+from flows.video.steps import render_key
+from planners.schema import BaseBlock, Phase, Plan, Transcript, Word
+
+
+def _long_job(renderer: str):
+    """Ten minutes of words, one every 0.4 s, with a phase every 30 s."""
+    words = [Word(word=f"w{i}", start=i * 0.4, end=i * 0.4 + 0.3) for i in range(1500)]
+    transcript = Transcript(words=words, duration=600.0)
+    phases = [
+        Phase(
+            action=f"gesture {k}",
+            first_word=75 * k,
+            last_word=75 * k + 5,
+            start=words[75 * k].start,
+            end=words[75 * k + 5].end,
+        )
+        for k in range(20)
+    ]
+    plan = Plan(planner="t", base=BaseBlock(), phases=phases)
+    specs = plan_segments(words, 600.0, plan, fps=25)
+    return render_job(transcript, plan, specs, renderer=renderer), specs
+
+
+def _request(spec, job):
+    return build_request(
+        spec,
+        words=job.transcript.words,
+        plan=job.plan,
+        audio16k=np.zeros(16000 * 600, dtype=np.float32),
+        avatar=Image.new("RGB", (64, 64)),
+        width=64,
+        height=64,
+        seed=0,
+        total_duration=job.duration,
+        cuts=list(job.cuts),
+        title="t",
+        context=[],
+    )
+
+
+def test_a_segment_renders_from_its_own_words_with_the_same_key_and_request():
+    for renderer in ("animatic", "actavatar"):
+        job, specs = _long_job(renderer)
+        assert len(specs) > 100
+        sizes = []
+        for sp in specs:
+            own = job.for_segment(sp)
+            # The cache key is unchanged, so caches made before the cut still serve.
+            assert render_key(renderer, sp, own, "a", "b", None) == render_key(
+                renderer, sp, job, "a", "b", None
+            )
+            a, b = _request(sp, own), _request(sp, job)
+            assert a.captions == b.captions and a.captions
+            assert a.timeline_phases == b.timeline_phases
+            assert own.duration == job.duration and own.cuts == job.cuts
+            sizes.append(len(own.transcript.words))
+        # A 5-s window holds at most 14 words here, wherever it is in the talk.
+        assert max(sizes) <= 14 and len(job.transcript.words) == 1500
+
+
+def test_the_rendered_count_is_kept_by_the_database(fresh_home):
+    from flows.runtime.records import open_job, record_segment_done, record_segments
+    from flows.runtime.settings import get_settings
+    from storage import Job, session_scope
+
+    db = get_settings().db_url
+    job_id = open_job(db, input_key="k", out_dir=str(fresh_home / "out"))
+    specs = [
+        {"index": i, "start": i * 5.0, "end": i * 5.0 + 5, "num_frames": 125, "render_frames": 125}
+        for i in range(4)
+    ]
+    record_segments(db, job_id, specs)
+    for i, status in enumerate(("rendered", "cached", "rendered")):
+        record_segment_done(
+            db,
+            job_id,
+            i,
+            status=status,
+            cache_key=f"k{i}",
+            path=f"/p{i}",
+            sha256="s",
+            seconds=2.0 if status == "rendered" else None,
+        )
+    with session_scope(db) as s:
+        job = s.get(Job, job_id)
+        assert (job.segments_total, job.segments_rendered, job.render_seconds) == (4, 3, 4.0)
+
+
+def _long_talk_module():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import long_talk
+    finally:
+        sys.path.pop(0)
+    return long_talk
+
+
+def _spoken(body: str) -> list[str]:
+    lines = [ln for ln in body.splitlines() if not ln.startswith("#")]
+    return re.sub(r"\[\[.*?\]\]", " ", "\n".join(lines)).split()
+
+
+def test_the_benchmark_script_is_ten_minutes_of_prose_with_scenes_and_cues(tmp_path):
+    long_talk = _long_talk_module()
+    text = long_talk.talk_script(10)
+    assert text == long_talk.talk_script(10)  # deterministic
+    assert long_talk.talk_script(10, seed=1) != text
+    from flows.video.script import parse_script
+
+    path = tmp_path / "talk.md"
+    path.write_text(text)
+    script = parse_script(path)
+    target = 10 * long_talk.WORDS_PER_MINUTE
+    assert target <= len(script.words) <= target + 80
+    assert script.words == _spoken(text.split("---\n", 2)[2])
+    assert len(script.scenes) >= 12 and len(script.cues) >= 20
+    assert script.voice == "piper" and script.avatar == REPO / "examples" / "presenter.png"
+    assert not any(ch.isdigit() for w in script.words for ch in w)  # every word is speakable
+    # Real prose, varied: no paragraph is spoken twice.
+    paragraphs = [p for p in text.split("---\n", 2)[2].split("\n\n") if not p.startswith("#")]
+    assert len(set(paragraphs)) == len(paragraphs)
+    assert len(_spoken(long_talk.talk_body(long_talk.WORDS_PER_MINUTE))) < target / 5
