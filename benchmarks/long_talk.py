@@ -145,24 +145,25 @@ def talk_script(minutes: float, seed: int = 0) -> str:
 # ------------------------------------------------------------------------------ measurement
 @dataclass
 class SegmentClock:
-    """The time and memory at the end of every segment of the render loop."""
+    """Wall time, this process's CPU time, memory and load at the end of every segment."""
 
     rss: PeakRSS
-    server_pid: int | None = None
     stages: dict[str, float] = field(default_factory=dict)  # first event of each stage
-    ends: list[float] = field(default_factory=list)  # perf_counter at each segment's end
-    peaks: list[int] = field(default_factory=list)  # peak RSS (bytes) while it rendered
-    server_rss: list[int] = field(default_factory=list)
+    marks: list[dict] = field(default_factory=list)  # the loop's start, then one per segment
 
     def __call__(self, event) -> None:
         now = time.perf_counter()
         self.stages.setdefault(event.stage, now)
-        if event.stage == "render" and event.done == 0:
-            self.rss.window()  # the loop starts here
-        if event.stage == "render" and event.done > 0:
-            self.ends.append(now)
-            self.peaks.append(self.rss.window())
-            self.server_rss.append(_server_rss())
+        if event.stage == "render":
+            self.marks.append(
+                {
+                    "wall": now,
+                    "cpu": time.process_time(),
+                    "peak": self.rss.window(),
+                    "load": os.getloadavg()[0],
+                    "server": _server_rss(),
+                }
+            )
 
 
 def _server_rss() -> int:
@@ -176,31 +177,51 @@ def _server_rss() -> int:
     return total
 
 
-def per_minute(segments: list[dict], ends: list[float], start: float, peaks: list[int]) -> list:
-    """Group segments by the minute their middle falls in: wall s per video s, peak RSS."""
-    rows: dict[int, dict] = {}
-    previous = start
-    for seg, end, peak in zip(segments, ends, peaks):
-        minute = int((seg["start"] + seg["end"]) / 2 // 60)
-        row = rows.setdefault(minute, {"video": 0.0, "wall": 0.0, "peak": 0, "segments": 0})
-        row["video"] += seg["end"] - seg["start"]
-        row["wall"] += end - previous
-        row["peak"] = max(row["peak"], peak)
-        row["segments"] += 1
-        previous = end
+def per_segment(segments: list[dict], marks: list[dict]) -> list[dict]:
+    """Each segment's video seconds, wall and CPU seconds, peak RSS and the load meanwhile."""
+    return [
+        {
+            "minute": int((seg["start"] + seg["end"]) / 2 // 60) + 1,
+            "video": seg["end"] - seg["start"],
+            "wall": b["wall"] - a["wall"],
+            "cpu": b["cpu"] - a["cpu"],
+            "peak": b["peak"],
+            "load": b["load"],
+        }
+        for seg, a, b in zip(segments, marks, marks[1:])
+    ]
+
+
+def per_minute(rows: list[dict]) -> list[dict]:
+    """The segments grouped by the minute their middle falls in."""
     out = []
-    for m in sorted(rows):
-        r = rows[m]
+    for m in sorted({r["minute"] for r in rows}):
+        group = [r for r in rows if r["minute"] == m]
+        video = sum(r["video"] for r in group)
         out.append(
             {
-                "minute": m + 1,
-                "segments": r["segments"],
-                "video_seconds": round(r["video"], 2),
-                "wall_per_video_second": round(r["wall"] / r["video"], 4),
-                "peak_rss_mib": round(r["peak"] / 2**20, 1),
+                "minute": m,
+                "segments": len(group),
+                "video_seconds": round(video, 2),
+                "wall_per_video_second": round(sum(r["wall"] for r in group) / video, 4),
+                "cpu_per_video_second": round(sum(r["cpu"] for r in group) / video, 4),
+                "peak_rss_mib": round(max(r["peak"] for r in group) / 2**20, 1),
+                "load": round(statistics.fmean(r["load"] for r in group), 1),
             }
         )
     return out
+
+
+def trend(rows: list[dict], key: str) -> float | None:
+    """How much a segment's cost (seconds per video second) changes from the first segment to
+    the last along a straight-line fit, relative to the mean: work that grows with the
+    segments before it shows as a clearly positive figure. The first segment (the renderer
+    warming up) and the last (often short: a fixed cost over little video) are left out."""
+    if len(rows) < 5:
+        return None
+    ys = [r[key] / r["video"] for r in rows[1:-1]]
+    fit = statistics.linear_regression(range(len(ys)), ys)
+    return round(fit.slope * (len(ys) - 1) / statistics.fmean(ys), 3)
 
 
 def database_rows(db_url: str) -> dict[str, int]:
@@ -269,15 +290,14 @@ def run(minutes: float, work: Path, cli_rerun: bool = True) -> dict:
         ).all()
         segments = [{"start": x.start, "end": x.end} for x in segs]
 
-    minutes_rows = per_minute(segments, clock.ends, clock.stages["render"], clock.peaks)
-    rows, files = (
-        database_rows(settings.db_url),
-        {
-            "home": files_under(settings.home),
-            "prefect_step_records": files_under(work / "prefect" / "storage"),
-            "output": files_under(out),
-        },
-    )
+    segment_rows = per_segment(segments, clock.marks)
+    minutes_rows = per_minute(segment_rows)
+    rows = database_rows(settings.db_url)
+    files = {
+        "home": files_under(settings.home),
+        "prefect_step_records": files_under(work / "prefect" / "storage"),
+        "output": files_under(out),
+    }
 
     t = time.perf_counter()
     again = produce_video(script=str(script), options=options)
@@ -305,8 +325,12 @@ def run(minutes: float, work: Path, cli_rerun: bool = True) -> dict:
         if name in clock.stages and nxt in clock.stages
     }
     first, last = minutes_rows[0], minutes_rows[-1]
-    full = [r["wall_per_video_second"] for r in minutes_rows if r["video_seconds"] >= 50]
-    server = [r / 2**20 for r in clock.server_rss]
+    full = [r for r in minutes_rows if r["video_seconds"] >= 50]
+
+    def spread(key: str) -> float | None:
+        return round(statistics.stdev(r[key] for r in full), 4) if len(full) > 1 else None
+
+    server = [m["server"] / 2**20 for m in clock.marks[1:]]
     return {
         "minutes_asked": minutes,
         "words": len(json.loads((out / "words.json").read_text())),
@@ -317,7 +341,12 @@ def run(minutes: float, work: Path, cli_rerun: bool = True) -> dict:
         "per_minute": minutes_rows,
         "first_minute_wall_per_video_second": first["wall_per_video_second"],
         "last_minute_wall_per_video_second": last["wall_per_video_second"],
-        "noise_stdev_across_minutes": round(statistics.stdev(full), 4) if len(full) > 1 else None,
+        "stdev_wall_across_minutes": spread("wall_per_video_second"),
+        "trend_wall": trend(segment_rows, "wall"),
+        "first_minute_cpu_per_video_second": first["cpu_per_video_second"],
+        "last_minute_cpu_per_video_second": last["cpu_per_video_second"],
+        "stdev_cpu_across_minutes": spread("cpu_per_video_second"),
+        "trend_cpu": trend(segment_rows, "cpu"),
         "peak_rss_mib": round(rss.peak / 2**20, 1),
         "peak_rss_first_minute_mib": first["peak_rss_mib"],
         "peak_rss_last_minute_mib": last["peak_rss_mib"],
@@ -337,18 +366,25 @@ def print_report(r: dict) -> None:
         f"first run {r['first_run_seconds']} s"
     )
     print("stages (s): " + ", ".join(f"{k} {v}" for k, v in r["stages_seconds"].items()))
-    print(f"{'minute':>6}{'segments':>10}{'video s':>9}{'wall s/video s':>16}{'peak RSS MiB':>14}")
+    print(
+        f"{'minute':>6}{'segments':>10}{'video s':>9}{'wall s/video s':>16}"
+        f"{'CPU s/video s':>15}{'peak RSS MiB':>14}{'load':>6}"
+    )
     for m in r["per_minute"]:
         print(
             f"{m['minute']:>6}{m['segments']:>10}{m['video_seconds']:>9.1f}"
-            f"{m['wall_per_video_second']:>16.3f}{m['peak_rss_mib']:>14.1f}"
+            f"{m['wall_per_video_second']:>16.3f}{m['cpu_per_video_second']:>15.3f}"
+            f"{m['peak_rss_mib']:>14.1f}{m['load']:>6.1f}"
         )
-    noise = r["noise_stdev_across_minutes"]
-    print(
-        f"render wall s per video s: first minute {r['first_minute_wall_per_video_second']:.3f}, "
-        f"last minute {r['last_minute_wall_per_video_second']:.3f}"
-        + (f" (stdev across full minutes {noise:.3f})" if noise is not None else "")
-    )
+    for kind in ("wall", "cpu"):
+        noise, change = r[f"stdev_{kind}_across_minutes"], r[f"trend_{kind}"]
+        print(
+            f"render {kind} s per video s: first minute "
+            f"{r[f'first_minute_{kind}_per_video_second']:.3f}, last minute "
+            f"{r[f'last_minute_{kind}_per_video_second']:.3f}"
+            + (f", stdev across full minutes {noise:.3f}" if noise is not None else "")
+            + (f", fitted change first to last segment {change:+.1%}" if change is not None else "")
+        )
     print(
         f"peak RSS: {r['peak_rss_mib']} MiB in all; first minute {r['peak_rss_first_minute_mib']}"
         f" MiB, last minute {r['peak_rss_last_minute_mib']} MiB; Prefect server at the first / "

@@ -133,3 +133,22 @@ def test_the_benchmark_script_is_ten_minutes_of_prose_with_scenes_and_cues(tmp_p
     paragraphs = [p for p in text.split("---\n", 2)[2].split("\n\n") if not p.startswith("#")]
     assert len(set(paragraphs)) == len(paragraphs)
     assert len(_spoken(long_talk.talk_body(long_talk.WORDS_PER_MINUTE))) < target / 5
+
+
+def test_the_benchmark_groups_segments_by_minute_and_fits_the_trend():
+    long_talk = _long_talk_module()
+    segments = [{"start": 5.0 * i, "end": 5.0 * (i + 1)} for i in range(24)]  # two minutes
+    marks = [
+        {"wall": 2.0 * i * (1 + 0.01 * i), "cpu": 1.0 * i, "peak": 2**20 * (100 + i), "load": 2.0}
+        for i in range(25)
+    ]
+    rows = long_talk.per_segment(segments, marks)
+    minutes = long_talk.per_minute(rows)
+    assert [(m["minute"], m["segments"], m["video_seconds"]) for m in minutes] == [
+        (1, 12, 60.0),
+        (2, 12, 60.0),
+    ]
+    assert [m["cpu_per_video_second"] for m in minutes] == [0.2, 0.2]
+    assert [m["peak_rss_mib"] for m in minutes] == [112.0, 124.0]
+    assert long_talk.trend(rows, "cpu") == 0.0  # flat
+    assert long_talk.trend(rows, "wall") > 0.3  # each segment slower than the one before
