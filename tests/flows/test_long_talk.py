@@ -152,3 +152,32 @@ def test_the_benchmark_groups_segments_by_minute_and_fits_the_trend():
     assert [m["peak_rss_mib"] for m in minutes] == [112.0, 124.0]
     assert long_talk.trend(rows, "cpu") == 0.0  # flat
     assert long_talk.trend(rows, "wall") > 0.3  # each segment slower than the one before
+
+
+def test_a_segment_reads_only_its_own_audio_and_gets_the_same_samples(tmp_path):
+    import wave
+
+    from flows.video.render import request_from_job, slice_audio
+    from flows.video.speech import read_wav
+
+    rate, seconds = 16000, 31.7
+    samples = np.random.default_rng(0).integers(-20000, 20000, int(rate * seconds), dtype="<i2")
+    path = tmp_path / "speech16k.wav"
+    with wave.open(str(path), "wb") as wf:
+        wf.setnchannels(1)
+        wf.setsampwidth(2)
+        wf.setframerate(rate)
+        wf.writeframes(samples.tobytes())
+    full, _ = read_wav(path)
+    assert np.array_equal(read_wav(path, 100, 50)[0], full[100:150])
+    assert len(read_wav(path, len(full) - 10, 50)[0]) == 10  # fewer at the end
+    words = [Word(word=f"w{i}", start=i * 0.317, end=(i + 1) * 0.317) for i in range(100)]
+    transcript = Transcript(words=words, duration=seconds)
+    plan = Plan(planner="t", base=BaseBlock())
+    specs = plan_segments(words, seconds, plan, fps=25)
+    job = render_job(transcript, plan, specs, analysis=str(path), duration=seconds)
+    for sp in specs:
+        windowed = request_from_job(sp, job, []).audio
+        expected = slice_audio(full, rate, sp.render_start, sp.render_seconds)
+        assert windowed.dtype == np.float32 and np.array_equal(windowed, expected)
+    assert specs[-1].render_start + specs[-1].render_seconds > seconds  # padded at the end
