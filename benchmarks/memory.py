@@ -33,9 +33,10 @@ class PeakRSS:
     blocks from then on), so the starting point is the live tensors, not the allocator's cache.
     """
 
-    def __init__(self, trim: bool = False) -> None:
+    def __init__(self, trim: bool = False, interval: float = 0.002) -> None:
         self.proc = psutil.Process(os.getpid())
         self.trim = trim
+        self.interval = interval  # seconds between samples
 
     def __enter__(self) -> PeakRSS:
         global _TRIM
@@ -43,7 +44,7 @@ class PeakRSS:
             if _TRIM is None:
                 _TRIM = release_freed_memory_to_os()
             _TRIM()
-        self.base = self.peak = self.proc.memory_info().rss
+        self.base = self.peak = self._window = self.proc.memory_info().rss
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -51,8 +52,16 @@ class PeakRSS:
 
     def _run(self) -> None:
         while not self._stop:
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.002)
+            rss = self.proc.memory_info().rss
+            self.peak, self._window = max(self.peak, rss), max(self._window, rss)
+            time.sleep(self.interval)
+
+    def window(self) -> int:
+        """The peak RSS (bytes) since the last call (or the start), and a new window from now:
+        memory per step of a long run, to see whether it grows with the steps."""
+        rss = self.proc.memory_info().rss
+        peak, self._window = max(self._window, rss), rss
+        return peak
 
     def __exit__(self, *exc: object) -> None:
         self._stop = True

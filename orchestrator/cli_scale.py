@@ -102,6 +102,9 @@ def serve(
         console.print(f"serving [bold]{d.flow_name}/{d.name}[/] ({crons})", highlight=False)
     if limits:
         console.print(f"GPU limits: {', '.join(limits)}", highlight=False)
+    from flows.runtime.results import result_storage
+
+    console.print(f"job summaries: {result_storage()}", highlight=False)
     from prefect import serve as prefect_serve
 
     prefect_serve(*deployments, limit=limit, print_starting_message=False)

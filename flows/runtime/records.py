@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from planners.schema import Plan
 from storage import (
@@ -143,12 +143,14 @@ def record_segment_done(
         )
         seg.render_seconds, seg.updated_at = seconds, utcnow()
         s.add(seg)
+        s.flush()
         job = s.get(Job, job_id)
-        job.segments_rendered = sum(
-            1
-            for x in s.exec(select(Segment).where(Segment.job_id == job_id)).all()
-            if x.status in ("rendered", "cached")
-        )
+        # Counted by the database: loading every row here made a job quadratic in segments.
+        job.segments_rendered = s.exec(
+            select(func.count())
+            .select_from(Segment)
+            .where(Segment.job_id == job_id, col(Segment.status).in_(("rendered", "cached")))
+        ).one()
         if status == "rendered" and seconds:
             job.render_seconds = (job.render_seconds or 0.0) + seconds
         s.add(job)

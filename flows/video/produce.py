@@ -37,6 +37,7 @@ from flows.runtime.records import (
     record_segments,
     set_status,
 )
+from flows.runtime.results import persisted_result
 from flows.runtime.settings import Settings, get_settings
 from flows.video.captions import write_srt, write_vtt
 from flows.video.finish.step import finish_outputs, record_finishing
@@ -289,7 +290,6 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
     job = planned.render_job
     set_status(run.db, run.id, JobStatus.rendering)
     renderer_id = renderer_identity(job)
-    job_data = job.model_dump(mode="json")
     refresh = {"refresh_cache": True} if inputs.options.force else {}
     total = len(planned.specs)
     rendered, clips, context, prev_sha = 0, [], [], None
@@ -298,15 +298,21 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
     shas: list[str] = []
     progress.emit("render", 0, total)
     for sp in planned.specs:
+        own = job.for_segment(sp)  # its words and phases only: constant work per segment
         key = render_key(
             renderer_id,
             sp,
-            job,
+            own,
             planned.speech["analysis_sha"],
             inputs.avatar_sha,
             prev_sha,
         )
-        args = {"key": key, "spec": sp.to_dict(), "job": job_data, "context": context}
+        args = {
+            "key": key,
+            "spec": sp.to_dict(),
+            "job": own.model_dump(mode="json"),
+            "context": context,
+        }
         state = run_cached_state(render_step.with_options(**refresh), intact("path"), **args)
         result = state.result()
         was_cached = state.name == "Cached"
@@ -468,6 +474,7 @@ def record_failure(flow: Any, flow_run: Any, state: Any) -> None:
     on_failure=[record_failure, webhooks.on_job_failed],
     on_crashed=[record_failure, webhooks.on_job_failed],
     on_cancellation=[record_failure],
+    **persisted_result(),  # the job summary, for callers of run_deployment(...)
 )
 def produce_video(script: str, options: JobOptions = JobOptions()) -> dict:  # noqa: B008
     """Turn a script into a finished talking-avatar video.
@@ -476,6 +483,10 @@ def produce_video(script: str, options: JobOptions = JobOptions()) -> dict:  # n
         script: Path of the script (Markdown with YAML front matter).
         options: The job options (renderer, planner, voice, output folder, ...); every field
             is described in the form.
+
+    Returns:
+        The job summary (job id, output paths and hashes, segments, plan version, ...), kept as
+        JSON (`flows.runtime.results`), so `run_deployment(...).state.result()` returns it.
     """
     settings = get_settings()
     inputs = prepare_inputs(script, options, settings)

@@ -35,10 +35,13 @@ def get_renderer(name: str, setup: RenderSetup = RenderSetup()) -> Renderer:  # 
         return spec.load(setup)
 
 
-def slice_audio(audio: np.ndarray, rate: int, start: float, seconds: float) -> np.ndarray:
-    """Samples for [start, start + seconds), zero-padded outside the recording."""
+def slice_audio(
+    audio: np.ndarray, rate: int, start: float, seconds: float, offset: int = 0
+) -> np.ndarray:
+    """Samples for [start, start + seconds), zero-padded outside the recording; `audio` may be
+    a window of it that begins at sample `offset`."""
     n = int(round(seconds * rate))
-    i0 = int(round(start * rate))
+    i0 = int(round(start * rate)) - offset
     out = np.zeros(n, dtype=np.float32)
     lo, hi = max(i0, 0), min(i0 + n, len(audio))
     if hi > lo:
@@ -60,7 +63,10 @@ def build_request(
     cuts: list[float],
     title: str,
     context: list[Image.Image],
+    audio_offset: int = 0,
 ) -> RenderRequest:
+    """The renderer's request for one segment. `audio16k` is the speech at 16 kHz, or a window
+    of it that starts at sample `audio_offset`."""
     t0 = spec.render_start
     seconds = spec.render_frames / spec.fps
     captions = [
@@ -79,7 +85,7 @@ def build_request(
         fps=spec.fps,
         width=width,
         height=height,
-        audio=slice_audio(audio16k, 16000, t0, seconds),
+        audio=slice_audio(audio16k, 16000, t0, seconds, audio_offset),
         prompt=prompt,
         image=context[-1] if context else avatar,
         sample_rate=16000,
@@ -97,13 +103,17 @@ def build_request(
 
 
 def request_from_job(spec: SegmentSpec, job: RenderJob, context: list[str]) -> RenderRequest:
-    """The renderer's request for one segment; `context` are the previous segment's tail PNGs."""
-    audio, _ = read_wav(Path(job.analysis))
+    """The renderer's request for one segment; `context` are the previous segment's tail PNGs.
+    Only the segment's own audio is read (the whole talk per segment made a long talk's
+    renders quadratic in its length)."""
+    first = int(round(spec.render_start * 16000))
+    audio, _ = read_wav(Path(job.analysis), first, int(round(spec.render_seconds * 16000)))
     return build_request(
         spec,
         words=job.transcript.words,
         plan=job.plan,
         audio16k=audio,
+        audio_offset=first,
         avatar=load_avatar(Path(job.avatar) if job.avatar else None),
         width=job.width,
         height=job.height,

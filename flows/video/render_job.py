@@ -4,6 +4,7 @@ of the segment cache key, and the payload of a context-parallel torchrun launch.
 
 from pydantic import BaseModel, ConfigDict
 
+from flows.video.segments import SegmentSpec
 from generator.render_types import PromptPhase
 from generator.sampling import SamplingRequest
 from planners.schema import Plan, Transcript
@@ -30,6 +31,23 @@ class RenderJob(BaseModel):
     # steps, solver, guidance interval, step cache, student: typed from JobOptions to the
     # pipeline call, unpacked once by generator.sampling.resolve_sampling
     sampling: SamplingRequest = SamplingRequest()
+
+    def for_segment(self, spec: SegmentSpec) -> "RenderJob":
+        """This job cut down to what one segment's render reads: the words and the plan's
+        phases that overlap its render window (captions, timeline bar); everything else is
+        kept. The render task gets this as its parameter, which Prefect walks and the task
+        validates on every call: with the whole transcript there, each segment would cost
+        time in proportion to the talk's length, and a long talk the square of it."""
+        t0 = spec.render_start
+        t1 = t0 + spec.render_seconds
+        words = [w for w in self.transcript.words if w.end > t0 and w.start < t1]
+        phases = [p for p in self.plan.phases if p.end > t0 and p.start < t1]
+        return self.model_copy(
+            update={
+                "transcript": self.transcript.model_copy(update={"words": words}),
+                "plan": self.plan.model_copy(update={"phases": phases}),
+            }
+        )
 
 
 def segment_timeline(phases: list, start: float, end: float) -> list[PromptPhase]:

@@ -1,4 +1,5 @@
-"""Cut the timeline into segments of at most `max_seconds`, in pauses, never inside a word.
+"""Cut the timeline into segments of at most `max_seconds`, in pauses, never inside a word
+(at most half a frame, where words follow each other with no frame between them).
 
 Frame bookkeeping: segment k shows video frames [first_frame, first_frame + num_frames) of
 the whole video. A renderer that continues from the previous segment's tail repeats
@@ -6,6 +7,7 @@ the whole video. A renderer that continues from the previous segment's tail repe
 = the smallest 4k+1 >= overlap + num_frames (the VAE's temporal stride is 4).
 """
 
+import bisect
 from dataclasses import asdict, dataclass, field
 
 from planners.schema import Phase, Plan, Word
@@ -74,24 +76,34 @@ def choose_cuts(words: list[Word], duration: float, fps: int, max_frames: int) -
     """Frame indices where segments end (the last is the video's frame count).
 
     Each cut sits in a gap between words (the longest pause within PAUSE_SEARCH_WINDOW
-    of the limit, else the latest gap), at the frame nearest the middle of the pause.
+    of the limit, else the latest gap), at the frame nearest the middle of the pause. Fluent
+    speech may have no frame inside any gap for a whole segment (an aligner that times words
+    back to back, off the frame grid): then the cut goes to the frame nearest a word boundary,
+    at most half a frame into a word. Only a single word longer than a segment is refused.
     """
     total = max(1, round(duration * fps))
-    # Silences: before the first word, between words, after the last word.
+    # Silences: before the first word, between words, after the last word (in time order).
     bounds = [0.0] + [t for w in words for t in (w.start, w.end)] + [duration]
     silences = [(bounds[i], bounds[i + 1]) for i in range(0, len(bounds) - 1, 2)]
     cuts: list[int] = []
-    start = 0
+    start, first = 0, 0  # `first`: the first silence that can still hold a cut
     while total - start > max_frames:
         limit = start + max_frames
-        gaps = []  # (pause seconds, cut frame)
-        for g0, g1 in silences:
+        while first < len(silences) and silences[first][1] * fps < start:
+            first += 1  # ends before this segment: never a candidate again
+        gaps = []  # (pause seconds, cut frame): a frame inside the pause
+        boundaries = []  # the same for pauses with no frame inside: the nearest frame
+        for g0, g1 in silences[first:]:
+            if g0 * fps > limit + 0.5:
+                break  # this and every later silence lie past the limit
             lo, hi = int(-(-g0 * fps // 1)), int(g1 * fps // 1)  # frames inside [g0, g1]
+            mid = round((g0 + g1) / 2 * fps)
+            if lo > hi and start < mid <= limit:
+                boundaries.append((g1 - g0, mid))
             lo, hi = max(lo, start + 1), min(hi, limit)
-            if lo > hi:
-                continue
-            mid = min(max(round((g0 + g1) / 2 * fps), lo), hi)
-            gaps.append((g1 - g0, mid))
+            if lo <= hi:
+                gaps.append((g1 - g0, min(max(mid, lo), hi)))
+        gaps = gaps or boundaries  # a word boundary only where no pause is in reach at all
         if not gaps:
             raise ValueError(
                 f"no pause between words within {max_frames / fps:.2f} s after "
@@ -108,9 +120,14 @@ def choose_cuts(words: list[Word], duration: float, fps: int, max_frames: int) -
     return cuts
 
 
-def _words_in(words: list[Word], t0: float, t1: float) -> tuple[int | None, int | None]:
-    idx = [i for i, w in enumerate(words) if w.start >= t0 - 1e-6 and w.end <= t1 + 1e-6]
-    return (idx[0], idx[-1]) if idx else (None, None)
+def _words_in(
+    starts: list[float], ends: list[float], t0: float, t1: float, tol: float
+) -> tuple[int | None, int | None]:
+    """The first and last word inside [t0, t1] (within `tol`), by bisection: the words are in
+    time order, so each segment costs log(words), not a pass over the whole talk."""
+    i = bisect.bisect_left(starts, t0 - tol)
+    j = bisect.bisect_right(ends, t1 + tol) - 1
+    return (i, j) if i <= j else (None, None)
 
 
 def retime_phases(
@@ -146,6 +163,8 @@ def plan_segments(
             f"segments of {max_seconds} s at {fps} fps leave no room for {overlap} overlap frames"
         )
     cuts = choose_cuts(words, duration, fps, max_frames)
+    starts, ends = [w.start for w in words], [w.end for w in words]
+    tol = 0.5 / fps  # a cut between back-to-back words may sit half a frame into one
     base = plan.base.render()
     specs: list[SegmentSpec] = []
     first = 0
@@ -155,7 +174,7 @@ def plan_segments(
         render_frames = four_k_plus_one(n + ov)
         start_s, end_s = first / fps, end_frame / fps
         render_start = (first - ov) / fps
-        fw, lw = _words_in(words, start_s, end_s)
+        fw, lw = _words_in(starts, ends, start_s, end_s, tol)
         specs.append(
             SegmentSpec(
                 index=k,

@@ -177,11 +177,18 @@ def probe_audio(path: Path, *, max_seconds: float, file: str | None = None) -> f
     return duration
 
 
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Mono float32 samples in [-1, 1] and the sample rate of a 16-bit PCM WAV."""
+def read_wav(path: Path, first: int = 0, frames: int | None = None) -> tuple[np.ndarray, int]:
+    """Mono float32 samples in [-1, 1] and the sample rate of a 16-bit PCM WAV.
+
+    `first` and `frames` read only that window (fewer at the end of the file): a segment's
+    render reads its own few seconds, not the whole talk every time.
+    """
     with wave.open(str(path)) as wf:
         rate, channels, width = wf.getframerate(), wf.getnchannels(), wf.getsampwidth()
-        data = wf.readframes(wf.getnframes())
+        total = wf.getnframes()
+        first = min(max(first, 0), total)
+        wf.setpos(first)
+        data = wf.readframes(total - first if frames is None else max(0, frames))
     if width != 2:
         raise ValueError(f"{path}: expected 16-bit PCM, got {8 * width}-bit")
     samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0

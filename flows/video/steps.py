@@ -17,6 +17,7 @@ from prefect import task
 import planners
 from flows.runtime import gpu, progress
 from flows.runtime.errors import DiskFull, InputError, disk_full_names
+from flows.runtime.results import step_cache_storage
 from flows.runtime.settings import get_settings
 from flows.video.inputs import PIPELINE_VERSION
 from flows.video.media import encode_frames
@@ -52,7 +53,12 @@ def retry_unless_input_error(task, task_run, state) -> bool:
     return True
 
 
-CACHED = {"cache_key_fn": _cache_key, "result_serializer": "json", "persist_result": True}
+CACHED = {
+    "cache_key_fn": _cache_key,
+    "result_serializer": "json",
+    "persist_result": True,
+    "result_storage": step_cache_storage(),
+}
 
 
 def run_cached_state(step, check, **kwargs) -> Any:

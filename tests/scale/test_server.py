@@ -121,6 +121,69 @@ deployments:
         log.close()
 
 
+def test_run_deployment_hands_the_job_summary_back_to_python(prefect_server, tmp_path):
+    """The served flow persists its summary as JSON under the serving home's results folder;
+    this process (its own Prefect home, its own avatar-flow home) reads it back from the run's
+    state and finds the same video, segments and plan version as the serving side's records."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from sqlmodel import select
+
+    from storage import Job, PlanVersion, Segment, session_scope, sqlite_url
+
+    home = tmp_path / "serve-home"
+    env = clean_env(
+        PREFECT_API_URL=prefect_server,
+        AVATAR_FLOW_HOME=str(home),
+        PREFECT_HOME=str(tmp_path / "serve-prefect"),
+    )
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "serve"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    out = tmp_path / "job"
+    try:
+        _wait_for_deployment(prefect_server, "produce-video/produce-video", serve)
+        with temporary_settings({PREFECT_API_URL: prefect_server}):
+            run = run_deployment(
+                "produce-video/produce-video",
+                timeout=240,
+                poll_interval=1,
+                _sync=True,
+                parameters={
+                    "script": str(EXAMPLES / "hello.md"),
+                    "options": {"out": str(out), "planner": "rule"},
+                },
+            )
+            assert run.state.is_completed(), (
+                run.state,
+                (tmp_path / "serve.log").read_text()[-3000:],
+            )
+            summary = run.state.result()
+    finally:
+        stop(serve)
+        log.close()
+    # Written by the serving process, under its AVATAR_FLOW_HOME, as JSON.
+    (stored,) = (home / "results").iterdir()
+    assert json.loads(stored.read_text()) == summary
+    assert summary["out_dir"] == str(out)
+    assert summary["outputs"]["video"] == str(out / "video.mp4")
+    assert (out / "video.mp4").stat().st_size > 10_000
+    with session_scope(sqlite_url(home / "avatar-flow.db")) as s:
+        job = s.get(Job, summary["job_id"])
+        segments = s.exec(select(Segment).where(Segment.job_id == job.id)).all()
+        versions = s.exec(select(PlanVersion).where(PlanVersion.job_id == job.id)).all()
+        assert job.status == "done" and job.flow_run_id == str(run.id)
+    assert summary["segments"] == len(segments) == job.segments_total >= 2
+    assert summary["segments_rendered"] == len(segments) and summary["segments_cached"] == 0
+    assert summary["plan_version"] == 1 and [v.number for v in versions] == [1]
+    assert summary["planner"] == "rules" and summary["duration"] == pytest.approx(job.duration)
+
+
 def test_deploy_registers_to_a_work_pool(prefect_server, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "deploy", "--pool", "gpu-test"],
