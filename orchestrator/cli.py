@@ -63,6 +63,17 @@ app = typer.Typer(
     rich_markup_mode="rich",
     help="Turn a written script into a talking-avatar video with word-timed gestures.",
 )
+
+
+@app.callback()
+def _end_children_with_the_cli() -> None:
+    """Whatever a command starts (Prefect's ephemeral API server, flow-run processes, torchrun,
+    the trainer) is stopped when the command's process ends, even by SIGKILL (issue 18)."""
+    from flows.runtime.lifetime import end_children_with_this_process
+
+    end_children_with_this_process()
+
+
 jobs_app = typer.Typer(help="List and inspect jobs.", invoke_without_command=True)
 app.add_typer(jobs_app, name="jobs")
 

@@ -214,7 +214,8 @@ def schema_max_tokens(schema: dict[str, Any], max_string: int, max_items: int = 
     """A generous upper bound on the tokens of a compact answer to `schema`.
 
     Strings count max_string/2 tokens (answers average 3-4 characters a token; the margin
-    covers odd ones), keys and punctuation a few each; then 25 % on top.
+    covers odd ones), numbers the digits a grammar allows, keys and punctuation a few each;
+    then 25 % on top.
     """
     defs = schema.get("$defs", {})
 
@@ -237,8 +238,14 @@ def schema_max_tokens(schema: dict[str, Any], max_string: int, max_items: int = 
             return 2 + items * (size(node.get("items", {}), depth + 1) + 1)
         if kind == "string":
             return min(node.get("maxLength", max_string), max_string) / 2 + 2
-        if kind in ("integer", "number"):
-            return 6
+        # What llama.cpp's JSON grammar lets a sampled answer write (the schema's minimum and
+        # maximum are not turned into grammar): a sign and up to 16 digits, one token each in
+        # Gemma's and Llama's tokenizers; a number adds a fraction. Counting 6 cut answers with a
+        # long number at temperature 1 (issue 18).
+        if kind == "integer":
+            return 18
+        if kind == "number":
+            return 36
         return 3
 
     return max(16, math.ceil(1.25 * size(schema)))

@@ -27,6 +27,7 @@ from prefect import flow
 
 from flows.runtime import progress
 from flows.runtime.errors import InputError
+from flows.runtime.lifetime import die_with_parent
 from flows.training.checkpoints import register_checkpoint
 from flows.training.options import TrainOptions
 
@@ -148,7 +149,14 @@ def run_trainer(
     checkpoints: list[int] = []
     summary: dict[str, Any] = {}
     error: str | None = None
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=die_with_parent(),  # the trainer (and its launcher's ranks) end with us
+    )
     drain = threading.Thread(target=_drain, args=(proc.stderr, stderr_tail), daemon=True)
     drain.start()
     assert proc.stdout is not None

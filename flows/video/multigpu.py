@@ -25,6 +25,7 @@ from typing import Any
 
 from flows.runtime import gpu
 from flows.runtime.errors import InputError
+from flows.runtime.lifetime import run_ending_with_us
 from flows.video.render import request_from_job
 from flows.video.render_job import RenderJob
 from flows.video.renderers import (  # noqa: F401  (the Ulysses checks, re-exported)
@@ -78,10 +79,13 @@ def launch(
                 str(gpu.physical_index(int(str(d).split(":")[-1]))) for d in devices
             )
         env.setdefault("OMP_NUM_THREADS", "1")
-        proc = subprocess.run(
+        # torchrun ends with us, and is stopped with SIGTERM on a timeout, so it stops its
+        # workers (they run in their own sessions; SIGKILL to torchrun would orphan them).
+        proc = run_ending_with_us(
             torchrun_command(nproc, spec, free_port()),
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             timeout=timeout,
         )
@@ -131,10 +135,14 @@ def _init_group() -> tuple[int, int, str]:
     return dist.get_rank(), dist.get_world_size(), backend
 
 
-def _selftest(rank: int, world: int) -> dict[str, Any]:
+def _selftest(rank: int, world: int, hold_s: float = 0.0) -> dict[str, Any]:
+    """An all-reduce of the ranks, after `hold_s` seconds (a test finds the workers running)."""
+    import time
+
     import torch
     import torch.distributed as dist
 
+    time.sleep(hold_s)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     t = torch.tensor([float(rank + 1)], device=device)
     dist.all_reduce(t)
@@ -167,7 +175,7 @@ def worker_main(argv: list[str] | None = None) -> None:
     try:
         result: dict[str, Any] = {"rank": rank, "world": world, "backend": backend}
         if payload.get("kind") == "selftest":
-            result.update(_selftest(rank, world))
+            result.update(_selftest(rank, world, float(payload.get("hold_s", 0.0))))
         else:
             frames = _render(rank, world, payload)
             if rank == 0:

@@ -35,3 +35,11 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def settled(page, timeout: float = 30_000) -> None:
+    """Wait until the review page says it is idle (`<body data-idle>`, set by review.js once no
+    request, debounced check, run poll, video load or seek is pending and the last redraw has
+    been laid out). Every action that redraws or asks the server removes the mark in the same
+    task, so waiting for it after an action waits for that action's effects: never for time."""
+    page.wait_for_selector("body[data-idle]", state="attached", timeout=timeout)

@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from review_helpers import settled
 from support import EXAMPLES, REPO
 
 pytestmark = pytest.mark.slow
@@ -130,11 +131,12 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
-    page.wait_for_selector("tr.phase-row")
+    settled(page)
     assert page.inner_text("#version-label") == "v1"
 
     # Timeline -> video: clicking a word or a phase seeks the video there.
     page.click(f'.word[data-word="{first}"]')
+    settled(page)
     t = page.evaluate("document.querySelector('video').currentTime")
     assert abs(t - words[first]["start"]) < 0.05
     # Video -> timeline: the playhead follows the video's time.
@@ -142,6 +144,7 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
     page.wait_for_function(
         "Math.abs(+document.querySelector('#playhead').dataset.time - 2.0) < 0.05"
     )
+    settled(page)
 
     # Dragging the phase's body on the timeline snaps it to words (same number of words).
     box = page.locator('.phase[data-phase="1"]').bounding_box()
@@ -151,6 +154,7 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] / 2 + shift * pps, box["y"] + 10, steps=5)
     page.mouse.up()
+    settled(page)
     row = page.locator('tr.phase-row[data-index="1"]')
     span = moved["last_word"] - moved["first_word"]
     assert row.locator("select.first").input_value() == str(moved["first_word"] - 2)
@@ -159,33 +163,38 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
     # A second tab opened on version 1 (for the stale-edit check below).
     tab2 = browser.new_page()
     tab2.goto(url)
-    tab2.wait_for_selector("tr.phase-row")
+    settled(tab2)
 
     # Move the phase to other words with the word pickers and change its action.
-    row.locator("select.last").select_option(str(last))
-    row.locator("select.first").select_option(str(first))
-    row.locator("select.last").select_option(str(last))
-    row.locator("input.action").fill(NEW_ACTION)
-    page.wait_for_selector("#save:not([disabled])")
-    page.wait_for_selector('.seg[data-segment="1"].affected')
+    for action in (
+        lambda: row.locator("select.last").select_option(str(last)),
+        lambda: row.locator("select.first").select_option(str(first)),
+        lambda: row.locator("select.last").select_option(str(last)),
+        lambda: row.locator("input.action").fill(NEW_ACTION),
+    ):
+        action()
+        settled(page)
+    assert page.is_enabled("#save")
+    assert page.locator('.seg[data-segment="1"].affected').count() == 1
     assert page.locator(".seg.affected").count() == 1  # only the last segment changes
     page.click("#save")
-    page.wait_for_function("document.querySelector('#version-label').textContent === 'v2'")
+    settled(page)
+    assert page.inner_text("#version-label") == "v2"
 
     # The stale tab's edit is refused with a message and nothing is overwritten.
     tab2.locator('tr.phase-row[data-index="1"] input.action').fill("raises the right hand")
-    tab2.wait_for_selector("#save:not([disabled])")
+    settled(tab2)
+    assert tab2.is_enabled("#save")
     tab2.click("#save")
-    tab2.wait_for_selector("#message.error")
+    settled(tab2)
+    assert tab2.locator("#message.error").count() == 1
     stale = tab2.inner_text("#message")
     assert "plan version 2 was saved by" in stale and "this edit was not saved" in stale
     tab2.close()
 
     # Preview: the animatic re-renders the saved version, only the touched segment.
     page.click("#preview")
-    page.wait_for_function(
-        "document.querySelector('#run-status').textContent.startsWith('done:')", timeout=300_000
-    )
+    settled(page, timeout=300_000)  # the run, its polls, the reload and the new video's load
     assert page.inner_text("#run-status") == "done: 1 of 2 segments re-rendered, 1 reused"
     chips = page.locator("#segment-results .chip")
     assert [chips.nth(i).get_attribute("data-status") for i in range(2)] == ["cached", "rendered"]
@@ -193,11 +202,9 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
         rows = s.exec(select(Segment).where(Segment.job_id == job_id)).all()
         statuses = sorted((r.index, r.status) for r in rows)
     assert statuses == [(0, "cached"), (1, "rendered")], statuses
-    page.wait_for_timeout(500)
-    page.evaluate(
-        "v => document.querySelector('video').currentTime = v", words[first]["start"] + 0.3
-    )
-    page.wait_for_timeout(700)
+    page.evaluate("v => seek(v)", words[first]["start"] + 0.3)  # the page's own seek
+    settled(page)  # seeked: the frame at that time is the one shown
+    assert page.evaluate("document.querySelector('video').readyState") >= 2
     shot = tmp_path / "review.png"
     page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("UPDATE_REVIEW_SCREENSHOT") == "1":
@@ -207,9 +214,7 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
     # segment of version 2 is already in the cache, so nothing renders again.
     page.select_option("#renderer", "animatic")
     page.click("#render")
-    page.wait_for_function(
-        "document.querySelector('#run-status').textContent.startsWith('done:')", timeout=300_000
-    )
+    settled(page, timeout=300_000)
     assert page.inner_text("#run-title") == "Render of v2 (animatic)"
     assert page.inner_text("#run-status") == "done: 0 of 2 segments re-rendered, 2 reused"
     assert np.array_equal(_frames(out / "final" / "video.mp4"), _frames(out / "video.mp4"))
@@ -217,9 +222,8 @@ def test_move_a_phase_save_preview_rerenders_only_its_segment(review, browser, t
 
     # The old version is still readable on the page.
     page.click('#versions li[data-version="1"] button.view')
-    page.wait_for_function(
-        "document.querySelector('#version-view').textContent.includes('version 1')"
-    )
+    settled(page)
+    assert page.inner_text("#version-view").startswith("version 1")
     assert original["phases"][1]["action"] in page.inner_text("#version-view")
     assert errors == []
 

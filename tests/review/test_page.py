@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from review_helpers import settled
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "planners"))
 
@@ -53,7 +54,7 @@ def test_split_delete_add_and_errors_next_to_their_rows(url, browser, fake_job):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
-    page.wait_for_selector("tr.phase-row")
+    settled(page)
     assert _rows(page) == [
         ("2", "5", "waves hello with the right hand"),
         ("20", "23", "nods gently"),
@@ -61,7 +62,7 @@ def test_split_delete_add_and_errors_next_to_their_rows(url, browser, fake_job):
     # Split phase 2 (words 20..23, 1.5 s) into 20..21 and 22..23: both are now too short, and
     # the validator's message shows under each of the two rows, not elsewhere.
     page.click('tr.phase-row[data-index="1"] button.split')
-    page.wait_for_selector('tr.row-errors[data-index="2"]')
+    settled(page)
     assert _rows(page)[1:] == [("20", "21", "nods gently"), ("22", "23", "nods gently")]
     first = page.inner_text('tr.row-errors[data-index="1"]')
     assert first.startswith("phases[1] (words 20..21, 'nods gently'): lasts 0.70 s, shorter")
@@ -70,23 +71,28 @@ def test_split_delete_add_and_errors_next_to_their_rows(url, browser, fake_job):
     assert page.is_disabled("#save")
     # Delete one half: the other still too short; widen it with the word picker: valid again.
     page.click('tr.phase-row[data-index="2"] button.delete')
-    row = page.locator('tr.phase-row[data-index="1"]')
-    row.locator("select.last").select_option("24")
-    page.wait_for_function("document.querySelectorAll('tr.row-errors').length === 0")
+    settled(page)
+    page.locator('tr.phase-row[data-index="1"] select.last').select_option("24")
+    settled(page)
+    assert page.locator("tr.row-errors").count() == 0
     assert page.is_enabled("#save")
     # An empty base field is an error next to that field.
     page.fill('#base input[data-field="mood"]', "")
-    page.wait_for_selector('#base ul[data-field="mood"] li')
+    settled(page)
     assert page.inner_text('#base ul[data-field="mood"]') == "base.mood is empty"
     page.fill('#base input[data-field="mood"]', "upbeat")
-    page.wait_for_function("document.querySelectorAll('#base li').length === 0")
+    settled(page)
+    assert page.locator("#base li").count() == 0
     # Add a phase at the playhead (seek by clicking a word on the timeline).
     page.click('.word[data-word="12"]')
+    settled(page)
     page.click("#add")
-    page.wait_for_function("document.querySelectorAll('tr.phase-row').length === 3")
+    settled(page)
+    assert page.locator("tr.phase-row").count() == 3
     assert _rows(page)[1][:2] == ("12", "14")  # from the playhead's word, at least 1 s
     page.click("#save")
-    page.wait_for_function("document.querySelector('#version-label').textContent === 'v2'")
+    settled(page)
+    assert page.inner_text("#version-label") == "v2"
     diff = page.inner_text('#versions li[data-version="2"] .diff')
     assert "base.mood: 'calm and friendly' -> 'upbeat'" in diff
     assert "added phases[1] (words 12..14, 'nods gently')" in diff
@@ -100,7 +106,7 @@ def test_edge_drag_snaps_and_a_planner_proposal_is_accepted_into_the_editor(
 
     page = browser.new_page(viewport={"width": 1300, "height": 800})
     page.goto(url)
-    page.wait_for_selector("tr.phase-row")
+    settled(page)
     # Drag the right edge of phase 2 (ends on word 23 at 9.5 s) by +0.8 s: snaps to word 25.
     page.locator('.phase[data-phase="1"] .edge.r').scroll_into_view_if_needed()
     edge = page.locator('.phase[data-phase="1"] .edge.r').bounding_box()
@@ -110,9 +116,11 @@ def test_edge_drag_snaps_and_a_planner_proposal_is_accepted_into_the_editor(
     page.mouse.down()
     page.mouse.move(edge["x"] + 2 + 0.8 * pps, y, steps=4)
     page.mouse.up()
+    settled(page)
     assert _rows(page)[1] == ("20", "25", "nods gently")
     # A click on a phase (no drag) seeks the video to its first word and selects its row.
     page.locator('.phase[data-phase="0"]').click()
+    settled(page)
     assert page.evaluate("S.selected") == 0
     assert abs(page.evaluate("document.querySelector('video').currentTime") - 0.8) < 0.01
 
@@ -122,24 +130,30 @@ def test_edge_drag_snaps_and_a_planner_proposal_is_accepted_into_the_editor(
         monkeypatch.setenv("AVATAR_FLOW_LLM_BASE_URL", srv.url)
         monkeypatch.setenv("AVATAR_FLOW_LLM_MODEL", "fake-omni")
         page.reload()
-        page.wait_for_selector('tr.phase-row[data-index="1"] button.ask:not([disabled])')
+        settled(page)
+        assert page.is_enabled('tr.phase-row[data-index="1"] button.ask')
         page.click('tr.phase-row[data-index="1"] button.ask')
-        page.wait_for_selector("#proposal:not([hidden])")
+        settled(page, timeout=120_000)  # the run and its polls have ended
+    assert page.is_visible("#proposal")
     assert page.inner_text("#proposal-diff") == (
         "phases[1]: action 'nods gently' -> 'counts on the fingers of one hand'; "
         "words 20..23 -> 18..21"
     )
     page.click("#reject")
+    settled(page)
     assert page.is_hidden("#proposal") and _rows(page)[1] == ("20", "23", "nods gently")
     with FakeOpenAIServer([ANSWER]) as srv:
         monkeypatch.setenv("AVATAR_FLOW_LLM_BASE_URL", srv.url)
         page.click("#ask-all")
-        page.wait_for_selector("#proposal:not([hidden])")
+        settled(page, timeout=120_000)
+    assert page.is_visible("#proposal")
     page.click("#accept")
+    settled(page)
     assert _rows(page) == [
         (str(p["first_word"]), str(p["last_word"]), p["action"]) for p in ANSWER["phases"]
     ]
     assert page.input_value('#base input[data-field="identity"]') == ANSWER["base"]["identity"]
-    page.wait_for_selector("#save:not([disabled])")
+    assert page.is_enabled("#save")
     page.click("#save")
-    page.wait_for_function("document.querySelector('#version-label').textContent === 'v2'")
+    settled(page)
+    assert page.inner_text("#version-label") == "v2"

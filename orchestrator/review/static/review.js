@@ -25,14 +25,45 @@ function el(tag, attrs = {}, ...kids) {
   return e;
 }
 
-async function api(method, url, body) {
-  const res = await fetch(url, {
-    method, headers: body ? { "Content-Type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined,
+// ---------------------------------------------------------------- idle signal
+// <body data-idle> says the page has settled: no request in flight, no debounced check or run
+// poll waiting, no video load or seek under way, and two animation frames drawn since the last
+// redraw (so the DOM is laid out and no pending answer is about to replace it). Every redraw and
+// every new request removes it at once, in the same task as the click or key that caused them.
+// Tests (and any automation) wait for `body[data-idle]` instead of for time or stable elements.
+const pending = new Set();
+let idleFrame = 0;
+function settle() {
+  document.body.removeAttribute("data-idle");
+  cancelAnimationFrame(idleFrame);
+  idleFrame = requestAnimationFrame(() => {
+    idleFrame = requestAnimationFrame(() => { if (!pending.size) document.body.dataset.idle = ""; });
   });
-  let data = null;
-  try { data = await res.json(); } catch (e) { data = { detail: res.statusText }; }
-  return { ok: res.ok, status: res.status, data };
+}
+function busy(what) { pending.add(what); settle(); }
+function done(what) { pending.delete(what); settle(); }
+// A timer that counts as pending work until it has fired (or been cancelled).
+const timers = {};
+function later(name, fn, ms) {
+  clearTimeout(timers[name]); busy(name);
+  timers[name] = setTimeout(() => { delete timers[name]; done(name); fn(); }, ms);
+}
+function cancel(name) { clearTimeout(timers[name]); delete timers[name]; done(name); }
+
+async function api(method, url, body) {
+  const request = Symbol(`${method} ${url}`);
+  busy(request);
+  try {
+    const res = await fetch(url, {
+      method, headers: body ? { "Content-Type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    let data = null;
+    try { data = await res.json(); } catch (e) { data = { detail: res.statusText }; }
+    return { ok: res.ok, status: res.status, data };
+  } finally {
+    done(request);  // the caller's redraw runs before the next frame, so before idle
+  }
 }
 
 function say(text, isError = false) {
@@ -84,8 +115,10 @@ async function load() {
 function renderAll() {
   renderHeader(); renderTimeline(); renderRows(); renderBase();
 }
+// Each render* marks the page busy until it has been laid out (see settle()).
 
 function renderHeader() {
+  settle();
   const v = S.version;
   $("#version-label").textContent = `v${v.number}`;
   $("#version-label").title = `${v.source} · ${v.author} · ${new Date(v.created_at).toLocaleString()}`;
@@ -102,6 +135,7 @@ function renderHeader() {
 function running() { return S.run && S.run.state === "running"; }
 
 function renderTimeline() {
+  settle();
   const tl = $("#timeline");
   const width = Math.max($("#timeline-wrap").clientWidth - 2, 200);
   S.pps = Math.max(width / S.duration, 70);
@@ -153,6 +187,7 @@ function wordOptions(selected) {
 }
 
 function renderRows() {
+  settle();
   const body = $("#phases tbody");
   const rows = [];
   const errs = (i) => S.errors.filter((e) => e.phases.includes(i));
@@ -183,6 +218,7 @@ function renderRows() {
 }
 
 function renderBase() {
+  settle();
   const box = $("#base");
   if (box.childElementCount && box.dataset.version === String(S.version.number) && !box.dataset.reset) {
     for (const f of BASE_FIELDS) {
@@ -225,8 +261,7 @@ function sortPhases() {
 function changed(structural) {
   if (structural) { sortPhases(); renderRows(); }
   renderTimeline(); renderHeader();
-  clearTimeout(S.checkTimer);
-  S.checkTimer = setTimeout(check, 200);
+  later("check", check, 200);
 }
 
 function split(i) {
@@ -317,7 +352,7 @@ async function check() {
 }
 
 async function save() {
-  clearTimeout(S.checkTimer);
+  cancel("check");
   await check();
   if (hasErrors()) { say("the plan has errors; fix the rows marked in red before saving", true); return; }
   const author = $("#author").value.trim();
@@ -353,7 +388,7 @@ async function poll() {
   $("#run-progress").max = Math.max(r.total, 1); $("#run-progress").value = r.done;
   $("#run-status").textContent = r.state === "running" ? `running · ${r.stage} ${r.done}/${r.total} ${r.message}${r.via === "deployment" ? " (Prefect deployment)" : ""}`
     : r.state === "failed" ? `failed: ${r.error}` : "done";
-  if (r.state === "running") { setTimeout(poll, 400); return; }
+  if (r.state === "running") { later("poll", poll, 400); return; }
   renderHeader();
   if (r.state === "failed") { say(`${r.kind} failed: ${r.error}`, true); return; }
   if (r.kind === "propose") { showProposal(r.result); return; }
@@ -463,6 +498,7 @@ async function restore(n) {
 
 // ---------------------------------------------------------------- video <-> timeline
 function seek(t, play = false) {
+  if (video.readyState > 0) busy("video-seek");  // now: its "seeking" event comes a task later
   video.currentTime = Math.min(Math.max(t + 0.001, 0), S.duration);
   if (play) video.play().catch(() => {});
   movePlayhead();
@@ -487,6 +523,11 @@ function tick() { movePlayhead(); if (!video.paused) requestAnimationFrame(tick)
 video.addEventListener("play", () => requestAnimationFrame(tick));
 video.addEventListener("timeupdate", movePlayhead);
 video.addEventListener("seeked", movePlayhead);
+// A video load or seek under way is pending work (the frame shown is about to change).
+video.addEventListener("loadstart", () => busy("video-load"));
+for (const ev of ["loadeddata", "error", "abort", "emptied"]) video.addEventListener(ev, () => done("video-load"));
+video.addEventListener("seeking", () => busy("video-seek"));
+for (const ev of ["seeked", "error", "abort", "emptied"]) video.addEventListener(ev, () => done("video-seek"));
 window.addEventListener("resize", () => S.plan && renderTimeline());
 
 $("#save").addEventListener("click", save);
