@@ -163,7 +163,7 @@ def test_run_deployment_hands_the_job_summary_back_to_python(prefect_server, tmp
                 run.state,
                 (tmp_path / "serve.log").read_text()[-3000:],
             )
-            summary = run.state.result()
+            summary = run.state.result(_sync=True)  # whatever loop another test left
     finally:
         stop(serve)
         log.close()
