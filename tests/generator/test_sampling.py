@@ -315,7 +315,7 @@ def test_the_default_cache_threshold_is_the_benchs_and_the_cli_calibrates(tiny_d
     from orchestrator.cli import app
 
     bench = json.loads((REPO / "docs/eval/sampling/sampling.json").read_text())
-    assert STEP_CACHE_THRESHOLD == bench["step_cache"]["threshold"]
+    assert bench["step_cache"]["threshold"] == STEP_CACHE_THRESHOLD
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_dir, folder)
     runner = CliRunner()
