@@ -71,6 +71,7 @@ OUTPUT_NAMES = {
     "timeline": "timeline.png",
 }
 LOG_NAME = "job.log"
+REPORT_NAME = "report.json"  # the run report (what `produce_video` returns), next to the video
 
 
 # ------------------------------------------------------------------------------------ planning
@@ -214,6 +215,7 @@ class Rendered:
     rendered: int  # segments rendered now (the others came from the cache)
     evaluations: list[int] = field(default_factory=list)  # model evaluations per clip
     samplers: list[str] = field(default_factory=list)  # which model rendered (teacher/student)
+    warnings: list[str] = field(default_factory=list)  # renderer warnings, each once per job
 
 
 def open_job_run(inputs: JobInputs, settings: Settings) -> JobRun:
@@ -291,6 +293,7 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
     rendered, clips, context, prev_sha = 0, [], [], None
     evaluations: list[int] = []
     samplers: list[str] = []
+    warnings: list[str] = []
     progress.emit("render", 0, total)
     for sp in planned.specs:
         key = render_key(
@@ -323,9 +326,10 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
             evaluations.append(int(result["evaluations"]))
         if result.get("sampler"):
             samplers.append(str(result["sampler"]))
+        warnings += [w for w in result.get("warnings") or () if w not in warnings]
         context, prev_sha = result["tail"], result["sha256"]
         progress.emit("render", sp.index + 1, total, "cached" if was_cached else "rendered")
-    return Rendered(clips, rendered, evaluations, samplers)
+    return Rendered(clips, rendered, evaluations, samplers, warnings)
 
 
 def write_outputs(
@@ -406,7 +410,11 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
         ),
         "sampling": planned.render_job.sampling.active(),
         "sampler": sorted(set(rendered.samplers)),
+        # what the renderer said the job should know, each line once (e.g. a checkpoint that
+        # drops the phase windows); also in report.json and `avatar-flow jobs show`
+        "warnings": list(rendered.warnings),
     }
+    atomic_write_text(run.out_dir / REPORT_NAME, json.dumps(report, indent=1) + "\n")
     _publish_artifact(report, plan)
     progress.emit("done", 1, 1)
     return report
