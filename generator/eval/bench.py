@@ -29,6 +29,16 @@ Protocol (same world, data, seeds and stage-2 optimizer-step budget for every ro
 3. Held-out test prompts (action x window layout combinations never seen in training),
    sampled with the Euler flow-matching sampler (`generator.eval.sampling.sample_clips`),
    text cross-attention recorded; probes of frame time and key phase.
+
+The attribution suite (`BenchConfig.attribution()`, issue 19) asks *which element* carries the
+gain of +time-aware, on the same world, seeds, backbones and stage-2 steps: +PACA alone, +PACA
+with an absolute frame-time embedding, with numeric anchors added to each phase's tokens, with
+both, with readable anchor tokens (one token per anchor value), and with time-aware phase
+attention (`ATTRIBUTION`; each a config switch of the real model or the text cache, trained by
+the real `Trainer`); the oracle trained by the `Trainer`; a budget curve (`budget_mults`); and
+every row's IoU against the true timing with jittered test anchors (`jitter_seconds`). Verdicts
+are paired per-seed differences with 95% CIs (`generator.eval.report.paired_difference`). On a
+shared machine, run one process per seed (`--seeds N --rows ...`) and `merge_runs` the parts.
 """
 
 from __future__ import annotations
@@ -924,6 +934,8 @@ def merge_runs(parts: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
         names: list[str] = []
         for res in loaded:
             names += [n for n in res.get(group, {}) if n not in names]
+        order = [v.name for v in (*VARIANTS, *ATTRIBUTION)]
+        names.sort(key=lambda n: (n.endswith("x)"), order.index(n) if n in order else len(order)))
         merged[group] = {
             n: sorted(
                 [r for res in loaded for r in res.get(group, {}).get(n, [])],
