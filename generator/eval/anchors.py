@@ -19,7 +19,7 @@ import numpy as np
 
 from generator.render_types import PromptPhase, StructuredPrompt
 
-__all__ = ["anchor_pieces", "anchor_token_text", "jitter_prompts"]
+__all__ = ["anchor_follower_reference", "anchor_pieces", "anchor_token_text", "jitter_prompts"]
 
 
 def anchor_pieces(duration: float, step: float = 0.1) -> tuple[str, ...]:
@@ -64,4 +64,40 @@ def jitter_prompts(
             end = min(max(round(ph.end + b, 1), start + 0.1), p.duration)
             phases.append(PromptPhase(ph.text, start, end))
         out.append(StructuredPrompt(base=p.base, phases=tuple(phases), duration=p.duration))
+    return out
+
+
+def anchor_follower_reference(
+    world: Any, clips: list[Any], jitter_seconds: tuple[float, ...], data_seed: int
+) -> dict[str, dict[str, float]]:
+    """H@S and temporal IoU (against the true windows) of a model that draws each action
+    exactly inside the window its jittered anchors give (the frames whose latent centre lies in
+    `generator.prompting.phase_windows` of the jittered prompt): the ceiling for any row that
+    follows its anchors, per jitter level (the same draws as the bench, `data_seed + 10 + i`)."""
+    from generator.eval.metrics import action_metrics
+    from generator.prompting import phase_windows
+
+    cfg = world.config
+    out: dict[str, dict[str, float]] = {}
+    for i, level in enumerate((0.0, *jitter_seconds)):
+        prompts = (
+            [c.prompt for c in clips]
+            if level == 0.0
+            else jitter_prompts([c.prompt for c in clips], level, data_seed + 10 + i - 1)
+        )
+        hits: list[float] = []
+        ious: list[float] = []
+        for clip, prompt in zip(clips, prompts):
+            rows = phase_windows(
+                prompt, cfg.fps, cfg.num_latent_frames, len(prompt.phases), cfg.temporal_stride
+            )
+            labels = np.zeros(cfg.num_gen_frames, dtype=np.int64)
+            centres = np.arange(cfg.num_gen_frames) + 1.5  # generated frame j = latent j + 1
+            for k, action in enumerate(clip.actions, start=1):
+                a, b = float(rows[k, 0]), float(rows[k, 1])
+                labels[(centres >= a) & (centres < b)] = action
+            m = action_metrics(labels, clip.windows, clip.actions)
+            hits += m["hits"]
+            ious += m["ious"]
+        out[str(level)] = {"hit_rate": float(np.mean(hits)), "temporal_iou": float(np.mean(ious))}
     return out

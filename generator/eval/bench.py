@@ -733,6 +733,7 @@ def run_bench(
         "cpu_count": os.cpu_count(),
         "num_layouts": {str(k): len(v) for k, v in data.world.layouts_by_count.items()},
         "test_phases": int(sum(len(c.windows) for c in data.test_clips)),
+        "jitter_reference": _jitter_reference(cfg) if cfg.suite == "attribution" else None,
         "trainer": (
             "the real two-stage trainer (`generator.train.Trainer`)"
             if cfg.backend == "trainer"
@@ -913,6 +914,15 @@ def _run_attribution(cfg: BenchConfig, data: _Data, work: Path, log: Callable[[s
     return variants, runs, control_runs, pretrain_curves
 
 
+def _jitter_reference(cfg: BenchConfig) -> dict[str, dict[str, float]]:
+    """The exact-anchor-follower ceiling per jitter level (`anchors.anchor_follower_reference`)."""
+    from generator.eval.anchors import anchor_follower_reference
+
+    world = SyntheticWorld(cfg.world)
+    test = world.dataset(cfg.n_test, cfg.data_seed + 2, "test")
+    return anchor_follower_reference(world, test, tuple(cfg.jitter_seconds), cfg.data_seed)
+
+
 def merge_runs(parts: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     """Merge the results.json of runs of the same suite and config that differ only in their
     seeds or rows (e.g. one process per seed on a shared machine) into one report: runs are
@@ -945,6 +955,14 @@ def merge_runs(parts: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
         }
     merged["config"]["seeds"] = sorted({s for res in loaded for s in res["config"]["seeds"]})
     merged["pretrain_curves"] = [c for res in loaded for c in res.get("pretrain_curves", [])]
+    if merged.get("jitter_reference") is None and merged["config"].get("suite") == "attribution":
+        cfg = BenchConfig(
+            world=WorldConfig(**_tuples(merged["config"]["world"])),
+            n_test=merged["config"]["n_test"],
+            data_seed=merged["config"]["data_seed"],
+            jitter_seconds=tuple(merged["config"]["jitter_seconds"]),
+        )
+        merged["jitter_reference"] = _jitter_reference(cfg)
     merged["seconds"] = sum(r["seconds"] for r in loaded)
     merged["cpu_seconds"] = sum(r.get("cpu_seconds", 0.0) for r in loaded)
     merged["parts"] = [
@@ -961,6 +979,11 @@ def merge_runs(parts: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     write_report(merged, out)
     (out / "results.json").write_text(json.dumps(_rounded(compact_results(merged))))
     return merged
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON lists back to the tuples of a frozen config."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def compact_results(results: dict[str, Any]) -> dict[str, Any]:

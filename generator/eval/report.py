@@ -249,6 +249,10 @@ def _jitter_table(results: dict[str, Any]) -> tuple[str, list[str]]:
             m, se = _stats(vals)
             cells.append(f"{m:.3f}" if np.isnan(se) else f"{m:.3f} ± {se:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    ref = results.get("jitter_reference") or {}
+    if ref:
+        cells = [f"{ref[lv]['temporal_iou']:.3f}" if lv in ref else "" for lv in levels]
+        lines.append("| *reference: exact anchor follower* | " + " | ".join(cells) + " |")
     return "\n".join(lines), levels
 
 
@@ -317,10 +321,12 @@ At the larger budget, against +PACA at that budget:
 Test-time anchors: every phase edge moved by U(-J, J) s (rounded to the prompt's 0.1 s,
 clipped to the clip), the same draws for every row and seed (`generator.eval.anchors`);
 the model sees the jittered anchors in its text and windows, scoring uses the true windows.
+Reference: a model that draws each action exactly inside its *jittered* window (the ceiling
+for any row that follows the anchors it is given).
 
 {jt}
 
-{chr(10).join(jitter_pairs)}
+{(chr(10) * 2).join(jitter_pairs)}
 """
 
 
