@@ -435,6 +435,20 @@ def _plot_losses(results: dict[str, Any], out: Path) -> Path:
     return path
 
 
+def _budget_text(cfg: dict[str, Any]) -> str:
+    head = f"backbone pre-training {cfg['pretrain_steps']} steps (shared by all rows),"
+    if cfg.get("suite") == "attribution":
+        return (
+            f"{head}\n  then {cfg['steps']} stage-2 steps per row (`(kx)` rows: k times that); "
+            "no stage 1 (no row is two-stage)."
+        )
+    return (
+        f"{head}\n  then {cfg['steps']} stage-2 steps per row; +two-stage and +time-aware first "
+        f"share one\n  {cfg['stage1_steps']}-step stage-1 run (adapter only, frozen backbone, "
+        "brief captions, T2V)."
+    )
+
+
 def _time_text(results: dict[str, Any]) -> str:
     """Wall time, and the process CPU time (what the run costs one thread on an idle box)."""
     wall = f"Wall time {results['seconds'] / 60:.1f} min"
@@ -511,9 +525,7 @@ base H@S 0.725 -> +PACA 0.829 -> +progressive 0.831 (Sync-C 6.39 -> 6.57) -> +tw
 - Text: the real structured-prompt renderer with time anchors, an offline word-level
   Unigram tokenizer, a frozen random umT5 encoder ({w["text_dim"]}-d, {w["text_len"]} tokens).
 - Model: `{cfg["model"]}`.
-- Budget per seed: backbone pre-training {cfg["pretrain_steps"]} steps (shared by all rows),
-  then {cfg["steps"]} stage-2 steps per row; +two-stage and +time-aware first share one
-  {cfg["stage1_steps"]}-step stage-1 run (adapter only, frozen backbone, brief captions, T2V).
+- Budget per seed: {_budget_text(cfg)}
   Batch {cfg["batch_size"]}, lr {cfg["lr"]}, uniform training timesteps (shift 1), {cfg["n_train"]}
   training clips, {cfg["n_talking_head"]} talking-head clips, {cfg["sample_steps"]} Euler
   sampling steps (`generator.eval.sampling.sample_clips`), no classifier-free guidance.
