@@ -24,10 +24,10 @@ prompt text ("[2.0s-4.0s]", which umT5 spells digit by digit). In the synthetic 
 inside their windows (temporal IoU 0.07), and neither of two simpler ways of supplying time
 does: a learned absolute frame-time embedding on the video tokens (frame-time probe R^2 from
 0.2-0.4 to 0.7-0.8, IoU +0.006) or the windows added as numbers to each phase's tokens (IoU
-+0.001); this term does (IoU 0.99). What the evidence supports is therefore that the gain
-comes from this term, a direct (frame time, anchor window) interaction in the cross-attention
-logits, not from frames merely knowing their time; whether frame time and numeric anchors
-together, or more steps, would let the paper's rows learn the match is not settled there.
++0.001), nor both together (+0.007); this term does (IoU 0.99). What the evidence supports
+is that the gain comes from this term, a direct (frame time, anchor window) interaction in
+the cross-attention logits, not from frames merely knowing their time; whether many more
+steps would let the simpler rows learn the match is not settled there.
 
 Design: an additive logit term between frame queries and phase-token keys,
 
