@@ -11,7 +11,9 @@ Fast sampling (each off by default) arrives as one `generator.sampling.SamplingR
 distilled student instead (one forward per step, its own step count and solver from its
 `sampling.json`); `solver`, `guidance_interval` and a calibrated `step_cache` go to every
 pipeline call. `last_stats` holds the evaluations of the last render and `model_note` says
-which model rendered (both part of the `Renderer` protocol, read by the run report).
+which model rendered (both part of the `Renderer` protocol, read by the run report);
+`last_stats["timing"]` names the checkpoint's timing mechanism and `last_stats["warnings"]`
+says when it drops the phase windows of a prompt that has phases (the job warns once).
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class ActAvatarRenderer:
                 output_type="np",
             ).frames[0]
             self.last_stats = dict(getattr(self.pipeline, "sampling_stats", {}))
+            self.last_stats.update(self._timing_stats(request))
         frames = np.clip(np.round(np.asarray(out) * 255.0), 0, 255).astype(np.uint8)
         if self.color_match_strength > 0 and request.reference_image is not None:
             from generator.pipeline_actavatar import resize_center_crop
@@ -118,6 +121,21 @@ class ActAvatarRenderer:
                 frames, ref, self.color_match_strength, start=request.overlap_frames
             )
         return frames
+
+    def _timing_stats(self, request: RenderRequest) -> dict[str, Any]:
+        """Which timing mechanism rendered, and a warning when the prompt's phase windows
+        were dropped (a transformer without time-aware phases, e.g. the paper-exact one)."""
+        from generator.transformer_actavatar import (
+            PHASE_WINDOWS_WARNING,
+            ignores_phase_windows,
+            timing_mechanism,
+        )
+
+        config = dict(self.pipeline.transformer.config)
+        stats: dict[str, Any] = {"timing": timing_mechanism(config)}
+        if request.prompt.phases and ignores_phase_windows(config):
+            stats["warnings"] = [PHASE_WINDOWS_WARNING]
+        return stats
 
 
 def load_actavatar_renderer(

@@ -10,18 +10,24 @@ so public Wan2.2 checkpoints load 1:1; the new keys are
     blocks.{i}.norm_audio.*                     LayerNorm before the audio cross-attention
     blocks.{i}.audio_attn.*                     frame-wise audio cross-attention (to_out zero-init)
     blocks.{i}.phase_time.weight                time-aware phase attention (zero-init, optional)
+    frame_time.weight                           absolute frame-time embedding (zero-init, optional)
+    phase_anchor.weight                         numeric anchor embedding (zero-init, optional)
 
 With `audio_embeds=None` and `phase_ids=None` (or zero-initialised new modules) the forward
 is exactly `WanTransformer3DModel.forward` with the same weights.
 
 Time-aware phase attention (`time_aware_phases=True`, beyond the paper)
 -----------------------------------------------------------------------
-PACA tells a text token *which* phase it belongs to, but nothing tells a video token *when*
-it is: Wan's RoPE enters self-attention only, so at the text cross-attention a frame query
-carries almost no absolute time (a linear probe of the latent-frame index on the
-cross-attention input reaches R^2 ~0.3-0.4 in the synthetic bench), and no amount of PACA
-can route frame f to the phase active at f. The anchors are in the prompt text ("[2.0s-4.0s]"),
-but a frozen umT5 spells numbers digit by digit and the model must learn to read them.
+PACA tells a text token *which* phase it belongs to; *when* the phase acts is only in the
+prompt text ("[2.0s-4.0s]", which umT5 spells digit by digit). In the synthetic bench
+(`docs/eval/synthetic/attribution/`, 3 seeds, 500 stage-2 steps) +PACA does not place actions
+inside their windows (temporal IoU 0.07), and neither of two simpler ways of supplying time
+does: a learned absolute frame-time embedding on the video tokens (frame-time probe R^2 from
+0.2-0.4 to 0.7-0.8, IoU +0.006) or the windows added as numbers to each phase's tokens (IoU
++0.001), nor both together (+0.007); this term does (IoU 0.99). What the evidence supports
+is that the gain comes from this term, a direct (frame time, anchor window) interaction in
+the cross-attention logits, not from frames merely knowing their time; whether many more
+steps would let the simpler rows learn the match is not settled there.
 
 Design: an additive logit term between frame queries and phase-token keys,
 
@@ -74,9 +80,11 @@ logger = logging.get_logger(__name__)
 
 ADAPTER_PREFIXES = ("audio_proj.",)
 ADAPTER_BLOCK_MODULES = ("audio_attn", "norm_audio")
-PHASE_PREFIXES = ("phase_embedding.",)
+PHASE_PREFIXES = ("phase_embedding.", "frame_time.", "phase_anchor.")
 PHASE_BLOCK_MODULES = ("phase_time",)
 PHASE_TIME_TAUS = (0.5, 1.0, 2.0, 4.0)
+# periods (latent frames) of the absolute-time features: frame time and numeric anchors
+ABSOLUTE_TIME_PERIODS = (4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 
 
 def is_audio_adapter_key(key: str) -> bool:
@@ -125,6 +133,26 @@ def phase_time_features(
     out = torch.cat(feats, dim=-1)  # (B, F, R, n)
     valid = (w[..., 1] > w[..., 0]).to(out.dtype)  # (B, R)
     return out * valid[:, None, :, None]
+
+
+def absolute_time_features(positions: torch.Tensor) -> torch.Tensor:
+    """(..., ) positions in latent frames -> (..., 1 + 2 * len(ABSOLUTE_TIME_PERIODS)).
+
+    A ramp (position / 16) and cos/sin(2 pi x / P) for P = 4 ... 128 latent frames: any
+    smooth function of *absolute* clip time is (close to) linear in them. Shared by the
+    attribution switches `frame_time_embedding` (x = frame centre) and
+    `phase_anchor_embedding` (x = a window's start and end).
+    """
+    x = positions.float()
+    feats = [x / 16.0]
+    for period in ABSOLUTE_TIME_PERIODS:
+        ang = x * (2 * math.pi / period)
+        feats += [torch.cos(ang), torch.sin(ang)]
+    return torch.stack(feats, dim=-1)
+
+
+def num_absolute_time_features() -> int:
+    return 1 + 2 * len(ABSOLUTE_TIME_PERIODS)
 
 
 def progressive_audio_scales(
@@ -503,6 +531,15 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
             cross-attention (see the module docstring); needs `phase_ids` and `phase_windows`.
         phase_time_freqs (`int`, defaults to 4): Fourier periods (4, 8, 16, ... latent frames) of
             the time-aware features.
+        frame_time_embedding (`bool`, defaults to `False`): attribution switch (not the product's
+            timing mechanism): add a zero-initialised learned function of each latent frame's
+            *absolute* time (`absolute_time_features`) to its video tokens after the patch
+            embedding, so frames know when they are.
+        phase_anchor_embedding (`bool`, defaults to `False`): attribution switch: add a
+            zero-initialised learned function of each phase's anchor window (its start and end
+            in latent frames, `absolute_time_features`) to the text tokens of that phase, next
+            to the PACA phase embedding (the paper's "temporal anchors + phase embeddings" made
+            numeric; no attention bias). Needs `phase_ids` and `phase_windows`.
     """
 
     _no_split_modules = ["ActAvatarTransformerBlock"]
@@ -550,6 +587,8 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         max_phases: int = 8,
         time_aware_phases: bool = False,
         phase_time_freqs: int = 4,
+        frame_time_embedding: bool = False,
+        phase_anchor_embedding: bool = False,
     ) -> None:
         # Build Wan without blocks (ours replace them), then restore the registered layer count.
         super().__init__(
@@ -607,6 +646,16 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         # PACA: e_k added to umT5 tokens of block k (0 = base); the padding row stays zero.
         self.phase_embedding = nn.Embedding(max_phases + 2, text_dim, padding_idx=max_phases + 1)
         nn.init.zeros_(self.phase_embedding.weight)
+        # attribution switches (zero-init: a checkpoint without them loads as the identity)
+        n_abs = num_absolute_time_features()
+        self.frame_time = None
+        if frame_time_embedding:
+            self.frame_time = nn.Linear(n_abs, inner_dim, bias=False)
+            nn.init.zeros_(self.frame_time.weight)
+        self.phase_anchor = None
+        if phase_anchor_embedding:
+            self.phase_anchor = nn.Linear(2 * n_abs, text_dim, bias=False)
+            nn.init.zeros_(self.phase_anchor.weight)
 
     # ----------------------------------------------------------------------------------------
     # Scales, initialisation, adapter I/O
@@ -642,6 +691,10 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
             "audio_proj": self.audio_proj,
             "phase_embedding": self.phase_embedding,
         }
+        if self.frame_time is not None:
+            mods["frame_time"] = self.frame_time
+        if self.phase_anchor is not None:
+            mods["phase_anchor"] = self.phase_anchor
         for i, block in enumerate(self.blocks):
             mods[f"blocks.{i}.norm_audio"] = block.norm_audio
             mods[f"blocks.{i}.audio_attn"] = block.audio_attn
@@ -666,7 +719,9 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
                 nn.init.ones_(module.norm_k.weight)
                 nn.init.zeros_(module.to_out[0].weight)
                 nn.init.zeros_(module.to_out[0].bias)
-            elif isinstance(module, nn.Embedding) or name.endswith(".phase_time"):
+            elif isinstance(module, nn.Embedding) or name.endswith(
+                (".phase_time", "frame_time", "phase_anchor")
+            ):
                 nn.init.zeros_(module.weight)
             else:
                 for sub in module.modules():
@@ -835,6 +890,34 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         token_rows[..., self.phase_pad_id] = 0  # padding tokens get no term
         return features, token_rows
 
+    @property
+    def timing_mechanism(self) -> str:
+        """How this transformer learns *when* a phase acts (what `checkpoints show`/`doctor`
+        list): `time-aware phase attention` (reads `phase_windows`), or `text anchors only
+        (paper PACA)` (the windows are ignored; only the anchor text in the prompt), plus
+        the attribution switches when present."""
+        return timing_mechanism(dict(self.config))
+
+    def _anchor_embedding(
+        self, phase_windows: torch.Tensor, phase_ids: torch.Tensor, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """(B, S, text_dim): the numeric anchor term of every text token (phase rows only)."""
+        rows = self.config.max_phases + 2
+        batch, seq = phase_ids.shape
+        if phase_windows.shape != (batch, rows, 2):
+            raise ValueError(
+                f"phase_windows must be ({batch}, {rows}, 2) (batch, max_phases + 2, [start, end)),"
+                f" got {tuple(phase_windows.shape)}"
+            )
+        w = phase_windows.to(self.phase_anchor.weight.device).float()
+        feats = absolute_time_features(w).flatten(-2)  # (B, R, 2n): start, end
+        valid = (w[..., 1] > w[..., 0]).float()
+        valid[:, 0] = 0.0  # the base block has no anchor
+        per_row = self.phase_anchor(feats.to(self.phase_anchor.weight.dtype)) * valid[..., None]
+        ids = phase_ids.to(per_row.device).clamp(0, rows - 1)
+        onehot = torch.nn.functional.one_hot(ids, rows).to(per_row.dtype)  # (B, S, R)
+        return (onehot @ per_row).to(dtype)
+
     # ----------------------------------------------------------------------------------------
     # Forward
     # ----------------------------------------------------------------------------------------
@@ -878,10 +961,23 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         hidden_states = self.patch_embedding(hidden_states)
         hidden_states = hidden_states.flatten(2).transpose(1, 2).contiguous()
 
+        # Attribution switch: a learned function of each frame's absolute time on its tokens.
+        if self.frame_time is not None:
+            centres = torch.arange(post_patch_num_frames, device=hidden_states.device) + 0.5
+            ft = self.frame_time(absolute_time_features(centres).to(self.frame_time.weight.dtype))
+            hidden_states = hidden_states + ft.to(hidden_states.dtype).repeat_interleave(
+                tokens_per_frame, dim=0
+            )
+
         # PACA: add the phase embedding to the text tokens before Wan's text projection.
         if phase_ids is not None:
             phase = self.phase_embedding(phase_ids.to(encoder_hidden_states.device))
             encoder_hidden_states = encoder_hidden_states + phase.to(encoder_hidden_states.dtype)
+            # Attribution switch: numeric anchors next to the phase embedding.
+            if self.phase_anchor is not None and phase_windows is not None:
+                encoder_hidden_states = encoder_hidden_states + self._anchor_embedding(
+                    phase_windows, phase_ids, encoder_hidden_states.dtype
+                )
 
         if timestep.ndim == 2:
             ts_seq_len = timestep.shape[1]
@@ -993,6 +1089,51 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         return Transformer2DModelOutput(sample=output)
 
 
+def timing_mechanism(config: dict[str, Any]) -> str:
+    """The timing mechanism an ActAvatar transformer config trains/renders with (one line)."""
+    if config.get("time_aware_phases"):
+        base = "time-aware phase attention (reads the phase windows)"
+    else:
+        base = "text anchors only (paper PACA; phase windows ignored)"
+    extra = [
+        name
+        for key, name in (
+            ("frame_time_embedding", "absolute frame-time embedding"),
+            ("phase_anchor_embedding", "numeric anchor embedding"),
+        )
+        if config.get(key)
+    ]
+    return base + (" + " + " + ".join(extra) if extra else "")
+
+
+def ignores_phase_windows(config: dict[str, Any]) -> bool:
+    """True when a transformer with this config drops the phase windows the pipeline passes
+    (no time-aware phase attention and no numeric anchors): actions are timed only by the
+    anchor text, which the synthetic bench shows PACA does not learn to read."""
+    return not (config.get("time_aware_phases") or config.get("phase_anchor_embedding"))
+
+
+PHASE_WINDOWS_WARNING = (
+    "this checkpoint's transformer ignores the phase windows (time_aware_phases is false: the "
+    "paper's PACA, timed by the anchor text only), so actions may not land inside their "
+    "windows; train stage 2 with model.time_aware_phases: true (the shipped configs do)"
+)
+
+
+def read_timing_mechanism(folder: str | Path) -> str | None:
+    """The timing mechanism of a saved checkpoint or pipeline folder (its `transformer/`
+    config), or None when the folder has no ActAvatar transformer config."""
+    import json
+
+    folder = Path(folder)
+    for cfg in (folder / "transformer" / "config.json", folder / "config.json"):
+        if cfg.is_file():
+            data = json.loads(cfg.read_text())
+            if str(data.get("_class_name", "")).startswith("ActAvatar"):
+                return timing_mechanism(data)
+    return None
+
+
 def wan_config_from_actavatar(config: dict[str, Any]) -> dict[str, Any]:
     """The `WanTransformer3DModel` kwargs inside an ActAvatar config (for comparisons)."""
     import inspect
@@ -1007,11 +1148,16 @@ __all__ = [
     "ActAvatarFrameAudioAttnProcessor",
     "ActAvatarTextAttnProcessor",
     "ActAvatarTransformer3DModel",
+    "PHASE_WINDOWS_WARNING",
     "ActAvatarTransformerBlock",
+    "absolute_time_features",
+    "ignores_phase_windows",
     "is_actavatar_key",
     "is_audio_adapter_key",
     "is_phase_key",
     "phase_time_features",
     "progressive_audio_scales",
+    "read_timing_mechanism",
+    "timing_mechanism",
     "wan_config_from_actavatar",
 ]

@@ -95,6 +95,13 @@ def _warn_fallback(plan_or_report: dict) -> None:
         )
 
 
+def _warn_job(report: dict) -> None:
+    """The job's own warnings (e.g. a checkpoint that drops the phase windows), one line each,
+    on stderr: the report lists each once per job."""
+    for line in report.get("warnings") or ():
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def _check_inputs(script: Path, options: JobOptions):
     """Validate before starting Prefect or loading any model; the checked inputs."""
     from flows.runtime.settings import get_settings
@@ -174,6 +181,7 @@ def run(
         with bar, progress.listening(on_event):
             report = produce_video(script=str(script), options=options)
     _warn_fallback(report)
+    _warn_job(report)
     if as_json:
         out.print_json(json.dumps(report))
         return
@@ -321,6 +329,8 @@ def jobs_show(
     out.print(f"[bold]{job['id']}[/] {job['status']}  {job['title']}  ({job['script_path']})")
     if job.get("error"):
         out.print(f"[red]error:[/] {job['error']}")
+    for line in (details.get("report") or {}).get("warnings") or ():
+        out.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
     seg = Table(title="Segments")
     for col in ("#", "start", "end", "frames", "status", "render s", "sha256"):
         seg.add_column(col)

@@ -33,13 +33,63 @@ def synthetic(
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps per row.")] = None,
     backend: Annotated[str, typer.Option(help="trainer (generator.train) or loop.")] = "trainer",
+    suite: Annotated[
+        str,
+        typer.Option(
+            help="ablation (the paper's rows + controls) or attribution (which timing element "
+            "carries the gain: rows, oracle, budget and jitter curves)."
+        ),
+    ] = "ablation",
+    rows: Annotated[
+        str | None, typer.Option(help="Only these rows (comma-separated names).")
+    ] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="attribution: budget multiples, e.g. 3 or 3,9 ('' none).")
+    ] = None,
+    merge: Annotated[
+        str | None,
+        typer.Option(help="Merge these report folders (comma-separated; e.g. one per seed)."),
+    ] = None,
 ) -> None:
-    """Train base / +PACA / +progressive / +two-stage tiny models and write the report."""
+    """Train tiny ActAvatar models with the real trainer on the synthetic world; write the report."""
     from dataclasses import replace
 
-    from generator.eval.bench import BenchConfig, run_bench
+    from generator.eval.bench import BenchConfig, merge_runs, run_bench
 
-    cfg = BenchConfig.quick_config() if quick else BenchConfig.full()
+    if merge:
+        with one_line_errors():
+            parts = [Path(p.strip()) for p in merge.split(",") if p.strip()]
+            for p in parts:
+                if not (p / "results.json").is_file():
+                    raise InputError(f"{p}: no results.json", field="merge")
+            try:
+                merge_runs(parts, out_dir)
+            except ValueError as exc:
+                raise InputError(str(exc), field="merge") from None
+        out.print(f"report: {out_dir / 'README.md'}", highlight=False)
+        return
+    if suite not in ("ablation", "attribution"):
+        with one_line_errors():
+            raise InputError(f"unknown suite {suite!r} (ablation or attribution)", field="suite")
+    if suite == "attribution":
+        cfg = BenchConfig.quick_attribution() if quick else BenchConfig.attribution()
+    else:
+        cfg = BenchConfig.quick_config() if quick else BenchConfig.full()
+    if rows:
+        cfg = replace(cfg, rows=tuple(r.strip() for r in rows.split(",") if r.strip()))
+    if budget is not None:
+        with one_line_errors():
+            try:
+                mults = tuple(int(b) for b in budget.split(",") if b.strip())
+            except ValueError:
+                raise InputError(
+                    f"--budget takes whole multiples like 3 or 3,9, got {budget!r}", field="budget"
+                ) from None
+            if any(m < 1 for m in mults):
+                raise InputError(
+                    f"--budget multiples must be at least 1, got {budget!r}", field="budget"
+                )
+        cfg = replace(cfg, budget_mults=mults)
     with one_line_errors():
         if out_dir.exists() and not out_dir.is_dir():
             raise InputError(f"--out must be a folder, got the file {str(out_dir)!r}", field="out")

@@ -268,11 +268,14 @@ def checkpoints_show(
     """One checkpoint as JSON (with its training config when the folder is present)."""
     with one_line_errors():
         from flows.training.checkpoints import get_checkpoint
+        from generator.transformer_actavatar import read_timing_mechanism
 
         row = _row_dict(get_checkpoint(ref))
         cfg = Path(row["path"]) / "train_config.json"
         if cfg.is_file():
             row["train_config"] = json.loads(cfg.read_text())
+        # how renders of this checkpoint time the phases (None: folder missing)
+        row["timing"] = read_timing_mechanism(row["path"])
     out.print_json(json.dumps(row, default=str))
 
 

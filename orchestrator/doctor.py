@@ -62,6 +62,12 @@ def collect() -> dict[str, dict[str, Any]]:
         if ckpt
         else "not set (AVATAR_FLOW_CHECKPOINT); renderer 'animatic' only"
     )
+    if ckpt and (Path(ckpt) / "model_index.json").is_file():
+        from generator.transformer_actavatar import read_timing_mechanism
+
+        models["actavatar timing"] = (
+            read_timing_mechanism(ckpt) or "unknown (no transformer config)"
+        )
     import torch
 
     if torch.cuda.is_available():

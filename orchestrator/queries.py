@@ -38,6 +38,22 @@ def list_jobs(limit: int = 20, status: str | None = None) -> list[Job]:
         return list(s.exec(q).all())
 
 
+def _run_report(out_dir: str | None) -> dict[str, Any] | None:
+    """The job's report.json (written when the job finished), or None."""
+    import json
+    from pathlib import Path
+
+    from flows.video.produce import REPORT_NAME
+
+    path = Path(out_dir or "") / REPORT_NAME
+    if not out_dir or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def job_details(job_id: str) -> dict[str, Any] | None:
     with _session() as s:
         job = s.get(Job, job_id)
@@ -66,6 +82,8 @@ def job_details(job_id: str) -> dict[str, Any] | None:
         ).all()
         return {
             "job": job.model_dump(),
+            # the run report written next to the video (warnings, sampler, counts), if any
+            "report": _run_report(job.out_dir),
             # Every saved plan (planner, review app, run --plan), oldest first, without the plans.
             "plan_versions": [v.model_dump(exclude={"plan"}) for v in versions],
             "segments": [x.model_dump() for x in segs],

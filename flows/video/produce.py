@@ -75,6 +75,7 @@ OUTPUT_NAMES = {
     "timeline": "timeline.png",
 }
 LOG_NAME = "job.log"
+REPORT_NAME = "report.json"  # the run report (what `produce_video` returns), next to the video
 
 
 # ------------------------------------------------------------------------------------ planning
@@ -219,6 +220,7 @@ class Rendered:
     evaluations: list[int] = field(default_factory=list)  # model evaluations per clip
     samplers: list[str] = field(default_factory=list)  # which model rendered (teacher/student)
     shas: list[str] = field(default_factory=list)  # the clips' content hashes (finishing's key)
+    warnings: list[str] = field(default_factory=list)  # renderer warnings, each once per job
 
 
 def open_job_run(inputs: JobInputs, settings: Settings) -> JobRun:
@@ -296,6 +298,7 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
     evaluations: list[int] = []
     samplers: list[str] = []
     shas: list[str] = []
+    warnings: list[str] = []
     progress.emit("render", 0, total)
     for sp in planned.specs:
         own = job.for_segment(sp)  # its words and phases only: constant work per segment
@@ -333,9 +336,10 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
             evaluations.append(int(result["evaluations"]))
         if result.get("sampler"):
             samplers.append(str(result["sampler"]))
+        warnings += [w for w in result.get("warnings") or () if w not in warnings]
         context, prev_sha = result["tail"], result["sha256"]
         progress.emit("render", sp.index + 1, total, "cached" if was_cached else "rendered")
-    return Rendered(clips, rendered, evaluations, samplers, shas)
+    return Rendered(clips, rendered, evaluations, samplers, shas, warnings)
 
 
 def write_outputs(
@@ -432,7 +436,11 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
         "sampler": sorted(set(rendered.samplers)),
         # brand, music, measured loudness, chapters, the template and its values
         "finishing": finishing,
+        # what the renderer said the job should know, each line once (e.g. a checkpoint that
+        # drops the phase windows); also in report.json and `avatar-flow jobs show`
+        "warnings": list(rendered.warnings),
     }
+    atomic_write_text(run.out_dir / REPORT_NAME, json.dumps(report, indent=1) + "\n")
     _publish_artifact(report, plan)
     progress.emit("done", 1, 1)
     return report

@@ -234,6 +234,8 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
         # model evaluations of this clip (a guided step counts 3) and which model rendered
         "evaluations": stats.get("evaluations"),
         "sampler": note,
+        # what the renderer says the job should know (e.g. phase windows dropped)
+        "warnings": [str(w) for w in stats.get("warnings") or ()],
     }
 
 

@@ -29,6 +29,16 @@ Protocol (same world, data, seeds and stage-2 optimizer-step budget for every ro
 3. Held-out test prompts (action x window layout combinations never seen in training),
    sampled with the Euler flow-matching sampler (`generator.eval.sampling.sample_clips`),
    text cross-attention recorded; probes of frame time and key phase.
+
+The attribution suite (`BenchConfig.attribution()`, issue 19) asks *which element* carries the
+gain of +time-aware, on the same world, seeds, backbones and stage-2 steps: +PACA alone, +PACA
+with an absolute frame-time embedding, with numeric anchors added to each phase's tokens, with
+both, with readable anchor tokens (one token per anchor value), and with time-aware phase
+attention (`ATTRIBUTION`; each a config switch of the real model or the text cache, trained by
+the real `Trainer`); the oracle trained by the `Trainer`; a budget curve (`budget_mults`); and
+every row's IoU against the true timing with jittered test anchors (`jitter_seconds`). Verdicts
+are paired per-seed differences with 95% CIs (`generator.eval.report.paired_difference`). On a
+shared machine, run one process per seed (`--seeds N --rows ...`) and `merge_runs` the parts.
 """
 
 from __future__ import annotations
@@ -48,18 +58,27 @@ import numpy as np
 
 from generator.eval.world import BRIEF_PROMPT, Clip, SyntheticWorld, WorldConfig
 
-__all__ = ["VARIANTS", "BenchConfig", "Variant", "run_bench"]
+__all__ = ["ATTRIBUTION", "VARIANTS", "BenchConfig", "Variant", "merge_runs", "run_bench"]
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One ablation row."""
+    """One row: switches of the real model (`ActAvatarTransformer3DModel` config flags, set
+    through the trainer's `model.*` config) and of the data (which text cache it trains on)."""
 
     name: str
     paca: bool
     progressive: bool
     two_stage: bool
     time_aware: bool = False
+    frame_time: bool = False  # model.frame_time_embedding: absolute frame time on video tokens
+    anchor_embedding: bool = False  # model.phase_anchor_embedding: numeric anchors on phase tokens
+    anchor_tokens: bool = False  # text: one token per anchor value (readable anchors)
+    steps_mult: int = 1  # stage-2 budget as a multiple of `BenchConfig.steps`
+
+    def scaled(self, mult: int) -> Variant:
+        """The same row at `mult` x the stage-2 steps (the budget curve)."""
+        return replace(self, name=f"{self.name} ({mult}x)", steps_mult=mult)
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -68,6 +87,38 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("+progressive", paca=True, progressive=True, two_stage=False),
     Variant("+two-stage", paca=True, progressive=True, two_stage=True),
     Variant("+time-aware", paca=True, progressive=True, two_stage=True, time_aware=True),
+)
+# Issue 19: what carries the gain of +time-aware? Every row is +PACA (no progressive audio, no
+# two-stage: those showed no effect) plus one timing element, on the same seeds and backbones.
+ATTRIBUTION: tuple[Variant, ...] = (
+    Variant("+PACA", paca=True, progressive=False, two_stage=False),
+    Variant("+PACA +frame time", paca=True, progressive=False, two_stage=False, frame_time=True),
+    Variant(
+        "+PACA +numeric anchors",
+        paca=True,
+        progressive=False,
+        two_stage=False,
+        anchor_embedding=True,
+    ),
+    Variant(
+        "+PACA +frame time +numeric anchors",
+        paca=True,
+        progressive=False,
+        two_stage=False,
+        frame_time=True,
+        anchor_embedding=True,
+    ),
+    Variant(
+        "+PACA +anchor tokens", paca=True, progressive=False, two_stage=False, anchor_tokens=True
+    ),
+    Variant("+PACA +time-aware", paca=True, progressive=False, two_stage=False, time_aware=True),
+)
+# the budget curve: these rows again at each multiple (the numeric-anchor row with the highest
+# 1x IoU is added; rule fixed before the run)
+BUDGET_ROWS: tuple[str, ...] = ("+PACA", "+PACA +time-aware")
+NUMERIC_ANCHOR_ROWS: tuple[str, ...] = (
+    "+PACA +numeric anchors",
+    "+PACA +frame time +numeric anchors",
 )
 ORACLE = Variant("oracle routing", paca=True, progressive=True, two_stage=False)
 # evaluation-time negative controls: (name, row it is applied to, input change)
@@ -120,10 +171,21 @@ class BenchConfig:
     backend: str = "trainer"  # "trainer" (generator.train.Trainer) or "loop" (train_loop.py)
     rows: tuple[str, ...] | None = None  # None: every row and control; else only these rows
     quick: bool = False
+    # "ablation" (the paper's rows + controls) or "attribution" (issue 19: ATTRIBUTION rows,
+    # oracle, budget curve, jitter curve)
+    suite: str = "ablation"
+    budget_mults: tuple[int, ...] = (3,)  # attribution: extra budgets (x `steps`) of BUDGET_ROWS
+    # attribution: test-time anchor error, seconds: each edge moves by U(-J, J), rounded to 0.1 s
+    jitter_seconds: tuple[float, ...] = (0.25, 0.5, 1.0)
 
     @classmethod
     def full(cls) -> BenchConfig:
         return cls()
+
+    @classmethod
+    def attribution(cls) -> BenchConfig:
+        """Issue 19's committed run: same world, seeds and budgets as `full()`."""
+        return cls(suite="attribution")
 
     @classmethod
     def quick_config(cls) -> BenchConfig:
@@ -141,6 +203,13 @@ class BenchConfig:
             quick=True,
         )
 
+    @classmethod
+    def quick_attribution(cls) -> BenchConfig:
+        """The attribution suite with the quick budgets (plumbing only)."""
+        return replace(
+            cls.quick_config(), suite="attribution", budget_mults=(2,), jitter_seconds=(0.5,)
+        )
+
 
 # ----------------------------------------------------------------------------------------------
 # Data
@@ -155,6 +224,20 @@ class _Data:
     test_clips: list[Clip]
     test_wrong: Any  # TensorSet, test prompts with another layout's anchors (same actions)
     references: dict[str, dict[str, float]]
+    # attribution suite: the same clips with one token per anchor value, and jittered anchors
+    train_tokens: Any = None
+    test_tokens: Any = None
+    test_jitter: dict[tuple[float, bool], Any] = field(default_factory=dict)
+
+    def test_set(self, anchor_tokens: bool, change: str | None = None) -> Any:
+        """The held-out inputs of a row (readable anchors or not), optionally changed."""
+        if change is not None and change.startswith("jitter:"):
+            return self.test_jitter[(float(change.split(":")[1]), anchor_tokens)]
+        if change == "wrong_anchors":
+            if anchor_tokens:
+                raise ValueError("wrong anchors are not encoded with anchor tokens")
+            return self.test_wrong
+        return self.test_tokens if anchor_tokens else self.test
 
 
 def _encode(
@@ -216,6 +299,19 @@ def build_data(cfg: BenchConfig) -> _Data:
     test = world.dataset(cfg.n_test, cfg.data_seed + 2, "test")
     wrong = wrong_layouts(world, test, cfg.data_seed + 3)
     wrong_prompts = [world.prompt_for(lay, c.actions, c.prompt.base) for lay, c in zip(wrong, test)]
+    extra: dict[str, Any] = {}
+    if cfg.suite == "attribution":
+        from generator.eval.anchors import anchor_token_text, jitter_prompts
+
+        tok2, enc2 = anchor_token_text(world)
+        extra["train_tokens"] = _encode(train, tok2, enc2, cfg.world, False, mp)
+        extra["test_tokens"] = _encode(test, tok2, enc2, cfg.world, False, mp)
+        jit: dict[tuple[float, bool], Any] = {}
+        for i, level in enumerate(cfg.jitter_seconds):
+            prompts = jitter_prompts([c.prompt for c in test], level, cfg.data_seed + 10 + i)
+            jit[(level, False)] = _encode(test, tokenizer, encoder, cfg.world, False, mp, prompts)
+            jit[(level, True)] = _encode(test, tok2, enc2, cfg.world, False, mp, prompts)
+        extra["test_jitter"] = jit
     return _Data(
         world=world,
         train=_encode(train, tokenizer, encoder, cfg.world, False, mp),
@@ -225,6 +321,7 @@ def build_data(cfg: BenchConfig) -> _Data:
         test_clips=test,
         test_wrong=_encode(test, tokenizer, encoder, cfg.world, False, mp, wrong_prompts),
         references=reference_levels(world, test, seed=cfg.data_seed),
+        **extra,
     )
 
 
@@ -368,6 +465,7 @@ class _TrainerRuns:
         self.stage1: dict[int, tuple[Path, list[float]]] = {}
         # block ids and windows are stored; rows without PACA train with use_phase_ids=False
         self.cache = write_bench_caches(data, work, cfg.model.get("max_phases", 4) + 1)
+        self.backbones: dict[int, Path] = {}
 
     def _run(
         self, stage: str, base: Path, cache: str, name: str, steps: int, seed: int, **kw: Any
@@ -408,9 +506,7 @@ class _TrainerRuns:
         model = load_trained(res["transformer"])
         backbone = write_base(self.work / f"backbone-{seed}", model)
         model.save_audio_adapter(backbone / "audio_adapter.safetensors")
-        # the same weights with time-aware phases switched on (new projections zero = identity)
-        ta = _from_backbone(self.cfg, seed, model.state_dict(), True)
-        write_base(self.work / f"backbone-ta-{seed}", ta)
+        self.backbones[seed] = backbone
         return backbone, res["losses"]
 
     def _stage1(self, seed: int, backbone: Path) -> tuple[Path, list[float]]:
@@ -427,25 +523,35 @@ class _TrainerRuns:
             self.stage1[seed] = (Path(res1["adapter"]), res1["losses"])
         return self.stage1[seed]
 
-    def variant(self, variant: Variant, seed: int, backbone: Path) -> tuple[Any, dict]:
-        from generator.eval.trainer_backend import load_trained
+    def variant(
+        self, variant: Variant, seed: int, backbone: Path, oracle: bool = False
+    ) -> tuple[Any, dict]:
+        """One row: a stage-2 `Trainer` run from the seed's backbone, its switches set through
+        the trainer config (`model.time_aware_phases`, `model.frame_time_embedding`,
+        `model.phase_anchor_embedding`; new modules start as identity) and the text cache."""
+        import re
 
-        tag = variant.name.strip("+")
+        from generator.eval.trainer_backend import OracleRoutingTrainer, load_trained
+
+        tag = re.sub(r"[^A-Za-z0-9]+", "-", variant.name).strip("-")
         curves: dict[str, list[float]] = {}
         adapter = backbone / "audio_adapter.safetensors"
         if variant.two_stage:
             adapter, curves["stage1"] = self._stage1(seed, backbone)
-        base = self.work / f"backbone-ta-{seed}" if variant.time_aware else backbone
         res = self._run(
             "stage2",
-            base,
-            "prompt",
+            backbone,
+            "prompt-tokens" if variant.anchor_tokens else "prompt",
             f"{tag}-{seed}",
-            self.cfg.steps,
+            self.cfg.steps * variant.steps_mult,
             seed,
             adapter=adapter,
             audio_progressive=variant.progressive,
             use_phase_ids=variant.paca,
+            time_aware_phases=variant.time_aware or None,
+            frame_time_embedding=variant.frame_time or None,
+            phase_anchor_embedding=variant.anchor_embedding or None,
+            trainer_cls=OracleRoutingTrainer if oracle else None,
         )
         curves["stage2" if variant.two_stage else "train"] = res["losses"]
         return load_trained(res["transformer"]), curves
@@ -461,7 +567,7 @@ def _inputs(data: _Data, variant: Variant, change: str | None) -> dict[str, Any]
     from generator.eval.controls import shuffled_phase_ids
     from generator.prompting import unconditional_phase_ids
 
-    src = data.test_wrong if change == "wrong_anchors" else data.test
+    src = data.test_set(variant.anchor_tokens, change)
     text, ids, windows = src.text, src.phase_ids, src.windows
     if change == "text_blind":
         text = torch.zeros_like(text)
@@ -487,8 +593,10 @@ def evaluate(
     seed: int,
     change: str | None = None,
     oracle: bool = False,
+    metrics_only: bool = False,
 ) -> dict[str, Any]:
-    """Sample the held-out prompts, score every clip, phase focus/contrast per layer, probes."""
+    """Sample the held-out prompts, score every clip, phase focus/contrast per layer, probes
+    (`metrics_only`: sample and score only, with the model's own processors)."""
     import torch
 
     from generator.eval.controls import oracle_mask
@@ -498,7 +606,8 @@ def evaluate(
     from generator.eval.sampling import SamplerOptions, sample_clips
 
     inputs = _inputs(data, variant, change)
-    test_ids = data.test.phase_ids  # the true blocks of every token (for the focus measures)
+    # the true blocks of every token (for the focus measures)
+    test_ids = data.test_set(variant.anchor_tokens).phase_ids
     windows = [c.windows for c in data.test_clips]
     tpf = (cfg.world.height // 2) * (cfg.world.width // 2)
     pad = cfg.model.get("max_phases", 4) + 1
@@ -512,13 +621,13 @@ def evaluate(
             if oracle
             else None
         )
-        with capture_text_attention(model, tpf, mask=mask) as rec:
-            out = sample_clips(
-                model,
-                batch,
-                SamplerOptions(steps=cfg.sample_steps, seed=seed * 7919 + 400 + start),
-            )
-        probs.append(rec.mean())  # (L, b, F, S)
+        opts = SamplerOptions(steps=cfg.sample_steps, seed=seed * 7919 + 400 + start)
+        if metrics_only:  # the production attention processors, nothing recorded
+            out = sample_clips(model, batch, opts)
+        else:
+            with capture_text_attention(model, tpf, mask=mask) as rec:
+                out = sample_clips(model, batch, opts)
+            probs.append(rec.mean())  # (L, b, F, S)
         for i, x in enumerate(out.numpy()):
             scores.append(score_clip(data.world, x, data.test_clips[start + i]))
         if change is None:  # probe: cross-attention inputs at sigma 0.5 on the true latents
@@ -546,6 +655,8 @@ def evaluate(
                     phase_windows=batch["phase_windows"],
                 )
             frame_inputs.append([torch.cat(layer).numpy() for layer in r2.inputs])
+    if metrics_only:
+        return {"metrics": aggregate(scores)}
     all_probs = np.concatenate(probs, axis=1)  # (L, N, F, S)
     focus = phase_focus(all_probs, test_ids.numpy(), windows)
     contrast = phase_contrast(all_probs, test_ids.numpy(), windows)
@@ -565,8 +676,9 @@ def evaluate(
         ]
         out["frame_time_r2"] = r2
         result["frame_time_r2_max"] = float(max(r2))
+        ref = data.test_set(variant.anchor_tokens)
         result["key_probe_acc"] = key_phase_accuracy(
-            model, data.test.text, data.test.phase_ids, use_paca=variant.paca
+            model, ref.text, ref.phase_ids, use_paca=variant.paca
         )
         out["example_probs"] = all_probs[:, 0].tolist()  # (L, F, S) of test clip 0
         out["example_labels"] = scores[0]["labels"]
@@ -589,7 +701,7 @@ def run_bench(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, cfg.threads))
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     data = build_data(cfg)
     data.train_windows_gen = [c.windows for c in _train_clips(cfg, data)]  # type: ignore[attr-defined]
     log(
@@ -597,61 +709,15 @@ def run_bench(
         f"{len(data.test)} held-out test clips, {len(data.world.layouts)} layouts "
         f"({time.time() - t0:.1f}s)"
     )
-    variants = [v for v in VARIANTS if cfg.rows is None or v.name in cfg.rows]
-    wanted = {v.name for v in variants}
-    controls = [c for c in NEGATIVE_CONTROLS if c[1] in wanted and cfg.rows is None]
-    with_oracle = cfg.rows is None or ORACLE.name in cfg.rows
-    runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
-    control_runs: dict[str, list[dict[str, Any]]] = {c[0]: [] for c in controls}
-    if with_oracle:
-        control_runs[ORACLE.name] = []
-    pretrain_curves: list[list[float]] = []
     work_ctx = tempfile.TemporaryDirectory(prefix="eval-work-")
     work = Path(work_ctx.name)
-    loop = _LoopRuns(cfg, data)
-    trainer = _TrainerRuns(cfg, data, work) if cfg.backend == "trainer" else None
     try:
-        for seed in cfg.seeds:
-            ts = time.time()
-            if trainer is not None:
-                backbone_dir, pre_losses = trainer.pretrain(seed)
-                from generator.eval.trainer_backend import load_trained
-
-                backbone = load_trained(backbone_dir / "transformer").state_dict()
-            else:
-                backbone, pre_losses = loop.pretrain(seed)
-            pretrain_curves.append(pre_losses)
-            log(f"seed {seed}: backbone pre-trained in {time.time() - ts:.1f}s")
-            models: dict[str, Any] = {}
-            for variant in variants:
-                ts = time.time()
-                if trainer is not None:
-                    model, curves = trainer.variant(variant, seed, backbone_dir)
-                else:
-                    model, curves = loop.variant(variant, seed, backbone)
-                t_train = time.time() - ts
-                ev = evaluate(cfg, data, model, variant, seed)
-                ev.update(seed=seed, curves=curves, train_seconds=t_train)
-                ev["eval_seconds"] = time.time() - ts - t_train
-                runs[variant.name].append(ev)
-                models[variant.name] = model
-                _log_row(log, seed, variant.name, ev, t_train)
-            for name, row, change in controls:
-                ts = time.time()
-                v = next(x for x in variants if x.name == row)
-                ev = evaluate(cfg, data, models[row], v, seed, change=change)
-                ev.update(seed=seed, eval_seconds=time.time() - ts)
-                control_runs[name].append(ev)
-                _log_row(log, seed, name, ev, 0.0)
-            if with_oracle:
-                ts = time.time()
-                model, curves = loop.variant(ORACLE, seed, backbone, oracle=True)
-                t_train = time.time() - ts
-                ev = evaluate(cfg, data, model, ORACLE, seed, oracle=True)
-                ev.update(seed=seed, curves=curves, train_seconds=t_train)
-                ev["eval_seconds"] = time.time() - ts - t_train
-                control_runs[ORACLE.name].append(ev)
-                _log_row(log, seed, ORACLE.name, ev, t_train)
+        if cfg.suite == "attribution":
+            if cfg.backend != "trainer":
+                raise ValueError("the attribution suite runs on the trainer backend only")
+            variants, runs, control_runs, pretrain_curves = _run_attribution(cfg, data, work, log)
+        else:
+            variants, runs, control_runs, pretrain_curves = _run_ablation(cfg, data, work, log)
     finally:
         work_ctx.cleanup()
     results = {
@@ -662,10 +728,12 @@ def run_bench(
         "references": data.references,
         "pretrain_curves": pretrain_curves,
         "seconds": time.time() - t0,
+        "cpu_seconds": time.process_time() - c0,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "num_layouts": {str(k): len(v) for k, v in data.world.layouts_by_count.items()},
         "test_phases": int(sum(len(c.windows) for c in data.test_clips)),
+        "jitter_reference": _jitter_reference(cfg) if cfg.suite == "attribution" else None,
         "trainer": (
             "the real two-stage trainer (`generator.train.Trainer`)"
             if cfg.backend == "trainer"
@@ -680,6 +748,242 @@ def run_bench(
     (out / "results.json").write_text(json.dumps(_rounded(compact_results(results))))
     log(f"report: {out / 'README.md'} ({time.time() - t0:.0f}s total)")
     return results
+
+
+def _run_ablation(cfg: BenchConfig, data: _Data, work: Path, log: Callable[[str], None]):
+    """The paper's ablation rows, the negative controls and the oracle (issue 10 protocol)."""
+    variants = [v for v in VARIANTS if cfg.rows is None or v.name in cfg.rows]
+    wanted = {v.name for v in variants}
+    controls = [c for c in NEGATIVE_CONTROLS if c[1] in wanted and cfg.rows is None]
+    with_oracle = cfg.rows is None or ORACLE.name in cfg.rows
+    runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    control_runs: dict[str, list[dict[str, Any]]] = {c[0]: [] for c in controls}
+    if with_oracle:
+        control_runs[ORACLE.name] = []
+    pretrain_curves: list[list[float]] = []
+    loop = _LoopRuns(cfg, data)
+    trainer = _TrainerRuns(cfg, data, work) if cfg.backend == "trainer" else None
+    for seed in cfg.seeds:
+        ts = time.time()
+        if trainer is not None:
+            backbone_dir, pre_losses = trainer.pretrain(seed)
+            from generator.eval.trainer_backend import load_trained
+
+            backbone = load_trained(backbone_dir / "transformer").state_dict()
+        else:
+            backbone, pre_losses = loop.pretrain(seed)
+        pretrain_curves.append(pre_losses)
+        log(f"seed {seed}: backbone pre-trained in {time.time() - ts:.1f}s")
+        models: dict[str, Any] = {}
+        for variant in variants:
+            ts = time.time()
+            if trainer is not None:
+                model, curves = trainer.variant(variant, seed, backbone_dir)
+            else:
+                model, curves = loop.variant(variant, seed, backbone)
+            t_train = time.time() - ts
+            ev = evaluate(cfg, data, model, variant, seed)
+            ev.update(seed=seed, curves=curves, train_seconds=t_train)
+            ev["eval_seconds"] = time.time() - ts - t_train
+            runs[variant.name].append(ev)
+            models[variant.name] = model
+            _log_row(log, seed, variant.name, ev, t_train)
+        for name, row, change in controls:
+            ts = time.time()
+            v = next(x for x in variants if x.name == row)
+            ev = evaluate(cfg, data, models[row], v, seed, change=change)
+            ev.update(seed=seed, eval_seconds=time.time() - ts)
+            control_runs[name].append(ev)
+            _log_row(log, seed, name, ev, 0.0)
+        if with_oracle:
+            ts = time.time()
+            if trainer is not None:  # the oracle trains with the product Trainer too
+                model, curves = trainer.variant(ORACLE, seed, backbone_dir, oracle=True)
+            else:
+                model, curves = loop.variant(ORACLE, seed, backbone, oracle=True)
+            t_train = time.time() - ts
+            ev = evaluate(cfg, data, model, ORACLE, seed, oracle=True)
+            ev.update(seed=seed, curves=curves, train_seconds=t_train)
+            ev["eval_seconds"] = time.time() - ts - t_train
+            control_runs[ORACLE.name].append(ev)
+            _log_row(log, seed, ORACLE.name, ev, t_train)
+    return variants, runs, control_runs, pretrain_curves
+
+
+def _train_eval(
+    cfg: BenchConfig,
+    data: _Data,
+    trainer: _TrainerRuns,
+    variant: Variant,
+    seed: int,
+    log: Callable[[str], None],
+    oracle: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    ts = time.time()
+    model, curves = trainer.variant(variant, seed, trainer.backbones[seed], oracle=oracle)
+    t_train = time.time() - ts
+    ev = evaluate(cfg, data, model, variant, seed, oracle=oracle)
+    ev.update(seed=seed, curves=curves, train_seconds=t_train)
+    ev["eval_seconds"] = time.time() - ts - t_train
+    _log_row(log, seed, variant.name, ev, t_train)
+    return model, ev
+
+
+def _jitter_curve(
+    cfg: BenchConfig, data: _Data, model: Any, variant: Variant, seed: int, ev: dict[str, Any]
+) -> None:
+    """IoU against the true timing with every anchor edge jittered (`generator.eval.anchors`)."""
+    ev["jitter"] = {"0.0": ev["metrics"]}
+    for level in cfg.jitter_seconds:
+        res = evaluate(cfg, data, model, variant, seed, change=f"jitter:{level}", metrics_only=True)
+        ev["jitter"][str(level)] = res["metrics"]
+
+
+def _by_name(name: str) -> Variant:
+    return next(v for v in ATTRIBUTION if v.name == name)
+
+
+def _scaled_from_name(name: str) -> Variant | None:
+    """`"+PACA (3x)"` -> +PACA at 3x the steps; None for a plain row name."""
+    import re
+
+    m = re.fullmatch(r"(.+) \((\d+)x\)", name)
+    if m is None or m.group(1) not in {v.name for v in ATTRIBUTION}:
+        return None
+    return _by_name(m.group(1)).scaled(int(m.group(2)))
+
+
+def best_numeric_anchor_row(runs: dict[str, list[dict[str, Any]]]) -> str | None:
+    """The numeric-anchor row with the highest mean 1x temporal IoU (the budget curve's third
+    row; the rule is fixed before the run)."""
+    scored = [
+        (float(np.mean([r["metrics"]["temporal_iou"] for r in runs[n]])), n)
+        for n in NUMERIC_ANCHOR_ROWS
+        if runs.get(n)
+    ]
+    return max(scored)[1] if scored else None
+
+
+def _run_attribution(cfg: BenchConfig, data: _Data, work: Path, log: Callable[[str], None]):
+    """Issue 19: the ATTRIBUTION rows on the same seeds and backbones, each with its jitter
+    curve; the oracle (trained with the Trainer); then the budget curve (BUDGET_ROWS and the
+    best numeric-anchor row at `budget_mults` x the steps)."""
+    variants = [v for v in ATTRIBUTION if cfg.rows is None or v.name in cfg.rows]
+    runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    with_oracle = cfg.rows is None or ORACLE.name in cfg.rows
+    control_runs: dict[str, list[dict[str, Any]]] = {ORACLE.name: []} if with_oracle else {}
+    pretrain_curves: list[list[float]] = []
+    trainer = _TrainerRuns(cfg, data, work)
+    for seed in cfg.seeds if variants or with_oracle else ():
+        ts = time.time()
+        _, pre_losses = trainer.pretrain(seed)
+        pretrain_curves.append(pre_losses)
+        log(f"seed {seed}: backbone pre-trained in {time.time() - ts:.1f}s")
+        for variant in variants:
+            model, ev = _train_eval(cfg, data, trainer, variant, seed, log)
+            ts = time.time()
+            _jitter_curve(cfg, data, model, variant, seed, ev)
+            ev["jitter_seconds"] = time.time() - ts
+            log(
+                f"seed {seed} {variant.name:<28} IoU under jitter "
+                + ", ".join(f"{k}s {m['temporal_iou']:.3f}" for k, m in ev["jitter"].items())
+            )
+            runs[variant.name].append(ev)
+        if with_oracle:
+            _, ev = _train_eval(cfg, data, trainer, ORACLE, seed, log, oracle=True)
+            control_runs[ORACLE.name].append(ev)
+    if cfg.rows is None:  # the committed rule: BUDGET_ROWS and the best numeric-anchor row
+        names = [n for n in BUDGET_ROWS if n in runs]
+        best = best_numeric_anchor_row(runs)
+        names += [best] if best is not None else []
+        scaled = [_by_name(n).scaled(m) for m in cfg.budget_mults for n in names]
+    else:  # rows named "<row> (kx)" (a budget run split off, e.g. one process per seed)
+        scaled = [v for v in map(_scaled_from_name, cfg.rows) if v is not None]
+    for variant in scaled:
+        runs[variant.name] = []
+        variants.append(variant)
+    for seed in cfg.seeds if scaled else ():
+        if seed not in trainer.backbones:
+            ts = time.time()
+            _, pre_losses = trainer.pretrain(seed)
+            pretrain_curves.append(pre_losses)
+            log(f"seed {seed}: backbone pre-trained in {time.time() - ts:.1f}s")
+        for variant in scaled:
+            _, ev = _train_eval(cfg, data, trainer, variant, seed, log)
+            runs[variant.name].append(ev)
+    return variants, runs, control_runs, pretrain_curves
+
+
+def _jitter_reference(cfg: BenchConfig) -> dict[str, dict[str, float]]:
+    """The exact-anchor-follower ceiling per jitter level (`anchors.anchor_follower_reference`)."""
+    from generator.eval.anchors import anchor_follower_reference
+
+    world = SyntheticWorld(cfg.world)
+    test = world.dataset(cfg.n_test, cfg.data_seed + 2, "test")
+    return anchor_follower_reference(world, test, tuple(cfg.jitter_seconds), cfg.data_seed)
+
+
+def merge_runs(parts: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    """Merge the results.json of runs of the same suite and config that differ only in their
+    seeds or rows (e.g. one process per seed on a shared machine) into one report: runs are
+    joined per row in seed order, `seconds`/`cpu_seconds` are summed (one-thread time) and
+    each part's time is kept in `parts`."""
+    from generator.eval.report import write_report
+
+    loaded = [json.loads((Path(p) / "results.json").read_text()) for p in parts]
+    first = loaded[0]
+    keep = ("seeds", "rows", "budget_mults")
+    base_cfg = {k: v for k, v in first["config"].items() if k not in keep}
+    for res, path in zip(loaded[1:], parts[1:]):
+        cfg = {k: v for k, v in res["config"].items() if k not in keep}
+        if cfg != base_cfg:
+            diff = sorted(k for k in cfg if cfg.get(k) != base_cfg.get(k))
+            raise ValueError(f"{path}: a different bench config ({', '.join(diff)})")
+    merged = copy.deepcopy(first)
+    for group in ("runs", "controls"):
+        names: list[str] = []
+        for res in loaded:
+            names += [n for n in res.get(group, {}) if n not in names]
+        order = [v.name for v in (*VARIANTS, *ATTRIBUTION)]
+        names.sort(key=lambda n: (n.endswith("x)"), order.index(n) if n in order else len(order)))
+        merged[group] = {
+            n: sorted(
+                [r for res in loaded for r in res.get(group, {}).get(n, [])],
+                key=lambda r: r["seed"],
+            )
+            for n in names
+        }
+    merged["config"]["seeds"] = sorted({s for res in loaded for s in res["config"]["seeds"]})
+    merged["pretrain_curves"] = [c for res in loaded for c in res.get("pretrain_curves", [])]
+    if merged.get("jitter_reference") is None and merged["config"].get("suite") == "attribution":
+        cfg = BenchConfig(
+            world=WorldConfig(**_tuples(merged["config"]["world"])),
+            n_test=merged["config"]["n_test"],
+            data_seed=merged["config"]["data_seed"],
+            jitter_seconds=tuple(merged["config"]["jitter_seconds"]),
+        )
+        merged["jitter_reference"] = _jitter_reference(cfg)
+    merged["seconds"] = sum(r["seconds"] for r in loaded)
+    merged["cpu_seconds"] = sum(r.get("cpu_seconds", 0.0) for r in loaded)
+    merged["parts"] = [
+        {
+            "dir": str(p),
+            "seeds": r["config"]["seeds"],
+            "rows": r["config"].get("rows"),
+            "seconds": r["seconds"],
+            "cpu_seconds": r.get("cpu_seconds"),
+        }
+        for p, r in zip(parts, loaded)
+    ]
+    out = Path(out_dir)
+    write_report(merged, out)
+    (out / "results.json").write_text(json.dumps(_rounded(compact_results(merged))))
+    return merged
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON lists back to the tuples of a frozen config."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def compact_results(results: dict[str, Any]) -> dict[str, Any]:

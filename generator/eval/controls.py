@@ -28,6 +28,8 @@ from generator.eval.metrics import action_metrics
 
 __all__ = [
     "OracleRoutingProcessor",
+    "install_oracle_routing",
+    "oracle_mask_from_windows",
     "oracle_mask",
     "oracle_routing",
     "reference_levels",
@@ -71,6 +73,50 @@ class OracleRoutingProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *a):
         mask = self.mask if attention_mask is None else attention_mask
         return self.inner(attn, hidden_states, encoder_hidden_states, mask, None)
+
+
+def oracle_mask_from_windows(
+    phase_ids: torch.Tensor, phase_windows: torch.Tensor, num_frames: int, tokens_per_frame: int
+) -> torch.Tensor:
+    """(B, 1, N, S) oracle mask from the model's own inputs: block ids (B, S) and phase
+    windows (B, R, 2) in latent frames (`generator.prompting.phase_windows`). Latent frame f
+    may look at a phase-k token when its centre f + 1/2 lies in window k; base (0) and the
+    padding id (R - 1) are always visible. Equals `oracle_mask` for the world's windows."""
+    rows = phase_windows.shape[1]
+    centre = torch.arange(num_frames, dtype=torch.float32) + 0.5  # (F,)
+    w = phase_windows.float()
+    inside = (centre[None, :, None] >= w[:, None, :, 0]) & (
+        centre[None, :, None] < w[:, None, :, 1]
+    )  # (B, F, R)
+    ids = phase_ids.long().clamp(0, rows - 1)
+    allowed = torch.gather(inside, 2, ids[:, None, :].expand(-1, num_frames, -1))  # (B, F, S)
+    allowed |= ((ids == 0) | (ids == rows - 1))[:, None, :]
+    mask = torch.zeros(allowed.shape)
+    mask[~allowed] = float("-inf")
+    return mask.repeat_interleave(tokens_per_frame, dim=1)[:, None]
+
+
+def install_oracle_routing(model: Any) -> list[OracleRoutingProcessor]:
+    """Oracle processors on every `attn2`, their mask set before each forward from the
+    forward's `phase_ids` and `phase_windows` (a forward pre-hook): the oracle trains and
+    samples through the unmodified trainer and sampler. Permanent on this model object."""
+    procs = [OracleRoutingProcessor() for _ in model.blocks]
+    for block, proc in zip(model.blocks, procs):
+        block.attn2.set_processor(proc)
+    _, ph, pw = model.config.patch_size
+
+    def set_masks(_module: Any, args: tuple, kwargs: dict) -> None:
+        x = args[0] if args else kwargs["hidden_states"]
+        ids, windows = kwargs.get("phase_ids"), kwargs.get("phase_windows")
+        if ids is None or windows is None:
+            raise ValueError("oracle routing needs phase_ids and phase_windows")
+        _, _, f, h, w = x.shape
+        mask = oracle_mask_from_windows(ids.cpu(), windows.cpu(), f, (h // ph) * (w // pw))
+        for proc in procs:
+            proc.mask = mask.to(x.device)
+
+    model.register_forward_pre_hook(set_masks, with_kwargs=True)
+    return procs
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS", "summarise", "write_report"]
+__all__ = ["METRICS", "paired_difference", "summarise", "write_report"]
 
 # key, column title, higher is better
 METRICS: tuple[tuple[str, str, bool], ...] = (
@@ -78,6 +78,83 @@ def minimum_detectable_effect(results: dict[str, Any], key: str) -> dict[str, fl
     return {"mde": mult * se, "pooled_sd": sp, "df": df, "seeds": n}
 
 
+def paired_difference(
+    results: dict[str, Any], better: str, worse: str, key: str, metrics: str = "metrics"
+) -> dict[str, Any]:
+    """Per-seed differences `better - worse` on the same seeds (rows of a seed share the
+    backbone, data and test noise, so the pairs remove that shared variation).
+
+    Returns n, mean, SD of the differences, the 95% t confidence interval, the paired MDE
+    ((t_0.975 + t_0.8) SD / sqrt(n), alpha 0.05 two-sided, power 0.8) and the verdict from the
+    CI: "holds" (CI above 0), "reversed" (CI below 0), "not detectable" (CI contains 0), or
+    "not measurable" (fewer than two seeds, or no spread to estimate).
+    `metrics` names the per-run dict to read (e.g. a jitter level via `_jitter_metrics`).
+    """
+    from scipy import stats
+
+    groups = {**results["runs"], **results.get("controls", {})}
+
+    def values(name: str) -> dict[int, float]:
+        out = {}
+        for r in groups.get(name, []):
+            m = r["metrics"] if metrics == "metrics" else r.get("jitter", {}).get(metrics)
+            if m is not None and key in m:
+                out[int(r["seed"])] = float(m[key])
+        return out
+
+    a, b = values(better), values(worse)
+    seeds = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in seeds], dtype=float)
+    res: dict[str, Any] = {"n": len(seeds), "per_seed": d.round(4).tolist()}
+    res["mean"] = float(d.mean()) if len(d) else float("nan")
+    if len(d) < 2:
+        res.update(sd=float("nan"), ci=(float("nan"), float("nan")), mde=float("nan"))
+        res["verdict"] = "not measurable (one seed)" if len(d) == 1 else "not measurable"
+        return res
+    sd = float(d.std(ddof=1))
+    df = len(d) - 1
+    half = float(stats.t.ppf(0.975, df)) * sd / np.sqrt(len(d))
+    mde = float(stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * sd / np.sqrt(len(d))
+    lo, hi = res["mean"] - half, res["mean"] + half
+    res.update(sd=sd, ci=(lo, hi), mde=mde)
+    if not np.isfinite(half):
+        res["verdict"] = "not measurable"
+    elif lo > 0:
+        res["verdict"] = "holds (95% CI above 0)"
+    elif hi < 0:
+        res["verdict"] = "reversed (95% CI below 0)"
+    else:
+        res["verdict"] = "not detectable (95% CI contains 0)"
+    return res
+
+
+def _paired_text(p: dict[str, Any]) -> str:
+    if p["n"] < 2:
+        return f"{p['mean']:+.3f} ({p['n']} seed): {p['verdict']}"
+    lo, hi = p["ci"]
+    seeds = ", ".join(f"{x:+.3f}" for x in p["per_seed"])
+    return (
+        f"{p['mean']:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}; per seed {seeds}; paired MDE "
+        f"{p['mde']:.3f}]: {p['verdict']}"
+    )
+
+
+def _paired_lines(
+    results: dict[str, Any], pairs: list[tuple[str, str]], metrics: str = "metrics"
+) -> list[str]:
+    lines = []
+    groups = {**results["runs"], **results.get("controls", {})}
+    for better, worse in pairs:
+        if not groups.get(better) or not groups.get(worse):
+            continue
+        parts = [
+            f"{key} {_paired_text(paired_difference(results, better, worse, key, metrics))}"
+            for key in ("temporal_iou", "hit_rate")
+        ]
+        lines.append(f"- **{better} > {worse}**: " + "; ".join(parts) + ".")
+    return lines
+
+
 def _cell(vals: dict[str, tuple[float, float]], key: str) -> str:
     if key not in vals:
         return ""
@@ -97,23 +174,10 @@ def _table(summary: dict[str, dict[str, tuple[float, float]]], references: dict)
     return "\n".join(rows)
 
 
-def _orderings(summary: dict, mdes: dict[str, dict[str, float]]) -> list[str]:
-    lines = []
-    for better, worse in ORDERINGS:
-        if better not in summary or worse not in summary:
-            continue
-        parts = []
-        for key in ("temporal_iou", "hit_rate"):
-            d = summary[better][key][0] - summary[worse][key][0]
-            mde = mdes[key]["mde"]
-            verdict = (
-                "holds (> MDE)"
-                if d > mde
-                else ("reversed (< -MDE)" if d < -mde else "not detectable (|d| <= MDE)")
-            )
-            parts.append(f"{key} {d:+.3f} vs MDE {mde:.3f}: {verdict}")
-        lines.append(f"- **{better} > {worse}**: " + "; ".join(parts) + ".")
-    return lines
+def _mde_text(v: dict[str, float]) -> str:
+    if not np.isfinite(v["mde"]):
+        return "not measurable (fewer than two seeds)"
+    return f"{v['mde']:.3f} (pooled seed SD {v['pooled_sd']:.3f}, df {v['df']})"
 
 
 def _controls_check(summary: dict, references: dict) -> list[str]:
@@ -143,6 +207,127 @@ def _controls_check(summary: dict, references: dict) -> list[str]:
             "IoU to show it reads the anchors."
         )
     return lines
+
+
+_REFS_TEXT = """References (no model): chance = random actions in a random layout; anchor-blind = right
+actions in the right order in a layout drawn from the training prior; anchor-blind modal =
+the most likely phase per frame under that prior."""
+
+_PAIRED_TEXT = """Verdicts are paired: per seed, the difference of the two rows (same backbone, data and test
+noise), its mean, the 95% t confidence interval over seeds and the paired MDE (alpha 0.05
+two-sided, power 0.8)."""
+
+
+def _ablation_sections(results: dict[str, Any], summary: dict, refs: dict) -> str:
+    return f"""Rows: the paper's ablation (cumulative) and +time-aware (beyond the paper). Controls: oracle
+routing (positive; must reach H@S >= 0.95) and evaluation-time negative controls on the named
+row. {_REFS_TEXT}
+
+### The paper's orderings (paired per-seed differences)
+
+{_PAIRED_TEXT}
+
+{chr(10).join(_paired_lines(results, list(ORDERINGS)))}
+
+### Controls
+
+{chr(10).join(_controls_check(summary, refs))}
+"""
+
+
+def _jitter_table(results: dict[str, Any]) -> tuple[str, list[str]]:
+    rows = [n for n, r in results["runs"].items() if r and "jitter" in r[0]]
+    if not rows:
+        return "", []
+    levels = list(results["runs"][rows[0]][0]["jitter"])
+    head = "| row | " + " | ".join(f"±{lv} s" for lv in levels) + " |"
+    lines = [head, "|---|" + "|".join("---:" for _ in levels) + "|"]
+    for name in rows:
+        cells = []
+        for lv in levels:
+            vals = [r["jitter"][lv]["temporal_iou"] for r in results["runs"][name]]
+            m, se = _stats(vals)
+            cells.append(f"{m:.3f}" if np.isnan(se) else f"{m:.3f} ± {se:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    ref = results.get("jitter_reference") or {}
+    if ref:
+        cells = [f"{ref[lv]['temporal_iou']:.3f}" if lv in ref else "" for lv in levels]
+        lines.append("| *reference: exact anchor follower* | " + " | ".join(cells) + " |")
+    return "\n".join(lines), levels
+
+
+def _attribution_sections(results: dict[str, Any], summary: dict) -> str:
+    runs = results["runs"]
+    one_x = [n for n in runs if not n.endswith("x)")]
+    scaled = [n for n in runs if n.endswith("x)")]
+    ref = "+PACA"
+    ta = "+PACA +time-aware"
+    vs_paca = [(n, ref) for n in one_x if n != ref]
+    vs_ta = [(ta, n) for n in one_x if n not in (ta, ref)]
+    oracle = summary.get("oracle routing")
+    oracle_line = (
+        f"Positive control (oracle routing, trained with the Trainer): H@S "
+        f"{oracle['hit_rate'][0]:.3f} ({'reaches' if oracle['hit_rate'][0] >= 0.95 else 'DOES NOT reach'}"
+        f" the required 0.95), temporal IoU {oracle['temporal_iou'][0]:.3f}."
+        if oracle
+        else ""
+    )
+    budget_pairs: list[tuple[str, str]] = []
+    for n in scaled:
+        base = n[: n.rindex(" (")]
+        budget_pairs.append((n, base))
+    mults = sorted({n[n.rindex("(") + 1 : -2] for n in scaled})
+    at_budget: list[tuple[str, str]] = []
+    for m in mults:
+        names = [n for n in scaled if n.endswith(f"({m}x)")]
+        r = f"{ref} ({m}x)"
+        at_budget += [(n, r) for n in names if n != r]
+    jt, levels = _jitter_table(results)
+    jitter_pairs = []
+    for lv in levels[1:]:
+        lines = _paired_lines(results, [(ta, n) for n in one_x if n != ta], metrics=lv)
+        jitter_pairs.append(f"At ±{lv} s:\n\n" + "\n".join(lines))
+    return f"""Rows: +PACA (the paper's phase embedding, digit-spelled text anchors) plus one timing element
+each, switched by config of the real model (`model.frame_time_embedding`,
+`model.phase_anchor_embedding`, `model.time_aware_phases`) or of the text (`+anchor tokens`:
+one token per anchor value), same seeds, backbones, data and stage-2 steps; no progressive
+audio, no two-stage. `(kx)`: the same row at k x the stage-2 steps (budget curve).
+{oracle_line} {_REFS_TEXT}
+
+### Attribution (paired per-seed differences)
+
+{_PAIRED_TEXT}
+
+Each element against +PACA:
+
+{chr(10).join(_paired_lines(results, vs_paca))}
+
++time-aware against each other element:
+
+{chr(10).join(_paired_lines(results, vs_ta))}
+
+### Budget curve
+
+More stage-2 steps against the same row at 1x:
+
+{chr(10).join(_paired_lines(results, budget_pairs)) or "- (none measured in this run)"}
+
+At the larger budget, against +PACA at that budget:
+
+{chr(10).join(_paired_lines(results, at_budget)) or "- (none measured in this run)"}
+
+### Anchors that are not exact (temporal IoU against the true timing)
+
+Test-time anchors: every phase edge moved by U(-J, J) s (rounded to the prompt's 0.1 s,
+clipped to the clip), the same draws for every row and seed (`generator.eval.anchors`);
+the model sees the jittered anchors in its text and windows, scoring uses the true windows.
+Reference: a model that draws each action exactly inside its *jittered* window (the ceiling
+for any row that follows the anchors it is given).
+
+{jt}
+
+{(chr(10) * 2).join(jitter_pairs)}
+"""
 
 
 def _plot_focus(results: dict[str, Any], out: Path) -> Path:
@@ -250,6 +435,32 @@ def _plot_losses(results: dict[str, Any], out: Path) -> Path:
     return path
 
 
+def _budget_text(cfg: dict[str, Any]) -> str:
+    head = f"backbone pre-training {cfg['pretrain_steps']} steps (shared by all rows),"
+    if cfg.get("suite") == "attribution":
+        return (
+            f"{head}\n  then {cfg['steps']} stage-2 steps per row (`(kx)` rows: k times that); "
+            "no stage 1 (no row is two-stage)."
+        )
+    return (
+        f"{head}\n  then {cfg['steps']} stage-2 steps per row; +two-stage and +time-aware first "
+        f"share one\n  {cfg['stage1_steps']}-step stage-1 run (adapter only, frozen backbone, "
+        "brief captions, T2V)."
+    )
+
+
+def _time_text(results: dict[str, Any]) -> str:
+    """Wall time, and the process CPU time (what the run costs one thread on an idle box)."""
+    wall = f"Wall time {results['seconds'] / 60:.1f} min"
+    parts = results.get("parts")
+    if parts:
+        wall += f" (summed over {len(parts)} parts run side by side on a shared machine)"
+    text = f"{wall} on {results['threads']} thread(s) each ({results['cpu_count']} CPUs)."
+    if results.get("cpu_seconds"):
+        text += f" CPU time {results['cpu_seconds'] / 60:.1f} min of one thread."
+    return text
+
+
 def write_report(results: dict[str, Any], out: str | Path) -> Path:
     """Write README.md + phase_focus.png + loss_curves.png into `out`."""
     out = Path(out)
@@ -263,44 +474,34 @@ def write_report(results: dict[str, Any], out: str | Path) -> Path:
     w = cfg["world"]
     seeds = cfg["seeds"]
     quick = " (QUICK MODE: plumbing check only, the numbers mean nothing)" if cfg["quick"] else ""
-    mde_lines = "\n".join(
-        f"- **{k}**: MDE {v['mde']:.3f} (pooled seed SD {v['pooled_sd']:.3f}, df {v['df']})"
-        for k, v in mdes.items()
-    )
+    mde_lines = "\n".join(f"- **{k}**: MDE {_mde_text(v)}" for k, v in mdes.items())
+    suite = cfg.get("suite", "ablation")
+    if suite == "attribution":
+        sections = _attribution_sections(results, summary)
+    else:
+        sections = _ablation_sections(results, summary, refs)
     phases = results.get("test_phases", 0)
     binom = float(np.sqrt(0.25 / phases)) if phases else float("nan")
-    text = f"""# Synthetic Action Bench: ActAvatar ablation on CPU{quick}
+    title = "timing attribution" if suite == "attribution" else "ActAvatar ablation"
+    text = f"""# Synthetic Action Bench: {title} on CPU{quick}
 
 Tiny ActAvatar transformers (the real `ActAvatarTransformer3DModel`, resized) trained with
 {results["trainer"]} on a synthetic latent-space world, evaluated on {cfg["n_test"]} held-out
 clips ({phases} phases). Seeds: {", ".join(map(str, seeds))} (mean ± standard error over seeds).
-Wall time {results["seconds"] / 60:.1f} min on {results["threads"]} thread(s)
-({results["cpu_count"]} CPUs). **Temporal IoU is the timing metric**; H@S is reported but
+{_time_text(results)} **Temporal IoU is the timing metric**; H@S is reported but
 an anchor-blind model already scores high on it (reference lines).
 
 ## Results
 
 {_table(summary, refs)}
 
-Rows: the paper's ablation (cumulative) and +time-aware (beyond the paper). Controls: oracle
-routing (positive; must reach H@S >= 0.95) and evaluation-time negative controls on the named
-row. References (no model): chance = random actions in a random layout; anchor-blind = right
-actions in the right order in a layout drawn from the training prior; anchor-blind modal =
-the most likely phase per frame under that prior.
+{sections}
 
-### Minimum detectable effect (difference of two rows; alpha 0.05 two-sided, power 0.8)
+### Minimum detectable effect of two unpaired rows (for scale only; verdicts are paired)
 
 {mde_lines}
 
 Binomial SE of one run's H@S over {phases} test phases: {binom:.3f}.
-
-### The paper's orderings against the MDE
-
-{chr(10).join(_orderings(summary, mdes))}
-
-### Controls
-
-{chr(10).join(_controls_check(summary, refs))}
 
 Paper (Action Bench, MLLM judge; different scale and metrics, listed for orientation only):
 base H@S 0.725 -> +PACA 0.829 -> +progressive 0.831 (Sync-C 6.39 -> 6.57) -> +two-stage 0.854
@@ -324,9 +525,7 @@ base H@S 0.725 -> +PACA 0.829 -> +progressive 0.831 (Sync-C 6.39 -> 6.57) -> +tw
 - Text: the real structured-prompt renderer with time anchors, an offline word-level
   Unigram tokenizer, a frozen random umT5 encoder ({w["text_dim"]}-d, {w["text_len"]} tokens).
 - Model: `{cfg["model"]}`.
-- Budget per seed: backbone pre-training {cfg["pretrain_steps"]} steps (shared by all rows),
-  then {cfg["steps"]} stage-2 steps per row; +two-stage and +time-aware first share one
-  {cfg["stage1_steps"]}-step stage-1 run (adapter only, frozen backbone, brief captions, T2V).
+- Budget per seed: {_budget_text(cfg)}
   Batch {cfg["batch_size"]}, lr {cfg["lr"]}, uniform training timesteps (shift 1), {cfg["n_train"]}
   training clips, {cfg["n_talking_head"]} talking-head clips, {cfg["sample_steps"]} Euler
   sampling steps (`generator.eval.sampling.sample_clips`), no classifier-free guidance.

@@ -16,7 +16,23 @@ import torch
 
 from generator.conditioning import clean_frame_mask, compose_clean_latents, token_timesteps
 
-__all__ = ["SamplerOptions", "sample_clips"]
+__all__ = ["LinearEulerScheduler", "SamplerOptions", "sample_clips"]
+
+
+class LinearEulerScheduler:
+    """The bench's Euler grid (sigma 1 -> 0 in equal steps) as a scheduler for the pipeline's
+    `denoise`: `sample_clips`' own loop equals `denoise(model, LinearEulerScheduler(), ...)`
+    (tested), so the committed numbers are the product's sampling step on this grid."""
+
+    def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
+        self.sigmas = torch.linspace(1.0, 0.0, num_inference_steps + 1)
+        self.timesteps = self.sigmas[:-1] * 1000.0
+        self._index = 0
+
+    def step(self, v: torch.Tensor, t: Any, x: torch.Tensor, return_dict: bool = False):
+        sigma, sigma_next = self.sigmas[self._index], self.sigmas[self._index + 1]
+        self._index += 1
+        return (x + (sigma_next - sigma) * v.float(),)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,13 @@ public `TrainConfig`. Mapping of the ablation switches onto the trainer's API:
 - backbone pre-training: a stage-2 run on brief captions with `audio_dropout = 1`
   (every sample's audio gate is 0, so the adapter neither acts nor learns);
 - two-stage: a stage-1 run (adapter only, frozen backbone, brief captions, T2V) whose
-  extracted `audio_adapter.safetensors` is injected into the stage-2 run.
+  extracted `audio_adapter.safetensors` is injected into the stage-2 run;
+- timing elements (issue 19): `model.time_aware_phases`, `model.frame_time_embedding`,
+  `model.phase_anchor_embedding` (the trainer loads the backbone with the switch on; the new
+  zero-init modules start as identity); readable anchors: the `prompt-tokens` cache;
+- the positive control (oracle routing): `OracleRoutingTrainer`, the same `Trainer` whose model
+  gets the oracle's text cross-attention, masked per batch from the batch's own block ids and
+  phase windows.
 """
 
 from __future__ import annotations
@@ -24,7 +30,23 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_trained", "run_trainer", "write_base", "write_cache"]
+from generator.train.trainer import Trainer
+
+__all__ = ["OracleRoutingTrainer", "load_trained", "run_trainer", "write_base", "write_cache"]
+
+
+class OracleRoutingTrainer(Trainer):
+    """`Trainer` for the positive control: every block's text cross-attention is the oracle's
+    (`generator.eval.controls.install_oracle_routing`), so frames inside phase k's window see
+    only base and phase-k tokens. Everything else (data, loss, optimizer, checkpoints) is the
+    product trainer's."""
+
+    def _setup_model(self) -> Any:
+        from generator.eval.controls import install_oracle_routing
+
+        model = super()._setup_model()
+        install_oracle_routing(model)
+        return model
 
 
 def write_cache(
@@ -76,7 +98,19 @@ def write_bench_caches(data: Any, work: Path, pad_id: int) -> dict[str, Path]:
     block ids and phase windows), `brief` (the same clips with brief captions, for stage 1) and
     `talking` (talking-head clips with captions)."""
     tr, br, th = data.train, data.train_brief, data.talking_head
-    return {
+    caches = {}
+    if getattr(data, "train_tokens", None) is not None:  # readable anchors (attribution suite)
+        tt = data.train_tokens
+        caches["prompt-tokens"] = write_cache(
+            work / "cache-prompt-tokens",
+            tt.latents,
+            tt.audio,
+            (tt.text, tt.phase_ids),
+            None,
+            pad_id,
+            windows=tt.windows,
+        )
+    return caches | {
         "prompt": write_cache(
             work / "cache-prompt",
             tr.latents,
@@ -123,9 +157,13 @@ def run_trainer(
     audio_dropout: float = 0.0,
     timestep_shift: float = 1.0,
     warmup: int = 50,
+    time_aware_phases: bool | None = None,
+    frame_time_embedding: bool | None = None,
+    phase_anchor_embedding: bool | None = None,
+    trainer_cls: type[Trainer] | None = None,
 ) -> dict[str, Any]:
     """One `Trainer` run; returns its summary plus `losses` (per step) and `transformer` dir."""
-    from generator.train import Trainer, config_from_dict
+    from generator.train import config_from_dict
     from generator.train.logs import read_log
 
     cfg = config_from_dict(
@@ -140,6 +178,9 @@ def run_trainer(
                 "gradient_checkpointing": False,
                 "audio_gamma": audio_gamma,
                 "audio_progressive": audio_progressive,
+                "time_aware_phases": time_aware_phases,
+                "frame_time_embedding": frame_time_embedding,
+                "phase_anchor_embedding": phase_anchor_embedding,
             },
             "data": {
                 "dataset": str(dataset),
@@ -159,7 +200,7 @@ def run_trainer(
             },
         }
     )
-    summary = Trainer(cfg, echo=False).train()
+    summary = (trainer_cls or Trainer)(cfg, echo=False).train()
     ckpt = Path(summary["checkpoint"])
     summary["transformer"] = str(ckpt / "transformer")
     summary["losses"] = [float(r["loss"]) for r in read_log(out / "log.jsonl")]

@@ -356,13 +356,15 @@ class SyntheticWorld:
         return lines
 
 
-def build_world_tokenizer(world: SyntheticWorld):
+def build_world_tokenizer(world: SyntheticWorld, extra_pieces: tuple[str, ...] = ()):
     """A word-level Unigram `T5Tokenizer` for the world's vocabulary, built offline.
 
     umT5's layout (Metaspace `▁` pieces, `<pad>`=0, `</s>`=1, `<unk>`=2, `</s>` appended)
     so character offsets behave as with the real tokenizer. Every word of the corpus is one
     piece; digits and punctuation are single-character pieces, so a time anchor such as
     `[1.5s-3.0s]` is spelled out digit by digit, as umT5 does with numbers.
+    `extra_pieces` are appended after every other piece (ids unchanged) with a score that
+    beats spelling them out (the readable-anchor variant, `generator.eval.anchors`).
     """
     import re
 
@@ -378,6 +380,7 @@ def build_world_tokenizer(world: SyntheticWorld):
     vocab += [(w, -1.0) for w in sorted(words)]
     vocab += [(c, -5.0) for c in sorted(chars)]
     vocab += [("▁" + c, -4.0) for c in sorted(chars) if not c.isalpha()]
+    vocab += [(piece, -0.5) for piece in extra_pieces]
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=world.config.text_len)
 
 

@@ -62,8 +62,14 @@ class ModelConfig:
     # False: the constant `audio_scale` of the base in every block (the ablation's base row)
     audio_progressive: bool = True
     # time-aware phase attention (beyond the paper): a zero-init logit term between each
-    # frame's time and each phase token's anchor window; None keeps the base's setting
+    # frame's time and each phase token's anchor window; None keeps the base's setting.
+    # The shipped stage-2 configs set it (`paper-exact-stage2.yaml` reproduces the paper)
     time_aware_phases: bool | None = None
+    # attribution switches of the synthetic bench (zero-init, None keeps the base's setting):
+    # a learned absolute frame-time embedding on the video tokens, and numeric anchors (a
+    # learned function of each phase's window) added to that phase's text tokens
+    frame_time_embedding: bool | None = None
+    phase_anchor_embedding: bool | None = None
 
 
 @dataclass
@@ -350,6 +356,8 @@ _HASH_DEFAULTS = (
     ("model", "audio_progressive", True),
     ("data", "use_phase_ids", True),
     ("model", "time_aware_phases", None),
+    ("model", "frame_time_embedding", None),
+    ("model", "phase_anchor_embedding", None),
 )
 
 

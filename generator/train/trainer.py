@@ -224,6 +224,8 @@ class Trainer:
             audio_gamma=cfg.model.audio_gamma,
             audio_progressive=cfg.model.audio_progressive,
             time_aware_phases=cfg.model.time_aware_phases,
+            frame_time_embedding=cfg.model.frame_time_embedding,
+            phase_anchor_embedding=cfg.model.phase_anchor_embedding,
         )
         self._check_dims(model)
         if cfg.stage == "stage1":

@@ -47,8 +47,17 @@ def test_actavatar_renderer_end_to_end(tmp_path):
     info, audio = probe(out / "video.mp4"), probe(out / "audio.wav")
     assert (info.width, info.height) == (128, 128) and info.has_audio
     assert abs(info.video_frames / info.fps - audio.duration) <= 1 / info.fps + 1e-6
+    # the tiny preset has no time-aware phases: the job says once that the windows were dropped
+    from generator.transformer_actavatar import PHASE_WINDOWS_WARNING
+
+    assert report["warnings"] == [PHASE_WINDOWS_WARNING]
+    assert proc.stderr.count("warning:") == 1 and "ignores the phase windows" in proc.stderr
+    assert json.loads((out / "report.json").read_text())["warnings"] == [PHASE_WINDOWS_WARNING]
+    shown = _run_cli(home, "jobs", "show", report["job_id"])
+    assert shown.returncode == 0 and shown.stdout.count("ignores the phase windows") == 1
     again = json.loads(_run_cli(home, *args).stdout)
     assert again["segments_rendered"] == 0
+    assert again["warnings"] == [PHASE_WINDOWS_WARNING]  # cached segments still say it
 
     # Continuing from 5 tail frames (2 clean latents) instead of 1: more overlap, same length.
     proc = _run_cli(

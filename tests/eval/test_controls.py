@@ -129,3 +129,120 @@ def test_bench_trains_through_the_trainers_loss():
 
     assert loop.flow_matching_loss is losses.flow_matching_loss
     assert not hasattr(loop, "sample")  # sampling lives in generator.eval.sampling
+
+
+def _sampler_batch(windows: bool = True):
+    g = torch.Generator().manual_seed(0)
+    return {
+        "latents": torch.randn(2, 12, 5, 4, 4, generator=g),
+        "text": torch.randn(2, 10, 32, generator=g),
+        "audio": torch.randn(2, 17, 2, 16, generator=g),
+        "phase_ids": torch.tensor([[0, 0, 1, 1, 2, 2, 0, 5, 5, 5]] * 2),
+        "phase_windows": torch.tensor(
+            [[[0.0, 5.0], [1.0, 3.0], [3.0, 5.0], [0, 0], [0, 0], [0, 0]]] * 2
+        )
+        if windows
+        else None,
+    }
+
+
+def _trained_time_aware():
+    model = _model(time_aware_phases=True)
+    with torch.no_grad():  # non-zero time-aware weights and phase table (a trained model)
+        for block in model.blocks:
+            block.phase_time.weight.normal_(std=2.0)
+        model.phase_embedding.weight.normal_(std=1.0)
+    return model
+
+
+def test_bench_sampler_equals_the_pipelines_denoise():
+    """The bench's Euler loop is the pipeline's `denoise` step by step (same grid)."""
+    from generator.eval.sampling import LinearEulerScheduler, SamplerOptions, sample_clips
+    from generator.pipeline_actavatar import Conditioning, Guidance, denoise
+    from generator.prompting import unconditional_phase_ids
+
+    model = _trained_time_aware()
+    batch = _sampler_batch()
+    bench = sample_clips(model, batch, SamplerOptions(steps=4, seed=3))
+    x = torch.randn(batch["latents"].shape, generator=torch.Generator().manual_seed(3))
+    cond = Conditioning(
+        prompt_embeds=batch["text"],
+        phase_ids=batch["phase_ids"],
+        negative_prompt_embeds=torch.zeros_like(batch["text"][:1]),
+        negative_phase_ids=unconditional_phase_ids(1, 10),
+        audio_embeds=batch["audio"],
+        phase_windows=batch["phase_windows"],
+    )
+    with torch.no_grad():
+        pipe, stats = denoise(
+            model,
+            LinearEulerScheduler(),
+            x,
+            batch["latents"][:, :, :1],
+            cond,
+            Guidance(1.0, 1.0),
+            4,
+        )
+    assert stats["steps"] == 4 and stats["evaluations"] == 4
+    torch.testing.assert_close(bench, pipe, rtol=0, atol=1e-6)
+    assert (bench[:, :, 1:] - x[:, :, 1:]).abs().max() > 0.1  # it did sample
+
+
+def test_recording_processor_equals_the_production_time_aware_processor():
+    """The bench measures attention with its own processor: on a trained time-aware model
+    (non-zero phase_time weights) its output equals the production processor's."""
+    model = _trained_time_aware()
+    batch = _sampler_batch()
+    x = torch.randn(batch["latents"].shape, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([700.0, 300.0])
+    kwargs = dict(
+        audio_embeds=batch["audio"],
+        phase_ids=batch["phase_ids"],
+        phase_windows=batch["phase_windows"],
+        return_dict=False,
+    )
+    with torch.no_grad():
+        prod = model(x, t, batch["text"], **kwargs)[0]
+        no_term = model(x, t, batch["text"], **{**kwargs, "phase_windows": None})[0]
+        with capture_text_attention(model, 4) as rec:
+            recorded = model(x, t, batch["text"], **kwargs)[0]
+    assert (prod - no_term).abs().max() > 1e-3  # the term is active
+    torch.testing.assert_close(recorded, prod, rtol=1e-4, atol=1e-5)
+    assert rec.calls == [1] * len(model.blocks)
+
+
+def test_oracle_mask_from_windows_equals_the_world_mask(world):
+    from generator.eval.controls import oracle_mask_from_windows
+    from generator.prompting import phase_windows
+
+    clips = world.dataset(6, 3, "test")
+    cfg = world.config
+    ids = torch.tensor([[0, 0, 1, 1, 2, 2, 3, 3, 5, 5]] * len(clips))
+    wins = torch.stack([phase_windows(c.prompt, cfg.fps, cfg.num_latent_frames, 4) for c in clips])
+    a = oracle_mask(ids, [c.windows for c in clips], cfg.num_latent_frames, 4, pad_id=5)
+    b = oracle_mask_from_windows(ids, wins, cfg.num_latent_frames, 4)
+    # generated frames agree; the clean conditioning frame 0 (latent 0 = clip time 0 in the
+    # TI2V layout, loss-masked) may also see a phase that starts at 0 s in the product windows
+    assert torch.equal(torch.isinf(a[:, :, 4:]), torch.isinf(b[:, :, 4:]))
+    assert torch.isinf(a).sum() > torch.isinf(b).sum() > 0
+
+
+def test_paired_verdicts_and_one_seed_is_not_measurable():
+    from generator.eval.report import paired_difference
+
+    def run(seed, iou):
+        return {"seed": seed, "metrics": {"temporal_iou": iou, "hit_rate": iou}}
+
+    # the unpaired means differ by 0.01 with a seed spread of 0.1; the pairs are consistent
+    res = {
+        "runs": {
+            "a": [run(0, 0.30), run(1, 0.50), run(2, 0.70)],
+            "b": [run(0, 0.31), run(1, 0.515), run(2, 0.709)],
+        }
+    }
+    p = paired_difference(res, "a", "b", "temporal_iou")
+    assert p["n"] == 3 and p["mean"] == pytest.approx(-0.0113, abs=1e-4)
+    assert p["ci"][1] < 0 and p["verdict"].startswith("reversed")
+    one = {"runs": {"a": [run(0, 0.3)], "b": [run(0, 0.2)]}}
+    q = paired_difference(one, "a", "b", "temporal_iou")
+    assert q["verdict"] == "not measurable (one seed)"

@@ -193,3 +193,15 @@ def test_actavatar_renderer(tiny_dir, avatar, speech):
     )
     second = renderer.render(nxt)
     assert second.shape == (13, H, W, 3)
+    # the tiny preset has no time-aware phases: the render says it dropped the phase windows
+    from generator.transformer_actavatar import PHASE_WINDOWS_WARNING
+
+    assert PROMPT.phases and renderer.last_stats["warnings"] == [PHASE_WINDOWS_WARNING]
+    assert renderer.last_stats["timing"].startswith("text anchors only")
+    # a time-aware transformer reads them: no warning
+    renderer.pipeline.transformer.register_to_config(time_aware_phases=True)
+    try:
+        stats = renderer._timing_stats(nxt)
+        assert "warnings" not in stats and stats["timing"].startswith("time-aware")
+    finally:
+        renderer.pipeline.transformer.register_to_config(time_aware_phases=False)

@@ -100,6 +100,63 @@ def test_every_shipped_config_loads():
     assert fsdp["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"] == "ActAvatarTransformerBlock"
 
 
+def test_shipped_stage2_configs_train_time_aware_phases():
+    """Issue 19: a shipped stage-2 config trains time-aware phase attention (beyond the paper);
+    only `paper-exact-stage2.yaml` reproduces the paper without it."""
+    from generator.train.config import load_config
+
+    stage2 = {}
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        raw = path.read_text()
+        if "\nstage: stage2" not in raw:
+            continue
+        stage2[path.stem] = load_config(path).model.time_aware_phases
+    assert {"tiny-stage2", "paper-stage2", "paper-exact-stage2"} <= set(stage2)
+    assert stage2.pop("paper-exact-stage2") is False
+    without = [name for name, on in stage2.items() if on is not True]
+    assert not without, f"shipped stage-2 configs without time_aware_phases: {without}"
+    exact = load_config(CONFIG_DIR / "paper-exact-stage2.yaml")
+    paper = load_config(CONFIG_DIR / "paper-stage2.yaml")
+    # the same recipe apart from the switch (and the names of the run)
+    exact.model.time_aware_phases = paper.model.time_aware_phases
+    exact.name, exact.output_dir, exact.source = paper.name, paper.output_dir, paper.source
+    assert exact == paper
+
+
+def _assert_render_reads_phase_windows(transformer) -> None:
+    """The exported transformer is time-aware, trained (non-zero phase_time), and moving the
+    phase windows changes its output: renders of this checkpoint use the windows."""
+    from generator.prompting import phase_windows
+    from generator.render_types import PromptPhase, StructuredPrompt
+
+    cfg = transformer.config
+    assert cfg.time_aware_phases is True
+    assert all(b.phase_time.weight.abs().max() > 0 for b in transformer.blocks)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, cfg.in_channels, 5, 4, 4, generator=g)
+    text = torch.randn(1, 8, cfg.text_dim, generator=g)
+    ids = torch.tensor([[0, 0, 1, 1, 1, 2, 2, 2]])
+    audio = torch.randn(1, 17, cfg.audio_layers, cfg.audio_in_dim, generator=g)
+
+    def out(split: float) -> torch.Tensor:
+        prompt = StructuredPrompt(
+            "A person.", (PromptPhase("a", 0.0, split), PromptPhase("b", split, 0.68)), 0.68
+        )
+        win = phase_windows(prompt, 25.0, 5, cfg.max_phases)[None]
+        with torch.no_grad():
+            return transformer(
+                x,
+                torch.tensor([500.0]),
+                text,
+                audio_embeds=audio,
+                phase_ids=ids,
+                phase_windows=win,
+                return_dict=False,
+            )[0]
+
+    assert (out(0.2) - out(0.5)).abs().max() > 1e-6
+
+
 @pytest.mark.slow
 def test_train_flows_register_export_push_pull(cli, tmp_path, tiny_cache, monkeypatch):
     from safetensors.torch import load_file
@@ -159,6 +216,10 @@ def test_train_flows_register_export_push_pull(cli, tmp_path, tiny_cache, monkey
         shown["train_config"]["stage"] == "stage2"
         and shown["train_config"]["trainable"]["phase"] > 0
     )
+    # the shipped stage-2 config trains time-aware phases; `checkpoints show` says so
+    assert shown["timing"].startswith("time-aware phase attention")
+    r = cli("checkpoints", "show", str(rows[0]["id"]))  # stage 1: the base's PACA only
+    assert json.loads(r.output)["timing"].startswith("text anchors only")
 
     # export: a pipeline folder the actavatar renderer loads, holding the trained weights
     export = tmp_path / "export"
@@ -172,6 +233,7 @@ def test_train_flows_register_export_push_pull(cli, tmp_path, tiny_cache, monkey
     )
     state = renderer.pipeline.transformer.state_dict()
     assert all(torch.equal(state[k], v) for k, v in trained.items())
+    _assert_render_reads_phase_windows(renderer.pipeline.transformer)
 
     # Hub push / pull against a local stand-in for the Hub (HfApi and snapshot_download)
     hub = tmp_path / "hub"
