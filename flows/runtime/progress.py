@@ -59,7 +59,9 @@ def _pause_if_asked(stage: str, done: int) -> None:
     flag = os.environ.get(PAUSE_FILE)
     if want != stage or int(n or 0) != done or not flag:
         return
-    with open(flag, "w") as f:
+    partial = f"{flag}.partial"  # renamed into place: the waiting test never reads it empty
+    with open(partial, "w") as f:
         f.write(f"{stage}:{done}\n")
+    os.replace(partial, flag)
     while os.path.exists(flag):
         time.sleep(0.05)

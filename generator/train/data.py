@@ -274,7 +274,7 @@ def collate_clips(
     phase = torch.full((b, text_len), phase_pad_id, dtype=torch.long)
     has_phase = items[0]["phase_ids"] is not None
     has_windows = has_phase and all(it.get("phase_windows") is not None for it in items)
-    windows = torch.stack([it["phase_windows"] for it in items]) if has_windows else None
+    windows = torch.stack([_fit_windows(it, phase_pad_id) for it in items]) if has_windows else None
     for i, it in enumerate(items):
         n = min(text_len, it["text"].shape[0])
         if not it["keep_text"]:
@@ -285,7 +285,14 @@ def collate_clips(
             continue
         text[i, :n] = it["text"][:n]
         if has_phase:
-            phase[i, :n] = it["phase_ids"][:n]
+            ids = it["phase_ids"][:n]
+            if ids.numel() and int(ids.max()) >= phase_pad_id:
+                raise ValueError(
+                    f"clip {it['id']}: its prompt has phase {int(ids.max())}; the model supports"
+                    f" {phase_pad_id - 1} phases (model.max_phases); rebuild the dataset with"
+                    f" --max-phases {phase_pad_id - 1} or raise the model's max_phases"
+                )
+            phase[i, :n] = ids
     return {
         "ids": [it["id"] for it in items],
         "positions": torch.tensor([it["position"] for it in items]),
@@ -298,6 +305,31 @@ def collate_clips(
         "audio": torch.stack([it["audio"] for it in items]),  # (B, F_video, L, C_a)
         "audio_mask": torch.tensor([it["keep_audio"] for it in items]),  # (B,)
     }
+
+
+def _fit_windows(item: dict[str, Any], phase_pad_id: int) -> torch.Tensor:
+    """The clip's (max_phases_data + 2, 2) windows as the model's (max_phases + 2, 2).
+
+    A dataset built with room for more phases than the model has (`--max-phases 8`, the
+    tiny preset's 4) still trains when its clips use no more than the model holds: rows past
+    the model's last phase must be empty, and the padding row is the model's.
+    """
+    w = item["phase_windows"]
+    rows = phase_pad_id + 1
+    if w.shape[0] == rows:
+        return w
+    phases = w[:-1]  # base + phase rows, without the dataset's padding row
+    dropped = phases[rows - 1 :]
+    if bool((dropped[:, 1] > dropped[:, 0]).any()):
+        raise ValueError(
+            f"clip {item['id']}: its prompt has more phases than the model supports"
+            f" ({rows - 2}, model.max_phases); rebuild the dataset with --max-phases {rows - 2}"
+            " or raise the model's max_phases"
+        )
+    out = torch.zeros(rows, 2, dtype=w.dtype)
+    n = min(rows - 1, phases.shape[0])
+    out[:n] = phases[:n]
+    return out
 
 
 class BucketBatchSampler(Sampler[list[tuple[int, int]]]):

@@ -64,7 +64,8 @@ def _legacy_hash(cfg) -> str:
     del data["model"]["audio_progressive"], data["data"]["use_phase_ids"]
     # sections and switches added later still (the hash drops them at their defaults)
     data.pop("distill", None)
-    data["model"].pop("time_aware_phases", None)
+    for key in ("time_aware_phases", "frame_time_embedding", "phase_anchor_embedding"):
+        data["model"].pop(key, None)
     for key in (
         "resume",
         "checkpoint_every",
@@ -214,3 +215,30 @@ def test_time_aware_phases_switch_trains_the_time_term(tmp_path, tiny_cache, sta
     assert {param_group(k) for k in before} == {"phase"}
     saved = ActAvatarTransformer3DModel.from_pretrained(f"{summary['checkpoint']}/transformer")
     assert saved.config.time_aware_phases is True
+
+
+def test_a_dataset_with_room_for_more_phases_trains_a_model_with_fewer():
+    """Dataset built with --max-phases 8 (10 window rows), tiny model with 4 (6 rows)."""
+    from generator.train.data import collate_clips
+
+    def item(windows, ids):
+        return {
+            "id": "c1", "position": 0, "latents": torch.zeros(1), "noise": torch.zeros(1),
+            "sigma": torch.tensor(0.5), "text": torch.ones(len(ids), 2),
+            "phase_ids": torch.tensor(ids), "phase_windows": windows, "audio": torch.zeros(1),
+            "keep_text": 1.0, "keep_audio": 1.0,
+        }  # fmt: skip
+
+    w = torch.zeros(10, 2)
+    w[0] = torch.tensor([0.0, 32.0])
+    w[1], w[2] = torch.tensor([0.0, 10.0]), torch.tensor([12.0, 20.0])
+    batch = collate_clips([item(w, [0, 1, 2])], text_len=4, phase_pad_id=5)
+    assert batch["phase_windows"].shape == (1, 6, 2)
+    assert torch.equal(batch["phase_windows"][0, :3], w[:3])
+    assert batch["phase_windows"][0, 3:].abs().sum() == 0
+    assert batch["phase_ids"][0].tolist() == [0, 1, 2, 5]
+    w[6] = torch.tensor([22.0, 30.0])  # a sixth phase the model cannot hold
+    with pytest.raises(ValueError, match=r"clip c1: .*more phases than the model supports \(4"):
+        collate_clips([item(w, [0, 1, 2])], text_len=4, phase_pad_id=5)
+    with pytest.raises(ValueError, match=r"clip c1: its prompt has phase 6"):
+        collate_clips([item(torch.zeros(6, 2), [0, 6])], text_len=4, phase_pad_id=5)
