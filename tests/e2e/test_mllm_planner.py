@@ -212,7 +212,7 @@ def llama(tmp_path_factory):
 
 
 def test_default_settings_against_llama_cpp_and_a_restart(llama, tmp_path):
-    """With only the URL and model set, the planner negotiates a format this server accepts
+    """With only the URL and model set (and short strings, for time), the planner negotiates a format this server accepts
     (it answers HTTP 500 to json_schema), sends a prompt that arrives whole, and remembers
     both in the database; a fallback while the server is down is recorded with its job and
     not served once the server is back."""
@@ -224,6 +224,8 @@ def test_default_settings_against_llama_cpp_and_a_restart(llama, tmp_path):
         "AVATAR_FLOW_LLM_BASE_URL": llama.url,
         "AVATAR_FLOW_LLM_MODEL": llama.model,
         "AVATAR_FLOW_LLM_MAX_REPAIR_TURNS": "0",
+        # short strings keep each answer to a few dozen tokens (the negotiation is the same)
+        "AVATAR_FLOW_LLM_MAX_STRING_CHARS": "12",
     }
     run = ("run", str(script), "--planner", "mllm", "--out", str(out), "--json")
 
