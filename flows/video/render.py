@@ -8,6 +8,7 @@ latent frames (`save_tail_latents`, one safetensors file chosen by
 `flows.video.segments.latent_handoff`), which the next request carries as `context_latents`.
 """
 
+import json
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -160,6 +161,7 @@ def save_tail(frames: np.ndarray, spec: SegmentSpec, count: int, folder: Path) -
 
 
 LATENTS_SUFFIX = ".safetensors"
+HANDOFF_KEY = "avatar_flow.handoff"
 TAIL_LATENTS = "tail_latents" + LATENTS_SUFFIX
 
 
@@ -189,15 +191,26 @@ def save_tail_latents(
     h: LatentHandoff = latent_handoff(spec.overlap + spec.num_frames, continuity)
     tail = tail_latent_frames(latents, spec, continuity)
     meta = {
-        "segment": str(spec.index),
-        "first_latent": str(h.first),
-        "latent_frames": str(h.count),
-        "pixel_frames": "{}:{}".format(*h.pixel_span),
-        "shown_frames": str(spec.overlap + spec.num_frames),
-        "next_overlap": str(h.overlap),
+        "segment": spec.index,
+        "first_latent": h.first,
+        "latent_frames": h.count,
+        "pixel_frames": list(h.pixel_span),
+        "shown_frames": spec.overlap + spec.num_frames,
+        "next_overlap": h.overlap,
     }
+    # One metadata key: safetensors writes its metadata map in no fixed order, and the file's
+    # sha256 is part of the next segment's render key, so the bytes must not vary between runs.
+    blob = save({"latents": tail}, metadata={HANDOFF_KEY: json.dumps(meta, sort_keys=True)})
     folder.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(folder / TAIL_LATENTS, save({"latents": tail}, metadata=meta))
+    return atomic_write_bytes(folder / TAIL_LATENTS, blob)
+
+
+def tail_latents_handoff(path: Path) -> dict:
+    """The metadata `save_tail_latents` wrote: which latents and frames of the render."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        return json.loads(f.metadata()[HANDOFF_KEY])
 
 
 def load_tail_latents(path: Path) -> np.ndarray:

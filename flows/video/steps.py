@@ -244,6 +244,7 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
             tail = []
         else:
             tail = save_tail(frames, seg, render_job.continuity_frames, work / "tail")
+        write_continuity_record(work, seg, render_job, context)
     clip.unlink(missing_ok=True)
     return {
         **tail_latents,
@@ -259,6 +260,24 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
         # what the renderer says the job should know (e.g. phase windows dropped)
         "warnings": [str(w) for w in stats.get("warnings") or ()],
     }
+
+
+CONTINUITY_RECORD = "continuity.json"
+
+
+def write_continuity_record(work: Path, seg: SegmentSpec, job: RenderJob, context: list[str]):
+    """What this segment started from, beside its outputs in the segment cache: the mode, its
+    overlap and the continuity input it was given (the previous segment's tail latents file or
+    tail PNGs, with their sha256), so a hand-off can be checked after the fact."""
+    from storage import atomic_write_text
+
+    record = {
+        "segment": seg.index,
+        "mode": job.continuity_mode,
+        "overlap": seg.overlap,
+        "input": [{"path": str(p), "sha256": sha256_file(Path(p))} for p in context],
+    }
+    atomic_write_text(work / CONTINUITY_RECORD, json.dumps(record, indent=1) + "\n")
 
 
 def request_avatar(job: RenderJob):

@@ -3,7 +3,6 @@ file they are kept in, and the option's one contract (mode per renderer, render 
 
 import numpy as np
 import pytest
-from safetensors import safe_open
 
 from flows.runtime.errors import InputError
 from flows.video.options import JobOptions
@@ -12,6 +11,7 @@ from flows.video.render import (
     load_tail_latents,
     save_tail_latents,
     tail_latent_frames,
+    tail_latents_handoff,
 )
 from flows.video.renderers import get_renderer_spec, job_continuity
 from flows.video.segments import (
@@ -130,11 +130,13 @@ def test_the_tail_latents_file_holds_the_last_shown_latents(tmp_path):
     got = load_tail_latents(path)
     assert got.dtype == np.float32 and got.shape == (3, 3, 2, 2)
     assert [int(got[0, i, 0, 0]) for i in range(3)] == [8, 9, 10]
-    with safe_open(str(path), "np") as f:
-        meta = f.metadata()
-    assert meta["first_latent"] == "8" and meta["latent_frames"] == "3"
-    assert meta["pixel_frames"] == "29:41" and meta["shown_frames"] == "43"
-    assert meta["next_overlap"] == str(9 + 2)
+    meta = tail_latents_handoff(path)
+    assert meta["first_latent"] == 8 and meta["latent_frames"] == 3
+    assert meta["pixel_frames"] == [29, 41] and meta["shown_frames"] == 43
+    assert meta["next_overlap"] == 9 + 2
+    # the same latents make the same bytes (the file's sha256 is in the next render key)
+    again = save_tail_latents(latents, spec, 9, tmp_path / "again")
+    assert again.read_bytes() == path.read_bytes()
     np.testing.assert_array_equal(tail_latent_frames(latents, spec, 9), got)
     with pytest.raises(RuntimeError, match="expected"):
         tail_latent_frames(latents[:, :5], spec, 9)
