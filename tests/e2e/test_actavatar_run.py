@@ -98,14 +98,11 @@ def test_actavatar_renderer_end_to_end(tmp_path):
     )
     info_px = probe(tmp_path / "px" / "video.mp4")
     assert info_px.video_frames == info.video_frames  # the same cuts, the same length
-    shown = _run_cli(home, "jobs", "show", pixels["job_id"])
-    assert "continuity: pixels (1 frames)" in shown.stdout
-
-    # The animatic cannot take latents: one line, exit 2, before any work.
-    proc = _run_cli(home, "run", str(script), "--continuity-mode", "latent")
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-    assert "field 'continuity_mode'" in lines[0] and "animatic" in lines[0]
+    assert json.loads((tmp_path / "px" / "report.json").read_text())["continuity"] == {
+        "mode": "pixels",
+        "frames": 1,
+        "color_anchor": False,
+    }
 
     bad = write_script(tmp_path, "Hello there.", name="bad.md", resolution="144x144")
     proc = _run_cli(home, "run", str(bad), "--renderer", "actavatar", "--checkpoint", str(ckpt))

@@ -159,3 +159,22 @@ def test_the_mode_is_the_renderers_default_and_an_unsupported_one_is_one_line():
     base = JobOptions.parse(renderer="actavatar").key_values()
     assert JobOptions.parse(renderer="actavatar", continuity_mode="pixels").key_values() != base
     assert JobOptions.parse(renderer="actavatar", color_anchor=True).key_values() != base
+
+
+def test_the_cli_refuses_latents_for_the_animatic_in_one_line_before_any_work(tmp_path):
+    from support import write_script
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    script = write_script(tmp_path, "Hello there.", resolution="256x144")
+    home = tmp_path / "home"
+    result = CliRunner().invoke(
+        app,
+        ["run", str(script), "--continuity-mode", "latent"],
+        env={"AVATAR_FLOW_HOME": str(home)},
+    )
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert "field 'continuity_mode'" in lines[0] and "animatic" in lines[0]
+    assert not (home / "cache" / "speech").exists()  # refused before speech synthesis
