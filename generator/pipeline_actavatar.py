@@ -67,9 +67,12 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass
 class ActAvatarPipelineOutput(BaseOutput):
-    """`frames`: (B, F, H, W, 3) floats in [0, 1] for `output_type="np"`, latents for "latent"."""
+    """`frames`: (B, F, H, W, 3) floats in [0, 1] for `output_type="np"`, latents for "latent".
+    `latents`: the normalised clean latents (B, z, F, h, w) they were decoded from (what a
+    next segment may take as its `context_latents`)."""
 
     frames: np.ndarray | torch.Tensor
+    latents: torch.Tensor | None = None
 
 
 def resize_center_crop(image: PIL.Image.Image, height: int, width: int) -> PIL.Image.Image:
@@ -469,6 +472,23 @@ class ActAvatarPipeline(DiffusionPipeline):
         mean, std = self._latents_stats(z.device, z.dtype)
         return ((z - mean) / std).to(self._execution_device, torch.float32)
 
+    @staticmethod
+    def check_context_latents(context: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """`context` (1, z, c, h, w) as float32, or a one-line ValueError when it does not fit
+        the clip's latents (channels, size, at most as many frames)."""
+        context = torch.as_tensor(context)
+        if context.ndim == 4:
+            context = context[None]
+        b, z, f, h, w = latents.shape
+        if context.ndim != 5 or context.shape[1] != z or tuple(context.shape[3:]) != (h, w):
+            raise ValueError(
+                f"context_latents of shape {tuple(context.shape)} do not fit latents "
+                f"(1, {z}, <= {f}, {h}, {w})"
+            )
+        if not 1 <= context.shape[2] <= f:
+            raise ValueError(f"context_latents has {context.shape[2]} frames, clip has {f}")
+        return context.to(torch.float32)
+
     def check_inputs(self, num_frames: int, height: int, width: int) -> None:
         multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
         if height % multiple or width % multiple:
@@ -589,6 +609,7 @@ class ActAvatarPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         attention_kwargs: dict[str, Any] | None = None,
+        context_latents: torch.Tensor | None = None,
     ) -> ActAvatarPipelineOutput | tuple:
         r"""
         Generate a talking-avatar clip.
@@ -613,6 +634,10 @@ class ActAvatarPipeline(DiffusionPipeline):
             step_cache: a calibrated `StepCacheConfig` (MagCache rule); None: no caching.
             progress: `progress(done, total)` after every step.
             output_type: "np" (frames in [0, 1]), "pt" or "latent".
+            context_latents: normalised latents (1, z, c, h, w), e.g. the previous segment's
+                last shown latent frames (`output.latents`), written as the clean leading
+                latent frames instead of encoding `context_frames` / `image` (no VAE decode
+                and re-encode at a segment join). Overrides both.
         """
         fps = fps or self.config.fps
         self.check_inputs(num_frames, height, width)
@@ -621,8 +646,8 @@ class ActAvatarPipeline(DiffusionPipeline):
         cond_frames = (
             list(context_frames) if context_frames else ([image] if image is not None else [])
         )
-        if not cond_frames:
-            raise ValueError("give an image or context_frames")
+        if not cond_frames and context_latents is None:
+            raise ValueError("give an image, context_frames or context_latents")
 
         self._guidance_scale = guidance_scale
         self._audio_guidance_scale = audio_guidance_scale
@@ -646,8 +671,11 @@ class ActAvatarPipeline(DiffusionPipeline):
 
         # 3. Latents and the clean conditioning frames (image or previous tail)
         latents = self.prepare_latents(num_frames, height, width, generator, device, latents)
-        condition = self.encode_condition_frames(cond_frames, height, width)
         num_latent_frames = latents.shape[2]
+        if context_latents is not None:
+            condition = self.check_context_latents(context_latents, latents).to(device)
+        else:
+            condition = self.encode_condition_frames(cond_frames, height, width)
         # anchor windows of the prompt's phases on the latent grid (time-aware phases)
         windows = phase_windows(
             prompt,
@@ -708,6 +736,7 @@ class ActAvatarPipeline(DiffusionPipeline):
             self.sampling_stats["solver"] = solver
 
         # 5. Decode
+        clean_latents = latents
         if output_type == "latent":
             video = latents
         else:
@@ -720,4 +749,4 @@ class ActAvatarPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return (video,)
-        return ActAvatarPipelineOutput(frames=video)
+        return ActAvatarPipelineOutput(frames=video, latents=clean_latents)

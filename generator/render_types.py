@@ -62,6 +62,10 @@ class RenderRequest:
     overlap_frames: int = 0
     # Extra continuity frames (previous segment's tail, oldest first); empty for the first segment.
     context_frames: list[Image.Image] = field(default_factory=list)
+    # Latent continuity: the previous segment's last shown latent frames (z, c, h, w), float32,
+    # normalised as the pipeline's latents; a renderer that takes them writes them as its
+    # clean leading latent frames instead of encoding `context_frames` (None: pixels).
+    context_latents: np.ndarray | None = None
     # Preview helpers (used by the animatic, ignored by diffusion renderers).
     captions: list[CaptionWord] = field(default_factory=list)
     segment_start: float = 0.0  # where this segment starts in the whole video, seconds
@@ -80,7 +84,9 @@ class Renderer(Protocol):
 
     `last_stats` and `model_note` are what the run report says about the last render: its
     counts (e.g. `evaluations`, model forwards per clip) and which model rendered (None when
-    the renderer has only one)."""
+    the renderer has only one). A renderer that hands latents on (latent continuity) also
+    sets `last_latents`: the last render's clean latents (z, F, h, w) float32 numpy, the Wan
+    VAE's 1 + 4k layout (latent 0 = frame 0, latent j = frames 4j-3..4j)."""
 
     name: str
     last_stats: Mapping[str, Any]

@@ -6,6 +6,11 @@ first); the first 1 + 4k of them are encoded and held clean at timestep 0 (one f
 TI2V image rule, more is the InfiniteTalk-style motion context), the rest are generated and
 dropped by the stitcher. The first segment is conditioned on the avatar image.
 
+Latent continuity: a request with `context_latents` (the previous segment's own last shown
+latents, chosen by `flows.video.segments.latent_handoff`) has them written as the clean
+leading latent frames, with no VAE decode and re-encode at the join; every render keeps its
+clean latents in `last_latents` (z, F, h, w) for the next segment.
+
 Fast sampling (each off by default) arrives as one `generator.sampling.SamplingRequest`:
 `load_actavatar_renderer(dir, sampling=SamplingRequest(fast=True))` loads the checkpoint's
 distilled student instead (one forward per step, its own step count and solver from its
@@ -77,16 +82,23 @@ class ActAvatarRenderer:
         self.step_cache = step_cache
         self.model_note = model_note  # which model renders (teacher, or the student and why)
         self.last_stats: dict[str, Any] = {}
+        self.last_latents: np.ndarray | None = None  # clean latents of the last render
         self._lock = threading.Lock()  # one GPU job at a time per loaded pipeline
 
     def render(self, request: RenderRequest, progress: ProgressFn | None = None) -> np.ndarray:
         from generator.conditioning import color_match
 
         audio = _resample(request.audio, request.sample_rate, 16000)
+        latents = request.context_latents
         n_ctx = _clean_context_count(request.overlap_frames, len(request.context_frames))
-        context = list(request.context_frames[:n_ctx]) if n_ctx else None
+        context = list(request.context_frames[:n_ctx]) if n_ctx and latents is None else None
+        extra: dict[str, Any] = {}
+        if latents is not None:
+            import torch
+
+            extra["context_latents"] = torch.from_numpy(np.ascontiguousarray(latents))[None]
         with self._lock:
-            out = self.pipeline(
+            result = self.pipeline(
                 image=request.image,
                 audio=audio,
                 prompt=request.prompt,
@@ -107,7 +119,11 @@ class ActAvatarRenderer:
                 step_cache=self.step_cache,
                 progress=progress,
                 output_type="np",
-            ).frames[0]
+                **extra,
+            )
+            out = result.frames[0]
+            clean = getattr(result, "latents", None)
+            self.last_latents = None if clean is None else clean[0].detach().float().cpu().numpy()
             self.last_stats = dict(getattr(self.pipeline, "sampling_stats", {}))
             self.last_stats.update(self._timing_stats(request))
         frames = np.clip(np.round(np.asarray(out) * 255.0), 0, 255).astype(np.uint8)

@@ -33,6 +33,8 @@ from orchestrator.job_options import (
     BurnCaptionsOpt,
     ChaptersOpt,
     CheckpointOpt,
+    ColorAnchorOpt,
+    ContinuityModeOpt,
     ContinuityOpt,
     FastOpt,
     ForceOpt,
@@ -124,6 +126,8 @@ def run(
     segment_seconds: SegmentOpt = default("segment_seconds"),
     steps: StepsOpt = default("steps"),
     continuity: ContinuityOpt = default("continuity"),
+    continuity_mode: ContinuityModeOpt = default("continuity_mode"),
+    color_anchor: ColorAnchorOpt = default("color_anchor"),
     fast: FastOpt = default("fast"),
     solver: SolverOpt = default("solver"),
     guidance_interval: IntervalOpt = default("guidance_interval"),
@@ -155,6 +159,8 @@ def run(
             segment_seconds=segment_seconds,
             steps=steps,
             continuity=continuity,
+            continuity_mode=continuity_mode,
+            color_anchor=color_anchor,
             fast=fast,
             solver=solver,
             guidance_interval=guidance_interval,
@@ -331,6 +337,10 @@ def jobs_show(
         out.print(f"[red]error:[/] {job['error']}")
     for line in (details.get("report") or {}).get("warnings") or ():
         out.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    cont = (details.get("report") or {}).get("continuity")
+    if cont:
+        anchor = ", colour anchor" if cont.get("color_anchor") else ""
+        out.print(f"continuity: {cont['mode']} ({cont['frames']} frames{anchor})", highlight=False)
     seg = Table(title="Segments")
     for col in ("#", "start", "end", "frames", "status", "render s", "sha256"):
         seg.add_column(col)

@@ -18,6 +18,8 @@ CheckpointOpt = Annotated[Path | None, typer.Option(help=describe("checkpoint"))
 SegmentOpt = Annotated[float | None, typer.Option(help=describe("segment_seconds"))]
 StepsOpt = Annotated[int | None, typer.Option(help=describe("steps"))]
 ContinuityOpt = Annotated[int, typer.Option(help=describe("continuity"))]
+ContinuityModeOpt = Annotated[str | None, typer.Option(help=describe("continuity_mode"))]
+ColorAnchorOpt = Annotated[bool, typer.Option(help=describe("color_anchor"))]
 FastOpt = Annotated[bool, typer.Option(help=describe("fast"))]
 SolverOpt = Annotated[str | None, typer.Option(help=describe("solver"))]
 IntervalOpt = Annotated[str | None, typer.Option(help=describe("guidance_interval"))]

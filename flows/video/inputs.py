@@ -11,9 +11,9 @@ from flows.video.avatar import check_avatar
 from flows.video.finish.inputs import check_finishing
 from flows.video.given_plan import read_plan_file
 from flows.video.options import JobOptions, out_dir_for
-from flows.video.renderers import CheckContext, get_renderer_spec
+from flows.video.renderers import CheckContext, get_renderer_spec, job_continuity
 from flows.video.script import Script, parse_script
-from flows.video.segments import max_content_frames
+from flows.video.segments import LATENT_EXTRA, max_content_frames
 from flows.video.speech import parse_voice, probe_audio
 from planners.registry import get_planner_spec
 from storage import sha256_file
@@ -52,8 +52,9 @@ def _hash_json(obj: object) -> str:
 def longest_render_frames(script: Script, options: JobOptions) -> int:
     """Frames of the longest segment render: the largest 4k+1 within segment_seconds."""
     seconds = options.segment_seconds or script.segment_seconds or 5.0
-    overlap = get_renderer_spec(options.renderer).overlap(options.continuity)
-    return max_content_frames(seconds, script.fps, overlap) + overlap
+    c = job_continuity(options.renderer, options.continuity, options.continuity_mode)
+    room = c.frames + (LATENT_EXTRA if c.latent else 0)  # a latent hand-off: up to 3 more
+    return max_content_frames(seconds, script.fps, room) + room
 
 
 def check_option_paths(options: JobOptions) -> None:
@@ -94,6 +95,7 @@ def prepare_inputs(script_path: str | Path, options: JobOptions, settings: Setti
             longest_frames=longest_render_frames(script, options),
             sampling=options.sampling(settings.render_steps),
             script_file=spath,
+            continuity_mode=options.continuity_mode,
         )
     )
     unconfigured = get_planner_spec(options.planner).unconfigured()

@@ -99,11 +99,17 @@ def launch(
             import numpy as np
 
             results[0]["frames"] = np.load(work / "frames.npy")
+            latents = work / "latents.npy"  # the clean latents (latent continuity)
+            results[0]["latents"] = np.load(latents) if latents.is_file() else None
         return results
 
 
-def render_parallel(spec: SegmentSpec, job: RenderJob, context: list[str], devices: list[str]):
-    """Render one segment context-parallel on `devices` (uint8 frames, T x H x W x 3)."""
+def render_parallel(
+    spec: SegmentSpec, job: RenderJob, context: list[str], devices: list[str]
+) -> tuple[Any, Any]:
+    """Render one segment context-parallel on `devices`: (uint8 frames T x H x W x 3, the
+    render's clean latents z x F x h x w or None). The request comes from the same record and
+    continuity input (tail PNGs or the tail latents file) as an in-process render."""
     parallel = get_renderer_spec(job.renderer).parallel
     if parallel is None:
         raise InputError(
@@ -118,7 +124,7 @@ def render_parallel(spec: SegmentSpec, job: RenderJob, context: list[str], devic
         "context": context,
     }
     results = launch(len(devices), payload, devices=devices)
-    return results[0]["frames"]
+    return results[0]["frames"], results[0]["latents"]
 
 
 # --- the worker (one per rank, started by torchrun) -----------------------------------------
@@ -160,7 +166,8 @@ def _render(rank: int, world: int, payload: dict[str, Any]):
     # The same loader and the same request an in-process render uses, from the same record.
     renderer = renderer_spec.load(RenderSetup(job.checkpoint, f"cuda:{rank}", job.sampling))
     renderer_spec.parallel.enable(renderer, world)
-    return renderer.render(request_from_job(spec, job, payload["context"]))
+    frames = renderer.render(request_from_job(spec, job, payload["context"]))
+    return frames, getattr(renderer, "last_latents", None)
 
 
 def worker_main(argv: list[str] | None = None) -> None:
@@ -177,11 +184,13 @@ def worker_main(argv: list[str] | None = None) -> None:
         if payload.get("kind") == "selftest":
             result.update(_selftest(rank, world, float(payload.get("hold_s", 0.0))))
         else:
-            frames = _render(rank, world, payload)
+            frames, latents = _render(rank, world, payload)
             if rank == 0:
                 import numpy as np
 
                 np.save(out / "frames.npy", frames)
+                if latents is not None:
+                    np.save(out / "latents.npy", latents)
         (out / f"rank-{rank}.json").write_text(json.dumps(result))
         dist.barrier()
     finally:

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from flows.runtime.contract import validation_input_error
 from flows.runtime.errors import InputError
 from flows.video.finish.settings import CAPTION_MODES, parse_loudness, parse_variables
-from flows.video.renderers import renderer_names
+from flows.video.renderers import CONTINUITY_MODES, renderer_names
 from generator.sampling import SamplingRequest
 from planners.registry import planner_names
 
@@ -100,6 +100,20 @@ class JobOptions(BaseModel):
         1,
         description="Frames of the previous segment the next one continues from (actavatar): "
         "0 = restart from the avatar, 1 = the TI2V rule, 5/9/... = more (1 + 4k, at most 33).",
+    )
+    continuity_mode: str | None = Field(
+        None,
+        description="How a segment takes the previous one's last shown frames: latent (its "
+        "own latents, kept in the segment cache: no decode and re-encode at the join, so no "
+        "colour shift there) or pixels (its decoded frames as PNGs, encoded again). Default: "
+        "the renderer's (latent for actavatar; the animatic does not continue).",
+        json_schema_extra={"enum": [*CONTINUITY_MODES, None]},  # None: the form may send null
+    )
+    color_anchor: bool = Field(
+        False,
+        description="Match each segment's colour statistics (per-channel mean and spread) to "
+        "the avatar image after rendering: a cheap post-process against colour drift over "
+        "long videos.",
     )
     plan: str | None = Field(
         None,
@@ -219,6 +233,15 @@ class JobOptions(BaseModel):
             raise ValueError(
                 f"continuity must be 0 or 1, 5, 9, ... 33 frames (1 + 4k, one latent frame "
                 f"per 4 video frames), got {v}"
+            )
+        return v
+
+    @field_validator("continuity_mode")
+    @classmethod
+    def _known_continuity_mode(cls, v: str | None) -> str | None:
+        if v is not None and v not in CONTINUITY_MODES:
+            raise ValueError(
+                f"unknown continuity_mode '{v}' (one of: {', '.join(CONTINUITY_MODES)})"
             )
         return v
 

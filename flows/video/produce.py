@@ -46,10 +46,11 @@ from flows.video.inputs import JobInputs, prepare_inputs
 from flows.video.media import concat_and_mux
 from flows.video.options import JobOptions
 from flows.video.render_job import RenderJob
-from flows.video.renderers import get_renderer_spec
+from flows.video.renderers import job_continuity
 from flows.video.segments import SegmentSpec, plan_segments
 from flows.video.steps import (
     content_key,
+    continuity_input,
     intact,
     plan_step,
     render_key,
@@ -57,6 +58,7 @@ from flows.video.steps import (
     renderer_identity,
     run_cached,
     run_cached_state,
+    segment_intact,
     speech_step,
     words_step,
 )
@@ -257,7 +259,8 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
     record_plan(run.db, run.id, plan, plan_key, trace)
     version = record_plan_version(run.db, run.id, plan, source="cli" if o.plan else "planner")
     set_status(run.db, run.id, JobStatus.planned, duration=transcript.duration)
-    overlap = get_renderer_spec(o.renderer).overlap(o.continuity)
+    continuity = job_continuity(o.renderer, o.continuity, o.continuity_mode)
+    overlap = continuity.frames
     specs = plan_segments(
         transcript.words,
         transcript.duration,
@@ -265,6 +268,7 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
         fps=s.fps,
         max_seconds=inputs.segment_seconds,
         overlap=overlap,
+        latent=continuity.latent,
     )
     record_segments(run.db, run.id, [sp.to_dict() for sp in specs])
     progress.emit("segments", len(specs), len(specs))
@@ -282,6 +286,8 @@ def plan_job(inputs: JobInputs, run: JobRun, settings: Settings) -> Planned:
         cuts=tuple(sp.end for sp in specs[:-1]),
         title=s.title,
         continuity_frames=overlap,
+        continuity_mode=continuity.mode,
+        color_anchor=o.color_anchor,
         sampling=o.sampling(settings.render_steps),
     )
     return Planned(speech, transcript, plan, specs, render_job, version)
@@ -316,7 +322,7 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
             "job": own.model_dump(mode="json"),
             "context": context,
         }
-        state = run_cached_state(render_step.with_options(**refresh), intact("path"), **args)
+        state = run_cached_state(render_step.with_options(**refresh), segment_intact, **args)
         result = state.result()
         was_cached = state.name == "Cached"
         rendered += not was_cached
@@ -337,7 +343,9 @@ def render_segments(inputs: JobInputs, run: JobRun, planned: Planned) -> Rendere
         if result.get("sampler"):
             samplers.append(str(result["sampler"]))
         warnings += [w for w in result.get("warnings") or () if w not in warnings]
-        context, prev_sha = result["tail"], result["sha256"]
+        context, prev_sha = continuity_input(result), result["sha256"]
+        if result.get("latents_sha256"):  # the latents the next segment starts from
+            prev_sha = f"{prev_sha}:{result['latents_sha256']}"
         progress.emit("render", sp.index + 1, total, "cached" if was_cached else "rendered")
     return Rendered(clips, rendered, evaluations, samplers, shas, warnings)
 
@@ -433,6 +441,13 @@ def finish_job(inputs: JobInputs, run: JobRun, planned: Planned, rendered: Rende
             sum(rendered.evaluations) / len(rendered.evaluations) if rendered.evaluations else None
         ),
         "sampling": planned.render_job.sampling.active(),
+        # how segments continued from each other: latent (latents handed on through the
+        # segment cache) or pixels (decoded tail PNGs), the context frames, the colour anchor
+        "continuity": {
+            "mode": planned.render_job.continuity_mode,
+            "frames": planned.render_job.continuity_frames,
+            "color_anchor": planned.render_job.color_anchor,
+        },
         "sampler": sorted(set(rendered.samplers)),
         # brand, music, measured loudness, chapters, the template and its values
         "finishing": finishing,

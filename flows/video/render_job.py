@@ -28,6 +28,10 @@ class RenderJob(BaseModel):
     cuts: tuple[float, ...]
     title: str
     continuity_frames: int
+    # latent: the previous segment's latents (segment cache) are the next one's clean leading
+    # latent frames; pixels: its decoded tail PNGs, encoded again
+    continuity_mode: str = "pixels"
+    color_anchor: bool = False  # match each segment's colour statistics to the avatar
     # steps, solver, guidance interval, step cache, student: typed from JobOptions to the
     # pipeline call, unpacked once by generator.sampling.resolve_sampling
     sampling: SamplingRequest = SamplingRequest()

@@ -6,6 +6,8 @@ registry instead of comparing names. A renderer is one `RendererSpec`:
 
 - `load(setup)`: the one loader, used in-process and by every torchrun rank;
 - `uses_gpu`, `continues` (repeats the previous segment's tail: the continuity overlap),
+  `continuity_modes` (how it takes that tail: `latent`, the previous segment's own latents, or
+  `pixels`, its decoded frames as PNGs; the first is its default),
   `needs_checkpoint`, `supports_sampling`, `size_multiple`, `preview`;
 - `check(ctx)`: extra cheap checks before any work (checkpoint limits, sampling files);
 - `identity(checkpoint, sampling)` and `key_parts(job, spec)`: what goes into the render key;
@@ -40,6 +42,7 @@ from storage import sha256_file
 
 ENTRY_POINT_GROUP = "avatar_flow.renderers"
 VAE_TEMPORAL_STRIDE = 4
+CONTINUITY_MODES = ("latent", "pixels")  # latents handed on / decoded tail PNGs re-encoded
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class CheckContext:
     longest_frames: int  # frames of the longest segment render (4k + 1, overlap included)
     sampling: SamplingRequest
     script_file: str
+    continuity_mode: str | None = None  # None: the renderer's default
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class RendererSpec:
     load: Callable[[RenderSetup], Renderer]
     uses_gpu: bool = False  # holds a GPU slot while it renders (when CUDA is there)
     continues: bool = False  # starts each segment from the previous one's last frames
+    continuity_modes: tuple[str, ...] = ("pixels",)  # how it takes them; the first: default
     needs_checkpoint: bool = False
     supports_sampling: bool = False  # fast / solver / guidance interval / step cache
     size_multiple: int = 1  # width and height must be multiples of this
@@ -101,6 +106,19 @@ class RendererSpec:
     def overlap(self, continuity_frames: int) -> int:
         """Frames a segment repeats from the previous one's tail (0: no continuity)."""
         return continuity_frames if self.continues else 0
+
+    def continuity_mode(self, requested: str | None) -> str:
+        """The continuity mode a job of this renderer runs: `requested`, else the default; an
+        unsupported one is an InputError (one line, exit 2) before any work."""
+        if requested is None:
+            return self.continuity_modes[0]
+        if requested not in self.continuity_modes:
+            raise InputError(
+                f"the {self.name} renderer cannot continue in {requested} mode "
+                f"(continuity_mode: {' or '.join(self.continuity_modes)})",
+                field="continuity_mode",
+            )
+        return requested
 
     def render_identity(self, checkpoint: str | None, sampling: SamplingRequest) -> str:
         """What identifies this renderer's output (part of every render key)."""
@@ -131,7 +149,27 @@ class RendererSpec:
                 f"{' or --renderer '.join(sampling_renderers())} ({self.name} does not sample)",
                 field="renderer",
             )
+        self.continuity_mode(ctx.continuity_mode)
         self.check(ctx)
+
+
+@dataclass(frozen=True)
+class Continuity:
+    """How a job's segments continue from each other: the context frames and the mode."""
+
+    frames: int  # overlap frames (0: every segment starts from the avatar)
+    mode: str  # latent | pixels
+
+    @property
+    def latent(self) -> bool:
+        """Segments hand latents on (`flows.video.segments.latent_handoff`)."""
+        return self.mode == "latent" and self.frames > 0
+
+
+def job_continuity(renderer: str, frames: int, mode: str | None) -> Continuity:
+    """The one rule for a job's continuity (flow, input checks, review app, `plan`)."""
+    spec = get_renderer_spec(renderer)
+    return Continuity(spec.overlap(frames), spec.continuity_mode(mode))
 
 
 # ------------------------------------------------------------------------------- the registry
@@ -329,6 +367,7 @@ ACTAVATAR = register(
         load=_load_actavatar,
         uses_gpu=True,
         continues=True,
+        continuity_modes=CONTINUITY_MODES,  # latent by default; pixels on request
         needs_checkpoint=True,
         supports_sampling=True,
         size_multiple=32,  # VAE stride 16 x patch 2

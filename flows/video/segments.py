@@ -5,6 +5,18 @@ Frame bookkeeping: segment k shows video frames [first_frame, first_frame + num_
 the whole video. A renderer that continues from the previous segment's tail repeats
 `overlap` frames at its start (dropped by the stitch), and renders `render_frames`
 = the smallest 4k+1 >= overlap + num_frames (the VAE's temporal stride is 4).
+
+Latent hand-off (`latent_handoff`): a segment may continue from the previous segment's own
+latents instead of its decoded tail. The Wan VAE's layout is 1 + 4k: latent frame 0 is pixel
+frame 0 alone, latent j >= 1 is pixel frames 4j-3..4j. The previous segment shows
+`s = overlap + num_frames` of its frames (the rest is 4k+1 padding nobody sees), so the last
+latent made only of shown frames is `last = (s - 1) // 4` (its last pixel, 4 * last, is shown;
+latent last + 1 would also hold unseen padding). The next segment writes `count` latents
+`last - count + 1 .. last` as its clean leading latent frames: they stand for its first
+`1 + 4(count - 1)` frames, so its render starts at the previous render's frame
+`4 * (last - count + 1)`. When `s` is not 1 + 4k, the `(s - 1) % 4` frames shown after pixel
+4 * last are generated again by the next segment and dropped by the stitch: its overlap is
+`1 + 4(count - 1) + (s - 1) % 4`. Every frame then sits at the video time it was rendered for.
 """
 
 import bisect
@@ -26,6 +38,48 @@ def max_content_frames(max_seconds: float, fps: int, overlap: int) -> int:
     limit = int(max_seconds * fps + 1e-9)
     limit = limit if limit % 4 == 1 else limit - (limit - 1) % 4  # largest 4k+1 <= limit
     return limit - overlap
+
+
+VAE_STRIDE = 4  # the Wan VAE's temporal stride (1 + 4k frames)
+LATENT_EXTRA = VAE_STRIDE - 1  # most frames a latent hand-off adds to the overlap
+
+
+@dataclass(frozen=True)
+class LatentHandoff:
+    """Which latents of a segment the next one starts from, and the overlap that follows."""
+
+    first: int  # first latent frame handed on (render's own latent index)
+    count: int  # latent frames handed on
+    extra: int  # shown frames after the last handed latent (regenerated and dropped next)
+
+    @property
+    def clean_frames(self) -> int:
+        """Pixel frames the handed latents stand for in the next segment (1 + 4k)."""
+        return 1 + VAE_STRIDE * (self.count - 1) if self.count else 0
+
+    @property
+    def overlap(self) -> int:
+        """The next segment's overlap: the clean frames plus the regenerated ones."""
+        return self.clean_frames + self.extra if self.count else 0
+
+    @property
+    def pixel_span(self) -> tuple[int, int]:
+        """[start, stop) of the previous render's pixel frames the handed latents encode."""
+        if not self.count:
+            return (0, 0)
+        start = 0 if self.first == 0 else VAE_STRIDE * self.first - (VAE_STRIDE - 1)
+        return (start, VAE_STRIDE * (self.first + self.count - 1) + 1)
+
+
+def latent_handoff(shown: int, continuity: int) -> LatentHandoff:
+    """The latents a segment that shows `shown` frames hands on for `continuity` (1 + 4k)
+    frames of context (the module docstring has the arithmetic). Fewer latents when the
+    segment shows fewer frames than the context asks for; none for continuity 0."""
+    if continuity <= 0 or shown <= 0:
+        return LatentHandoff(0, 0, 0)
+    last = (shown - 1) // VAE_STRIDE
+    count = min((continuity - 1) // VAE_STRIDE + 1, last + 1)
+    return LatentHandoff(first=last - count + 1, count=count, extra=(shown - 1) % VAE_STRIDE)
 
 
 @dataclass(frozen=True)
@@ -155,9 +209,15 @@ def plan_segments(
     fps: int,
     max_seconds: float = 5.0,
     overlap: int = 0,
+    latent: bool = False,
 ) -> list[SegmentSpec]:
-    """Segments covering the whole audio, each carrying its base block and re-timed phases."""
-    max_frames = max_content_frames(max_seconds, fps, overlap)
+    """Segments covering the whole audio, each carrying its base block and re-timed phases.
+
+    `latent`: each segment continues from the previous one's latents (`latent_handoff`), so its
+    overlap is what the hand-off needs (up to 3 frames more than `overlap`; the limit keeps
+    room for them)."""
+    room = overlap + (LATENT_EXTRA if latent and overlap else 0)
+    max_frames = max_content_frames(max_seconds, fps, room)
     if max_frames < fps:
         raise ValueError(
             f"segments of {max_seconds} s at {fps} fps leave no room for {overlap} overlap frames"
@@ -168,8 +228,11 @@ def plan_segments(
     base = plan.base.render()
     specs: list[SegmentSpec] = []
     first = 0
+    shown = 0  # frames the previous segment shows (overlap + new)
     for k, end_frame in enumerate(cuts):
         ov = overlap if k > 0 else 0
+        if latent and ov:
+            ov = latent_handoff(shown, overlap).overlap
         n = end_frame - first
         render_frames = four_k_plus_one(n + ov)
         start_s, end_s = first / fps, end_frame / fps
@@ -192,4 +255,5 @@ def plan_segments(
             )
         )
         first = end_frame
+        shown = ov + n
     return specs

@@ -22,7 +22,13 @@ from flows.runtime.settings import get_settings
 from flows.video.inputs import PIPELINE_VERSION
 from flows.video.media import encode_frames
 from flows.video.multigpu import render_parallel
-from flows.video.render import get_renderer, request_from_job, save_tail
+from flows.video.render import (
+    anchor_colors,
+    get_renderer,
+    request_from_job,
+    save_tail,
+    save_tail_latents,
+)
 from flows.video.render_job import RenderJob
 from flows.video.renderers import RenderSetup, get_renderer_spec
 from flows.video.segments import SegmentSpec
@@ -197,9 +203,10 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
     )
     stats: dict[str, Any] = {}
     note: str | None = None
+    latents = None
     with gpu.gpu_slots(devices) as clock:
         if len(devices) > 1:
-            frames = render_parallel(seg, render_job, context, devices)
+            frames, latents = render_parallel(seg, render_job, context, devices)
         else:
             setup = RenderSetup(render_job.checkpoint, settings.device, render_job.sampling)
             renderer = get_renderer(render_job.renderer, setup)
@@ -208,6 +215,7 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
                 renderer, request, devices[0] if devices else None
             )
             stats, note = dict(renderer.last_stats or {}), renderer.model_note
+            latents = getattr(renderer, "last_latents", None)
     seconds = clock.wall
     gpu.charge(clock.gpu_seconds)
     expected = (seg.render_frames, render_job.height, render_job.width, 3)
@@ -216,15 +224,30 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
             f"renderer {render_job.renderer} returned {frames.shape} {frames.dtype}, "
             f"expected {expected} uint8"
         )
+    latent = render_job.continuity_mode == "latent" and render_job.continuity_frames > 0
+    if latent and latents is None:
+        raise RuntimeError(
+            f"renderer {render_job.renderer} returned no latents for latent continuity"
+        )
+    if render_job.color_anchor:  # what the viewer sees, and so the pixels-mode tail
+        frames = anchor_colors(frames, request_avatar(render_job), seg.overlap)
     new = frames[seg.overlap : seg.overlap + seg.num_frames]
     work = Path(settings.cache_dir) / "segments" / key
+    tail_latents: dict[str, Any] = {}
     with disk_full_names(settings.home):  # the cache and the asset store live there
         clip = encode_frames(new, seg.fps, work / "segment.mp4")
         store = AssetStore(settings.assets_dir)
         sha, stored = store.put_file(clip)
-        tail = save_tail(frames, seg, render_job.continuity_frames, work / "tail")
+        if latent:  # the latents of the last shown frames, beside the video in the cache
+            path = save_tail_latents(latents, seg, render_job.continuity_frames, work)
+            tail_latents = {"latents": str(path), "latents_sha256": sha256_file(path)}
+            tail = []
+        else:
+            tail = save_tail(frames, seg, render_job.continuity_frames, work / "tail")
+        write_continuity_record(work, seg, render_job, context)
     clip.unlink(missing_ok=True)
     return {
+        **tail_latents,
         "index": seg.index,
         "path": str(stored),
         "sha256": sha,
@@ -237,6 +260,45 @@ def render_step(key: str, spec: dict, job: dict, context: list[str]) -> dict:
         # what the renderer says the job should know (e.g. phase windows dropped)
         "warnings": [str(w) for w in stats.get("warnings") or ()],
     }
+
+
+CONTINUITY_RECORD = "continuity.json"
+
+
+def write_continuity_record(work: Path, seg: SegmentSpec, job: RenderJob, context: list[str]):
+    """What this segment started from, beside its outputs in the segment cache: the mode, its
+    overlap and the continuity input it was given (the previous segment's tail latents file or
+    tail PNGs, with their sha256), so a hand-off can be checked after the fact."""
+    from storage import atomic_write_text
+
+    record = {
+        "segment": seg.index,
+        "mode": job.continuity_mode,
+        "overlap": seg.overlap,
+        "input": [{"path": str(p), "sha256": sha256_file(Path(p))} for p in context],
+    }
+    atomic_write_text(work / CONTINUITY_RECORD, json.dumps(record, indent=1) + "\n")
+
+
+def request_avatar(job: RenderJob):
+    """The job's avatar image (the colour anchor's reference)."""
+    from flows.video.avatar import load_avatar
+
+    return load_avatar(Path(job.avatar) if job.avatar else None)
+
+
+def segment_intact(record: dict) -> bool:
+    """A cached render record's check: its video (`intact("path")`) and, in latent mode, its
+    tail latents file with the sha256 recorded when it was written (a missing or altered
+    file re-renders the segment: the next one must start from exactly those latents)."""
+    if not intact("path")(record):
+        return False
+    return "latents" not in record or intact("latents", "latents_sha256")(record)
+
+
+def continuity_input(record: dict) -> list[str]:
+    """What the next segment continues from: the tail latents file, else the tail PNGs."""
+    return [record["latents"]] if record.get("latents") else list(record["tail"])
 
 
 def render_key(
@@ -261,6 +323,11 @@ def render_key(
         "avatar": avatar_sha,
         "previous": prev_sha if sp.overlap else None,
     }
+    if get_renderer_spec(job.renderer).continues:
+        # latent or pixels changes every segment (which frames follow, what the cache holds)
+        parts["continuity"] = job.continuity_mode
+    if job.color_anchor:  # only when on: the keys of renders without it stay as they were
+        parts["color_anchor"] = True
     parts.update(get_renderer_spec(job.renderer).key_parts(job, sp))
     return content_key("render", renderer_id, parts)
 

@@ -310,7 +310,28 @@ def transcribe(
     align_model: str | None = None,
     nltk_dir: Path | None = None,
 ) -> Transcript:
-    """Word timings for 16 kHz mono `audio`; see the module docstring for the sources."""
+    """Word timings for 16 kHz mono `audio`; see the module docstring for the sources.
+
+    Torch's thread count is left as it was: CTranslate2 sets the shared OpenMP runtime's to
+    every core, and a render's floats depend on it, so a job resumed after its words were
+    made (or not) in the same process would render other bytes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _transcribe(audio, known_words, language, asr_model, align_model, nltk_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _transcribe(
+    audio: np.ndarray,
+    known_words: list[str] | None,
+    language: str,
+    asr_model: str | None,
+    align_model: str | None,
+    nltk_dir: Path | None,
+) -> Transcript:
     duration = len(audio) / 16000
     align = resolve_align_model(align_model)
     text = " ".join(known_words) if known_words else None

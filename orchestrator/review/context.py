@@ -20,6 +20,7 @@ class PlanContext:
     fps: int
     segment_seconds: float
     overlap: int
+    latent: bool = False  # segments hand latents on (their overlaps follow latent_handoff)
 
 
 def job_options(stored: dict[str, Any], **overrides: Any) -> Any:
@@ -39,15 +40,18 @@ def job_plan_context(
     """The plan request the flow built for this job (script cues, scenes, constraints)."""
     from flows.video.inputs import JobInputs
     from flows.video.produce import plan_request
-    from flows.video.renderers import get_renderer_spec
+    from flows.video.renderers import job_continuity
     from flows.video.script import parse_script
 
     opts = job_options(options)
     script = parse_script(script_path, opts.variables)  # a template job: its own values
     inputs = JobInputs(script=script, options=opts, avatar_sha="", audio_sha=None, input_key="")
+    # the job's own continuity (renderer, frames, mode): the segments its final render has
+    continuity = job_continuity(opts.renderer, opts.continuity, opts.continuity_mode)
     return PlanContext(
         request=plan_request(inputs, transcript),
         fps=script.fps,
         segment_seconds=inputs.segment_seconds,
-        overlap=get_renderer_spec(opts.renderer).overlap(opts.continuity),
+        overlap=continuity.frames,
+        latent=continuity.latent,
     )

@@ -65,6 +65,7 @@ def segment_specs(job: ReviewJob, plan: Plan) -> list[dict[str, Any]]:
         fps=job.fps,
         max_seconds=job.segment_seconds,
         overlap=job.overlap,
+        latent=job.latent,
     )
     return [s.to_dict() for s in specs]
 

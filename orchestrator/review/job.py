@@ -102,6 +102,7 @@ class ReviewJob:
     segment_seconds: float
     overlap: int
     extra: dict[str, Any] = field(default_factory=dict)
+    latent: bool = False  # the job's segments hand latents on (flows.video.segments)
 
     @property
     def words(self) -> list[Word]:
@@ -190,4 +191,5 @@ def open_job(target: str, db: str | None = None) -> ReviewJob:
         request=ctx.request,
         segment_seconds=ctx.segment_seconds,
         overlap=ctx.overlap,
+        latent=ctx.latent,
     )

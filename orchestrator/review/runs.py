@@ -100,9 +100,17 @@ def prefect_server_configured() -> bool:
 
 def flow_parameters(job: ReviewJob, **overrides: Any) -> dict[str, Any]:
     """`produce-video` parameters that reproduce this job, with option `overrides` applied."""
+    from flows.video.renderers import get_renderer_spec
     from orchestrator.review.context import job_options
 
-    options = job_options(job.options, **{"force": False, **overrides})
+    values = {"force": False, **overrides}
+    # The job's continuity mode goes to every run of it (the final render continues the way
+    # the job did); a renderer that cannot take it (the animatic preview) runs its own.
+    mode = job.options.get("continuity_mode")
+    renderer = values.get("renderer") or job.options.get("renderer") or "animatic"
+    if mode and mode not in get_renderer_spec(renderer).continuity_modes:
+        values["continuity_mode"] = None
+    options = job_options(job.options, **values)
     return {
         "script": str(job.script_path),
         # Every set field explicitly, so a deployment's default parameters cannot override the

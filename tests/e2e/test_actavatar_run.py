@@ -2,6 +2,7 @@
 the real diffusion path end to end (segments chained by their tails), at toy size on CPU."""
 
 import json
+from pathlib import Path
 
 import pytest
 from support import EXAMPLES, write_script
@@ -69,6 +70,39 @@ def test_actavatar_renderer_end_to_end(tmp_path):
     assert five["segments"] >= 2 and five["segments_rendered"] >= five["segments"] - 1
     info5 = probe(tmp_path / "out5" / "video.mp4")
     assert abs(info5.video_frames / info5.fps - audio.duration) <= 1 / info5.fps + 1e-6
+
+    # Latent continuity is the default: each segment after the first started from the previous
+    # one's tail latents (its continuity record in the segment cache names the file).
+    assert report["continuity"] == {"mode": "latent", "frames": 1, "color_anchor": False}
+    cache = home / "cache" / "segments"
+    latent_records = [json.loads(p.read_text()) for p in cache.glob("*/continuity.json")]
+    assert {r["mode"] for r in latent_records} == {"latent"}
+    assert all(
+        [Path(i["path"]).name for i in r["input"]] == ["tail_latents.safetensors"]
+        for r in latent_records
+        if r["segment"] > 0
+    )
+
+    # Pixels mode still works: the decoded tail as PNGs, encoded again; a new render key.
+    proc = _run_cli(
+        home, *args[:-1], "--continuity-mode", "pixels", "--out", str(tmp_path / "px"), "--json"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pixels = json.loads(proc.stdout)
+    assert pixels["continuity"]["mode"] == "pixels"
+    assert pixels["segments_rendered"] == pixels["segments"]  # the mode is in every render key
+    records = [json.loads(p.read_text()) for p in cache.glob("*/continuity.json")]
+    later = [r for r in records if r["mode"] == "pixels" and r["segment"] > 0]
+    assert later and all(
+        [Path(i["path"]).name for i in r["input"]] == ["tail_0.png"] for r in later
+    )
+    info_px = probe(tmp_path / "px" / "video.mp4")
+    assert info_px.video_frames == info.video_frames  # the same cuts, the same length
+    assert json.loads((tmp_path / "px" / "report.json").read_text())["continuity"] == {
+        "mode": "pixels",
+        "frames": 1,
+        "color_anchor": False,
+    }
 
     bad = write_script(tmp_path, "Hello there.", name="bad.md", resolution="144x144")
     proc = _run_cli(home, "run", str(bad), "--renderer", "actavatar", "--checkpoint", str(ckpt))

@@ -105,6 +105,7 @@ STRING_BAD = {
     "renderer": ["magic"],
     "planner": ["oracle"],
     "solver": ["sideways"],
+    "continuity_mode": ["latents"],
     "voice": ["klingon"],
     "guidance_interval": ["0.9,0.1", "abc"],
     "webhook": ["ftp://x"],

@@ -66,6 +66,8 @@ BATCH_SAMPLES = {
     "segment_seconds": 4.5,
     "steps": 8,
     "continuity": 5,
+    "continuity_mode": "pixels",
+    "color_anchor": True,
     "fast": True,
     "solver": "euler",
     "guidance_interval": "0,0.9",

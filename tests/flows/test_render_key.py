@@ -93,3 +93,50 @@ def test_tail_is_the_last_shown_frames_not_the_rounding_padding():
                 range(shown_last - count + 1, shown_last + 1)
             )
         assert len(tail_frames(frames, spec, 0)) == 0
+
+
+def test_the_continuity_mode_and_the_colour_anchor_are_in_the_render_key():
+    """Latent or pixels continuity changes every segment of a continuing renderer (which frames
+    follow, what the cache keeps), the colour anchor every segment's pixels; the animatic's keys
+    stay as they were (it does not continue, and the anchor is off by default)."""
+    tr, plan, specs = _setup()
+    first = specs[0]
+    keys = {
+        (renderer, mode, anchor): render_key(
+            renderer,
+            first,
+            render_job(
+                tr, plan, specs, renderer=renderer, continuity_mode=mode, color_anchor=anchor
+            ),
+            "a",
+            "b",
+            None,
+        )
+        for renderer in ("animatic", "actavatar")
+        for mode in ("latent", "pixels")
+        for anchor in (False, True)
+    }
+    act = [v for (r, _, _), v in keys.items() if r == "actavatar"]
+    assert len(set(act)) == 4
+    assert keys[("animatic", "latent", False)] == keys[("animatic", "pixels", False)]
+    assert keys[("animatic", "pixels", False)] != keys[("animatic", "pixels", True)]
+    # the animatic's key without the new options is the key it had before them
+    plain = render_job(tr, plan, specs, renderer="animatic")
+    assert (
+        render_key("animatic", first, plain, "a", "b", None) == keys[("animatic", "pixels", False)]
+    )
+
+
+def test_the_colour_anchor_matches_the_new_frames_to_the_avatar():
+    from PIL import Image
+
+    from flows.video.render import anchor_colors
+
+    avatar = Image.new("RGB", (64, 48), (200, 120, 40))
+    rng = np.random.default_rng(0)
+    frames = (rng.random((6, 24, 32, 3)) * 80).astype(np.uint8)  # dark, bluish noise
+    out = anchor_colors(frames, avatar, start=2)
+    np.testing.assert_array_equal(out[:2], frames[:2])  # the overlap is left as it was
+    mean = out[2:].reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(mean, [200, 120, 40], atol=1.0)  # the avatar's colour
+    assert out.dtype == np.uint8 and out.shape == frames.shape

@@ -205,3 +205,49 @@ def test_actavatar_renderer(tiny_dir, avatar, speech):
         assert "warnings" not in stats and stats["timing"].startswith("time-aware")
     finally:
         renderer.pipeline.transformer.register_to_config(time_aware_phases=False)
+
+
+def test_renderer_hands_latents_on_without_encoding_them_again(tiny_dir, avatar, speech):
+    """Latent continuity: a render keeps its clean latents (the 1 + 4k layout: F frames ->
+    (F - 1) / 4 + 1 latents); a request with `context_latents` has them written as its clean
+    leading latent frames, exactly, and the VAE encoder is not called for them."""
+    from generator.renderer_actavatar import load_actavatar_renderer
+    from generator.sampling import SamplingRequest
+
+    renderer = load_actavatar_renderer(tiny_dir, device="cpu", sampling=SamplingRequest(steps=2))
+    pipe = renderer.pipeline
+
+    def request(index, num_frames, **kw):
+        return RenderRequest(
+            index=index,
+            num_frames=num_frames,
+            fps=25,
+            width=W,
+            height=H,
+            audio=speech[: int(num_frames / 25 * 16000)],
+            prompt=PROMPT,
+            image=avatar,
+            reference_image=avatar,
+            seed=index,
+            **kw,
+        )
+
+    first = renderer.render(request(0, F))
+    latents = renderer.last_latents
+    assert latents.dtype == np.float32 and latents.shape[1] == (F - 1) // 4 + 1
+    assert latents.shape[2:] == (H // 16, W // 16)
+    tail = latents[:, -2:]  # two latents: 5 frames of context
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("context latents must not be encoded again")
+
+    pipe.encode_condition_frames = no_encoding
+    try:
+        second = renderer.render(request(1, 13, overlap_frames=5, context_latents=tail))
+    finally:
+        del pipe.encode_condition_frames
+    assert second.shape == (13, H, W, 3) and first.shape == (F, H, W, 3)
+    np.testing.assert_array_equal(renderer.last_latents[:, :2], tail)  # clean, as handed on
+    assert not np.array_equal(renderer.last_latents[:, 2], latents[:, -1])
+    with pytest.raises(ValueError, match="do not fit"):
+        renderer.render(request(2, 13, overlap_frames=5, context_latents=tail[:, :, :-1]))

@@ -227,6 +227,20 @@ def test_preview_and_render_reuse_the_jobs_options_but_never_force_or_call_its_w
     render = runs.flow_parameters(job, out=str(out / "final"), renderer="actavatar", plan="/p.json")
     assert render["options"]["webhook"] == "https://example.org/hook"  # the job's own callback
     assert render["options"]["force"] is False
+    # The job's continuity (issue 20): its segments as the final render cuts them (latent
+    # hand-off overlaps), and the final render continues in the job's mode; the animatic
+    # preview, which cannot take latents, runs its own.
+    assert job.latent and job.overlap == 1
+    for mode in ("latent", "pixels"):
+        with session_scope(fake_job["db"]) as s:
+            row = s.get(Job, "fakejob00001")
+            row.settings = {"options": {**stored, "continuity_mode": mode}, "fps": 25}
+        job = open_job("fakejob00001")
+        assert job.latent == (mode == "latent")
+        final = runs.flow_parameters(job, out=str(out / "final"), renderer="actavatar")
+        assert final["options"]["continuity_mode"] == mode
+        preview = runs.flow_parameters(job, out=str(out / "preview"), renderer="animatic")
+        assert preview["options"].get("continuity_mode") in (None, "pixels")
 
 
 def test_one_run_at_a_time_and_a_failure_is_one_line_on_the_run():
