@@ -232,3 +232,16 @@ def test_train_stage2_cli_sink_checkpoint_exports_round_trips_and_renders(
     # the sink is encoded once for both segments (then cached), plus each segment's image:
     # avatar (sink), avatar (segment 0's context), tail (segment 1's context)
     assert encoded == [[avatar], [avatar], [tail]]
+
+
+def test_distilling_a_sink_teacher_is_one_clear_error(tmp_path, tiny_cache):
+    from generator.train.models import load_transformer, resolve_base
+    from generator.train.stages import trainer_for
+
+    teacher = tmp_path / "teacher"
+    load_transformer(resolve_base("preset:tiny"), reference_sink=True).save_pretrained(
+        teacher / "transformer", safe_serialization=True
+    )
+    cfg = tiny_config(tmp_path, "distill", tiny_cache, distill__teacher=str(teacher))
+    with pytest.raises(ValueError, match="reference-sink .* teacher cannot be distilled"):
+        trainer_for(cfg, echo=False).setup()
