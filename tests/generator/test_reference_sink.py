@@ -333,3 +333,12 @@ def test_denoise_holds_the_sink_and_shows_the_clip_only(tiny_dir, tmp_path):
         assert x.shape[2] == 4
         assert torch.equal(x[:, :, 0], sink[:, :, 0]) and torch.equal(x[:, :, 1], clean[:, :, 0])
         assert (ts[:, : 2 * 6] == 0).all() and (ts[:, 2 * 6 :] > 0).all()
+
+
+def test_context_parallel_with_the_sink_is_refused():
+    from diffusers import ContextParallelConfig
+
+    with pytest.raises(NotImplementedError, match="reference_sink checkpoint"):
+        _tiny(reference_sink=True).enable_parallelism(
+            config=ContextParallelConfig(ulysses_degree=2)
+        )
