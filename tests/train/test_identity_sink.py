@@ -245,3 +245,64 @@ def test_distilling_a_sink_teacher_is_one_clear_error(tmp_path, tiny_cache):
     cfg = tiny_config(tmp_path, "distill", tiny_cache, distill__teacher=str(teacher))
     with pytest.raises(ValueError, match="reference-sink .* teacher cannot be distilled"):
         trainer_for(cfg, echo=False).setup()
+
+
+def test_sink_gap_window_cuts_latents_audio_and_phase_windows():
+    from generator.train.data import sink_gap_window
+
+    lat = torch.arange(6.0).view(1, 6, 1, 1).expand(2, 6, 1, 1)  # frame f holds f
+    noise = -lat
+    audio = torch.arange(21.0).view(21, 1, 1)  # 1 + 4 * 5 video frames
+    windows = torch.tensor([[0.0, 6.0], [1.0, 3.0], [4.0, 6.0], [0.0, 0.0]])
+    out_l, out_n, out_a, out_w = sink_gap_window(lat, noise, audio, windows, gap=2, max_gap=3)
+    assert out_l[0, :, 0, 0].tolist() == [2.0, 3.0, 4.0] and torch.equal(out_n, -out_l)
+    # video frames 8..16: latent 2 ends on frame 8, latents 3 and 4 are frames 9..16
+    assert out_a.flatten().tolist() == [float(v) for v in range(8, 17)]
+    assert out_w.tolist() == [[0.0, 3.0], [0.0, 1.0], [2.0, 3.0], [0.0, 0.0]]
+    _, _, a0, w0 = sink_gap_window(lat, noise, audio, windows, gap=0, max_gap=3)
+    assert a0.shape[0] == 9 and w0[1].tolist() == [1.0, 3.0]
+    with pytest.raises(ValueError, match="clip c: data.sink_gap=5 leaves 1 of its 6"):
+        sink_gap_window(lat, noise, audio, windows, 0, 5, "c")
+
+
+def test_sink_gap_dataset_keeps_the_first_frame_as_the_sink(tmp_path, tiny_cache, stage1_adapter):
+    ds = CachedClipDataset(tiny_cache, "stage2", seed=2, context_latents=2, sink_gap=1)
+    full = CachedClipDataset(tiny_cache, "stage2", seed=2)
+    gaps = set()
+    for pos in range(16):
+        it, ref = ds[(0, pos)], full[(0, pos)]
+        assert torch.equal(it["sink"][:, 0], ref["latents"][:, 0])
+        assert it["latents"].shape[1] == 2 and it["audio"].shape[0] == 5
+        assert it["num_context"] == 1  # one frame is always generated
+        gap = 0 if torch.equal(it["latents"], ref["latents"][:, :2]) else 1
+        assert torch.equal(it["latents"], ref["latents"][:, gap : gap + 2])
+        assert torch.equal(it["noise"], ref["noise"][:, gap : gap + 2])
+        gaps.add(gap)
+    assert gaps == {0, 1}
+    with pytest.raises(ConfigError, match="data.sink_gap.*needs model.reference_sink"):
+        tiny_config(tmp_path, "stage2", tiny_cache, data__sink_gap=1, model__reference_sink="false")
+    plain = tiny_config(tmp_path, "stage2", tiny_cache, model__adapter=str(stage1_adapter))
+    cfg = tiny_config(
+        tmp_path,
+        "stage2",
+        tiny_cache,
+        model__adapter=str(stage1_adapter),
+        model__reference_sink="true",
+        data__sink_gap=1,
+        train__max_steps=1,
+        train__checkpoint_every=1,
+    )
+    assert config_hash(cfg) != config_hash(plain)
+    tr = Trainer(cfg, echo=False).setup()
+    batch = next(iter(tr.make_dataloader(0, 1)))
+    assert batch["sink"].shape[2] == 1 and batch["latents"].shape[2] == 2
+    spy = _Spy()
+    flow_matching_loss(spy, batch, 1, (2, 2), reference_sink=True)
+    assert torch.equal(spy.x[:, :, 0], batch["sink"][:, :, 0])
+    assert tr.train()["step"] == 1
+    # a model without the sink cannot take a sink gap
+    no_sink = tiny_config(
+        tmp_path / "n", "stage2", tiny_cache, model__adapter=str(stage1_adapter), data__sink_gap=1
+    )
+    with pytest.raises(ValueError, match="data.sink_gap.*no reference sink"):
+        Trainer(no_sink, echo=False).setup()
