@@ -193,7 +193,9 @@ def test_train_stage2_cli_sink_checkpoint_exports_round_trips_and_renders(
     export = tmp_path / "export"
     r = cli("checkpoints", "export", str(cid), export)
     assert r.exit_code == 0, r.output
-    renderer = load_actavatar_renderer(export, device="cpu", num_inference_steps=2)
+    from generator.sampling import SamplingRequest
+
+    renderer = load_actavatar_renderer(export, device="cpu", sampling=SamplingRequest(steps=2))
     tr = renderer.pipeline.transformer
     assert tr.config.reference_sink is True and tr.sink_embedding.weight.abs().max() > 0
     # save_pretrained / from_pretrained round trip of the trained transformer
@@ -211,6 +213,9 @@ def test_train_stage2_cli_sink_checkpoint_exports_round_trips_and_renders(
     renderer.pipeline.encode_condition_frames = lambda fr, h, w: (
         encoded.append(fr) or encode(fr, h, w)
     )
+    frames_seen = []
+    forward = tr.forward
+    tr.forward = lambda x, *a, **k: frames_seen.append(x.shape[2]) or forward(x, *a, **k)
     audio = (0.1 * np.sin(np.arange(5760) / 16000 * 2 * np.pi * 200)).astype(np.float32)
     for index, image in enumerate([avatar, tail]):
         req = RenderRequest(
@@ -224,14 +229,19 @@ def test_train_stage2_cli_sink_checkpoint_exports_round_trips_and_renders(
             image=image,
             reference_image=avatar,
             seed=index,
+            # segment 1: a 5-frame tail = 2 clean context latents after the sink
+            overlap_frames=5 * index,
+            context_frames=[tail] * 5 * index,
         )
         frames = renderer.render(req)
         assert frames.shape == (9, 64, 64, 3) and frames.dtype == np.uint8
         assert renderer.last_stats["identity_sink"] == "on"
         assert renderer.last_stats["notes"] == ["identity sink: on"]
+    # [sink | image | 2 generated], then [sink | 2 tail latents | 1 generated]; 2 steps each
+    assert set(frames_seen) == {4} and len(frames_seen) == 4
     # the sink is encoded once for both segments (then cached), plus each segment's image:
-    # avatar (sink), avatar (segment 0's context), tail (segment 1's context)
-    assert encoded == [[avatar], [avatar], [tail]]
+    # avatar (sink), avatar (segment 0's context), the tail (segment 1's context)
+    assert encoded == [[avatar], [avatar], [tail] * 5]
 
 
 def test_distilling_a_sink_teacher_is_one_clear_error(tmp_path, tiny_cache):
