@@ -41,6 +41,8 @@ from generator.conditioning import (
     clean_frame_mask,
     compose_clean_latents,
     latent_frames_for_context,
+    prepend_sink,
+    strip_sink,
     token_timesteps,
 )
 from generator.prompting import (
@@ -223,6 +225,7 @@ def denoise(
     attention_kwargs: dict[str, Any] | None = None,
     on_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
     interrupted: Callable[[], bool] | None = None,
+    reference_latents: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The pipeline's denoising loop on latents: (B, C, F, H, W) noise -> clean latents.
 
@@ -232,7 +235,33 @@ def denoise(
     skips block stacks by the MagCache rule. `ActAvatarPipeline.__call__` runs exactly this;
     the bench calls it on its own latents so that what is measured is what users run.
     `on_step(i, t, latents)` may return new latents. Returns the latents (condition
-    composited) and the call's evaluation counts."""
+    composited) and the call's evaluation counts.
+
+    `reference_latents` (B or 1, C, 1, H, W): the identity sink of a `reference_sink`
+    transformer, held clean in front of `clean` (`generator.conditioning.prepend_sink`) at
+    every step; `on_step` and the result see the clip's frames only (the sink stripped)."""
+    if reference_latents is not None:
+        sink = reference_latents.to(latents.device, torch.float32)
+        step_fn = on_step
+
+        def on_step_clip(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+            new = step_fn(i, t, strip_sink(x))
+            return None if new is None else prepend_sink(new, x[:, :, :1])
+
+        out, stats = denoise(
+            model,
+            scheduler,
+            prepend_sink(latents, torch.zeros_like(sink)),
+            prepend_sink(clean.to(sink.device, torch.float32), sink),
+            cond,
+            guidance,
+            num_inference_steps,
+            step_cache=step_cache,
+            attention_kwargs=attention_kwargs,
+            on_step=None if on_step is None else on_step_clip,
+            interrupted=interrupted,
+        )
+        return strip_sink(out), stats
     device = latents.device
     dtype = model.dtype
     b, _, f, h, w = latents.shape
@@ -489,6 +518,34 @@ class ActAvatarPipeline(DiffusionPipeline):
             raise ValueError(f"context_latents has {context.shape[2]} frames, clip has {f}")
         return context.to(torch.float32)
 
+    @property
+    def uses_reference_sink(self) -> bool:
+        """True when the transformer keeps the reference image as a sink frame (issue 20)."""
+        return bool(getattr(self.transformer.config, "reference_sink", False))
+
+    def reference_sink_latents(
+        self,
+        image: PIL.Image.Image | None,
+        reference_latents: torch.Tensor | None,
+        height: int,
+        width: int,
+    ) -> torch.Tensor:
+        """The sink frame (1, C, 1, h, w): `reference_latents` as given, else `image` encoded."""
+        h, w = height // self.vae_scale_factor_spatial, width // self.vae_scale_factor_spatial
+        if reference_latents is None:
+            if image is None:
+                raise ValueError(
+                    "this transformer keeps a reference sink: give `image` or `reference_latents`"
+                )
+            return self.encode_condition_frames([image], height, width)
+        ref = torch.as_tensor(reference_latents)
+        want = (self.vae.config.z_dim, 1, h, w)
+        if ref.ndim != 5 or tuple(ref.shape[1:]) != want:
+            raise ValueError(
+                f"reference_latents must be (B, {want[0]}, 1, {h}, {w}), got {tuple(ref.shape)}"
+            )
+        return ref.to(self._execution_device, torch.float32)
+
     def check_inputs(self, num_frames: int, height: int, width: int) -> None:
         multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
         if height % multiple or width % multiple:
@@ -610,6 +667,7 @@ class ActAvatarPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         attention_kwargs: dict[str, Any] | None = None,
         context_latents: torch.Tensor | None = None,
+        reference_latents: torch.Tensor | None = None,
     ) -> ActAvatarPipelineOutput | tuple:
         r"""
         Generate a talking-avatar clip.
@@ -633,11 +691,17 @@ class ActAvatarPipeline(DiffusionPipeline):
                 one text+audio forward outside. None: every step.
             step_cache: a calibrated `StepCacheConfig` (MagCache rule); None: no caching.
             progress: `progress(done, total)` after every step.
-            output_type: "np" (frames in [0, 1]), "pt" or "latent".
+            output_type: "np" (frames in [0, 1]), "pt" or "latent" (the clip's latents, without
+                the sink frame).
             context_latents: normalised latents (1, z, c, h, w), e.g. the previous segment's
                 last shown latent frames (`output.latents`), written as the clean leading
                 latent frames instead of encoding `context_frames` / `image` (no VAE decode
                 and re-encode at a segment join). Overrides both.
+            reference_latents: (B, C, 1, h, w) normalised latent of the reference (avatar)
+                image: the identity sink held clean as latent frame 0 of every segment, in
+                front of the context. Used only when `transformer.config.reference_sink`;
+                None there encodes `image` (the renderer passes the avatar's latent so later
+                segments, whose `image` is the previous tail, still see the avatar).
         """
         fps = fps or self.config.fps
         self.check_inputs(num_frames, height, width)
@@ -676,6 +740,11 @@ class ActAvatarPipeline(DiffusionPipeline):
             condition = self.check_context_latents(context_latents, latents).to(device)
         else:
             condition = self.encode_condition_frames(cond_frames, height, width)
+        sink = self.uses_reference_sink
+        # identity sink: [reference | context | generated], held by `denoise`
+        reference = (
+            self.reference_sink_latents(image, reference_latents, height, width) if sink else None
+        )
         # anchor windows of the prompt's phases on the latent grid (time-aware phases)
         windows = phase_windows(
             prompt,
@@ -730,10 +799,12 @@ class ActAvatarPipeline(DiffusionPipeline):
                 attention_kwargs=attention_kwargs,
                 on_step=on_step,
                 interrupted=lambda: self.interrupt,
+                reference_latents=reference,
             )
         self._current_timestep = None
         if solver is not None:
             self.sampling_stats["solver"] = solver
+        self.sampling_stats["identity_sink"] = "on" if sink else "off"
 
         # 5. Decode
         clean_latents = latents
