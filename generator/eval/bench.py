@@ -744,8 +744,9 @@ def run_bench(
             "windows": [list(w) for w in data.test_clips[0].windows],
         },
     }
-    write_report(results, out)
+    # the numbers first: a report that fails to render must not lose the runs
     (out / "results.json").write_text(json.dumps(_rounded(compact_results(results))))
+    write_report(results, out)
     log(f"report: {out / 'README.md'} ({time.time() - t0:.0f}s total)")
     return results
 

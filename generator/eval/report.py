@@ -355,10 +355,14 @@ def _plot_focus(results: dict[str, Any], out: Path) -> Path:
     ax.set_xticks(layers)
     ax.legend(fontsize=7)
 
-    # Figure-4 style: one test clip, the last row, first vs last layer.
+    # Figure-4 style: one test clip, the last row (the last control in a controls-only part,
+    # e.g. the oracle run on its own), first vs last layer.
     ax = axes[1]
-    last = list(results["runs"])[-1]
-    run = results["runs"][last][0]
+    source = {n: r for n, r in results["runs"].items() if r} or {
+        n: r for n, r in results.get("controls", {}).items() if r
+    }
+    last = list(source)[-1]
+    run = source[last][0]
     probs = np.array(run["example_probs"])  # (L, F, S)
     ids = np.array(results["example"]["phase_ids"])
     windows = results["example"]["windows"]
