@@ -458,7 +458,7 @@ def _time_text(results: dict[str, Any]) -> str:
     wall = f"Wall time {results['seconds'] / 60:.1f} min"
     parts = results.get("parts")
     if parts:
-        wall += f" (summed over {len(parts)} parts run side by side on a shared machine)"
+        wall += f" (summed over {len(parts)} parts on a shared machine)"
     text = f"{wall} on {results['threads']} thread(s) each ({results['cpu_count']} CPUs)."
     if results.get("cpu_seconds"):
         text += f" CPU time {results['cpu_seconds'] / 60:.1f} min of one thread."

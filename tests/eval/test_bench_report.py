@@ -1,7 +1,9 @@
-"""The bench report of a part run on its own."""
+"""The bench report of a part run on its own and of a merge that extends a committed report."""
 
 import json
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "docs" / "eval" / "synthetic" / "attribution"
@@ -21,3 +23,33 @@ def test_report_of_a_controls_only_part(tmp_path):
     assert "| oracle routing | 0.280 | 0.173 |" in text
     assert "Positive control (oracle routing, trained with the Trainer): H@S 0.280" in text
     assert (tmp_path / "phase_focus.png").stat().st_size > 10_000
+
+
+def test_merge_extends_a_merged_report(tmp_path):
+    """A committed (merged) report merged with a new part keeps every earlier part's time,
+    so the report's per-part time stays complete when runs are added later."""
+    from generator.eval.bench import merge_runs
+
+    committed = COMMITTED
+    old = json.loads((committed / "results.json").read_text())
+    new = json.loads((committed / "results.json").read_text())
+    new.pop("parts")
+    new["runs"] = {"+PACA (3x)": [dict(old["runs"]["+PACA (3x)"][0], seed=1)]}
+    new["controls"] = {}
+    new["config"]["seeds"], new["config"]["rows"] = [1], ["+PACA (3x)"]
+    new["seconds"], new["cpu_seconds"] = 100.0, 50.0
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "results.json").write_text(json.dumps(new))
+    m = merge_runs([committed, tmp_path / "new"], tmp_path / "merged")
+    assert len(m["parts"]) == len(old["parts"]) + 1
+    assert m["parts"][:-1] == old["parts"]
+    assert m["parts"][-1] == {
+        "dir": str(tmp_path / "new"),
+        "seeds": [1],
+        "rows": ["+PACA (3x)"],
+        "seconds": 100.0,
+        "cpu_seconds": 50.0,
+    }
+    assert m["cpu_seconds"] == pytest.approx(old["cpu_seconds"] + 50.0)
+    assert [r["seed"] for r in m["runs"]["+PACA (3x)"]] == [0, 1]
+    assert len(m["runs"]["+PACA"]) == 3  # the committed rows are kept
