@@ -744,8 +744,9 @@ def run_bench(
             "windows": [list(w) for w in data.test_clips[0].windows],
         },
     }
-    write_report(results, out)
+    # the numbers first: a report that fails to render must not lose the runs
     (out / "results.json").write_text(json.dumps(_rounded(compact_results(results))))
+    write_report(results, out)
     log(f"report: {out / 'README.md'} ({time.time() - t0:.0f}s total)")
     return results
 
@@ -927,7 +928,8 @@ def merge_runs(parts: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     """Merge the results.json of runs of the same suite and config that differ only in their
     seeds or rows (e.g. one process per seed on a shared machine) into one report: runs are
     joined per row in seed order, `seconds`/`cpu_seconds` are summed (one-thread time) and
-    each part's time is kept in `parts`."""
+    each part's time is kept in `parts` (a part that is itself a merge brings its own parts, so
+    a report can be extended by merging it with new runs)."""
     from generator.eval.report import write_report
 
     loaded = [json.loads((Path(p) / "results.json").read_text()) for p in parts]
@@ -966,14 +968,18 @@ def merge_runs(parts: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
     merged["seconds"] = sum(r["seconds"] for r in loaded)
     merged["cpu_seconds"] = sum(r.get("cpu_seconds", 0.0) for r in loaded)
     merged["parts"] = [
-        {
-            "dir": str(p),
-            "seeds": r["config"]["seeds"],
-            "rows": r["config"].get("rows"),
-            "seconds": r["seconds"],
-            "cpu_seconds": r.get("cpu_seconds"),
-        }
+        part
         for p, r in zip(parts, loaded)
+        for part in r.get("parts")
+        or [
+            {
+                "dir": str(p),
+                "seeds": r["config"]["seeds"],
+                "rows": r["config"].get("rows"),
+                "seconds": r["seconds"],
+                "cpu_seconds": r.get("cpu_seconds"),
+            }
+        ]
     ]
     out = Path(out_dir)
     write_report(merged, out)

@@ -342,6 +342,7 @@ def _plot_focus(results: dict[str, Any], out: Path) -> Path:
     ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     ax = axes[0]
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # > 10 rows: no repeated colours
     layers = np.arange(1, 2)
     for name in names:
         per_seed = np.array([r["contrast"] for r in groups[name]])  # (S, L)
@@ -355,10 +356,17 @@ def _plot_focus(results: dict[str, Any], out: Path) -> Path:
     ax.set_xticks(layers)
     ax.legend(fontsize=7)
 
-    # Figure-4 style: one test clip, the last row, first vs last layer.
+    # Figure-4 style: one test clip, the last row (the last control in a controls-only part,
+    # e.g. the oracle run on its own), first vs last layer.
     ax = axes[1]
-    last = list(results["runs"])[-1]
-    run = results["runs"][last][0]
+    # (a merge keeps the map only for each part's last row: take the last row that has one)
+    source = {n: r for n, r in results["runs"].items() if r} or {
+        n: r for n, r in results.get("controls", {}).items() if r
+    }
+    last, run = next(
+        ((n, r) for n in reversed(list(source)) for r in source[n] if "example_probs" in r),
+        (list(source)[-1], source[list(source)[-1]][0]),
+    )
     probs = np.array(run["example_probs"])  # (L, F, S)
     ids = np.array(results["example"]["phase_ids"])
     windows = results["example"]["windows"]
@@ -454,7 +462,7 @@ def _time_text(results: dict[str, Any]) -> str:
     wall = f"Wall time {results['seconds'] / 60:.1f} min"
     parts = results.get("parts")
     if parts:
-        wall += f" (summed over {len(parts)} parts run side by side on a shared machine)"
+        wall += f" (summed over {len(parts)} parts on a shared machine)"
     text = f"{wall} on {results['threads']} thread(s) each ({results['cpu_count']} CPUs)."
     if results.get("cpu_seconds"):
         text += f" CPU time {results['cpu_seconds'] / 60:.1f} min of one thread."
