@@ -6,6 +6,17 @@ those tokens timestep 0 (`expand_timesteps`). ActAvatar generalises this to the 
 segment (InfiniteTalk keeps 9 frames = 3 latents). The trainer uses the same functions so
 inference and training see the same per-token timestep layout; the loss mask is
 `frame_mask` (1 = noisy frame to predict).
+
+Reference sink (`ActAvatarTransformer3DModel(reference_sink=True)`, issue 20): one more clean
+latent frame, the reference image's, goes in FRONT of the context in every segment:
+`[sink | context | generated]`. `prepend_sink` builds that layout (the pipeline prepends the
+reference latent to its clean frames and an empty slot to its noise; the trainer prepends the
+clip's first latent frame, which the causal Wan VAE encodes from pixel frame 0 alone, i.e. an
+image latent like the reference), `strip_sink` removes it before decoding. The sink has
+timestep 0 (it is a clean frame for `clean_frame_mask`), is never noised and never in the loss.
+
+Noised context (`train.context_noise`, training only): `noise_context` moves the context
+frames (never the sink, never the generated frames) towards noise to a per-sample level.
 """
 
 from __future__ import annotations
@@ -14,12 +25,20 @@ import numpy as np
 import torch
 
 __all__ = [
+    "SINK_FRAMES",
     "clean_frame_mask",
     "color_match",
     "compose_clean_latents",
+    "compose_masked",
+    "context_frame_mask",
     "latent_frames_for_context",
+    "noise_context",
+    "prepend_sink",
+    "strip_sink",
     "token_timesteps",
 ]
+
+SINK_FRAMES = 1  # latent frames the reference sink occupies (frame 0)
 
 
 def latent_frames_for_context(num_context_frames: int, temporal_stride: int = 4) -> int:
@@ -73,6 +92,62 @@ def compose_clean_latents(
     out = latents.clone()
     out[:, :, :num_clean] = clean_latents[:, :, :num_clean].to(latents.dtype)
     return out
+
+
+def context_frame_mask(
+    num_latent_frames: int, num_clean: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """(B, F) mask like `clean_frame_mask` with a per-sample count `num_clean` (B,) (training
+    draws the number of context frames per sample)."""
+    k = torch.as_tensor(num_clean).long().reshape(-1, 1)
+    if int(k.min()) < 0 or int(k.max()) > num_latent_frames:
+        raise ValueError(f"num_clean {k.flatten().tolist()} outside [0, {num_latent_frames}]")
+    frames = torch.arange(num_latent_frames, device=k.device)[None]
+    return (frames >= k).to(dtype)
+
+
+def compose_masked(
+    latents: torch.Tensor, clean_latents: torch.Tensor, frame_mask: torch.Tensor
+) -> torch.Tensor:
+    """`clean_latents` where `frame_mask` (B, F) is 0, `latents` where it is 1 (per sample)."""
+    m = frame_mask.to(latents.dtype)[:, None, :, None, None]
+    return latents * m + clean_latents.to(latents.dtype) * (1 - m)
+
+
+def prepend_sink(latents: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
+    """[sink | latents] along the frame axis: (B, C, 1, h, w) + (B, C, F, h, w) -> F + 1."""
+    if sink.shape[2] != SINK_FRAMES:
+        raise ValueError(f"the sink is {SINK_FRAMES} latent frame, got {sink.shape[2]}")
+    if sink.shape[0] != latents.shape[0]:
+        sink = sink.expand(latents.shape[0], -1, -1, -1, -1)
+    return torch.cat([sink.to(latents.device, latents.dtype), latents], dim=2)
+
+
+def strip_sink(latents: torch.Tensor) -> torch.Tensor:
+    """The frames after the sink (what is decoded and shown)."""
+    return latents[:, :, SINK_FRAMES:]
+
+
+def noise_context(
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    level: torch.Tensor,
+    num_context: torch.Tensor | int,
+    first: int = 0,
+) -> torch.Tensor:
+    """Context frames [first, first + k_b) of sample b moved to `(1 - s_b) x + s_b eps`.
+
+    The flow-matching interpolation at the drawn level `level` (B,) in [0, 1], with the
+    sample's own `noise`; frames before `first` (the sink) and from `first + k_b` on (the
+    frames to generate) are returned unchanged.
+    """
+    b, _, f, _, _ = latents.shape
+    k = torch.as_tensor(num_context, device=latents.device).long().reshape(-1).expand(b)
+    frames = torch.arange(f, device=latents.device)[None]
+    in_ctx = ((frames >= first) & (frames < first + k[:, None])).to(latents.dtype)
+    s = level.to(latents.device, latents.dtype).reshape(b, 1) * in_ctx  # (B, F)
+    s = s[:, None, :, None, None]
+    return (1 - s) * latents + s * noise.to(latents.dtype)
 
 
 def color_match(

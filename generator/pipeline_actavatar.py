@@ -41,6 +41,8 @@ from generator.conditioning import (
     clean_frame_mask,
     compose_clean_latents,
     latent_frames_for_context,
+    prepend_sink,
+    strip_sink,
     token_timesteps,
 )
 from generator.prompting import (
@@ -469,6 +471,34 @@ class ActAvatarPipeline(DiffusionPipeline):
         mean, std = self._latents_stats(z.device, z.dtype)
         return ((z - mean) / std).to(self._execution_device, torch.float32)
 
+    @property
+    def uses_reference_sink(self) -> bool:
+        """True when the transformer keeps the reference image as a sink frame (issue 20)."""
+        return bool(getattr(self.transformer.config, "reference_sink", False))
+
+    def reference_sink_latents(
+        self,
+        image: PIL.Image.Image | None,
+        reference_latents: torch.Tensor | None,
+        height: int,
+        width: int,
+    ) -> torch.Tensor:
+        """The sink frame (1, C, 1, h, w): `reference_latents` as given, else `image` encoded."""
+        h, w = height // self.vae_scale_factor_spatial, width // self.vae_scale_factor_spatial
+        if reference_latents is None:
+            if image is None:
+                raise ValueError(
+                    "this transformer keeps a reference sink: give `image` or `reference_latents`"
+                )
+            return self.encode_condition_frames([image], height, width)
+        ref = torch.as_tensor(reference_latents)
+        want = (self.vae.config.z_dim, 1, h, w)
+        if ref.ndim != 5 or tuple(ref.shape[1:]) != want:
+            raise ValueError(
+                f"reference_latents must be (B, {want[0]}, 1, {h}, {w}), got {tuple(ref.shape)}"
+            )
+        return ref.to(self._execution_device, torch.float32)
+
     def check_inputs(self, num_frames: int, height: int, width: int) -> None:
         multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
         if height % multiple or width % multiple:
@@ -589,6 +619,7 @@ class ActAvatarPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         attention_kwargs: dict[str, Any] | None = None,
+        reference_latents: torch.Tensor | None = None,
     ) -> ActAvatarPipelineOutput | tuple:
         r"""
         Generate a talking-avatar clip.
@@ -612,7 +643,13 @@ class ActAvatarPipeline(DiffusionPipeline):
                 one text+audio forward outside. None: every step.
             step_cache: a calibrated `StepCacheConfig` (MagCache rule); None: no caching.
             progress: `progress(done, total)` after every step.
-            output_type: "np" (frames in [0, 1]), "pt" or "latent".
+            output_type: "np" (frames in [0, 1]), "pt" or "latent" (the clip's latents, without
+                the sink frame).
+            reference_latents: (B, C, 1, h, w) normalised latent of the reference (avatar)
+                image: the identity sink held clean as latent frame 0 of every segment, in
+                front of the context. Used only when `transformer.config.reference_sink`;
+                None there encodes `image` (the renderer passes the avatar's latent so later
+                segments, whose `image` is the previous tail, still see the avatar).
         """
         fps = fps or self.config.fps
         self.check_inputs(num_frames, height, width)
@@ -648,6 +685,12 @@ class ActAvatarPipeline(DiffusionPipeline):
         latents = self.prepare_latents(num_frames, height, width, generator, device, latents)
         condition = self.encode_condition_frames(cond_frames, height, width)
         num_latent_frames = latents.shape[2]
+        sink = self.uses_reference_sink
+        if sink:
+            # identity sink: [reference | context | generated] (`generator.conditioning`)
+            reference = self.reference_sink_latents(image, reference_latents, height, width)
+            latents = prepend_sink(latents, torch.zeros_like(reference))
+            condition = prepend_sink(condition, reference)
         # anchor windows of the prompt's phases on the latent grid (time-aware phases)
         windows = phase_windows(
             prompt,
@@ -706,6 +749,9 @@ class ActAvatarPipeline(DiffusionPipeline):
         self._current_timestep = None
         if solver is not None:
             self.sampling_stats["solver"] = solver
+        self.sampling_stats["identity_sink"] = "on" if sink else "off"
+        if sink:
+            latents = strip_sink(latents)
 
         # 5. Decode
         if output_type == "latent":

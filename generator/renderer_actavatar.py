@@ -14,10 +14,16 @@ pipeline call. `last_stats` holds the evaluations of the last render and `model_
 which model rendered (both part of the `Renderer` protocol, read by the run report);
 `last_stats["timing"]` names the checkpoint's timing mechanism and `last_stats["warnings"]`
 says when it drops the phase windows of a prompt that has phases (the job warns once).
+
+Identity sink (issue 20): when the checkpoint's transformer has `reference_sink`, every
+segment gets the avatar image's latent (`request.reference_image`, else `request.image`, which
+is the avatar in the first segment) as its sink frame, encoded once per image and size;
+`last_stats["identity_sink"]` is "on" or "off" and `last_stats["notes"]` says it in words.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -78,6 +84,25 @@ class ActAvatarRenderer:
         self.model_note = model_note  # which model renders (teacher, or the student and why)
         self.last_stats: dict[str, Any] = {}
         self._lock = threading.Lock()  # one GPU job at a time per loaded pipeline
+        self._sink_cache: tuple[tuple[Any, ...], Any] | None = None  # (key, latent)
+
+    @property
+    def identity_sink(self) -> bool:
+        """True when the checkpoint keeps the avatar's latent in front of every segment."""
+        return bool(getattr(self.pipeline.transformer.config, "reference_sink", False))
+
+    def _reference_latents(self, request: RenderRequest) -> Any:
+        """The avatar's latent for the sink (None without the switch), encoded once per
+        image and size (every segment of a video shares it)."""
+        if not self.identity_sink:
+            return None
+        image = request.reference_image if request.reference_image is not None else request.image
+        digest = hashlib.sha1(image.tobytes()).hexdigest()
+        key = (digest, image.size, image.mode, request.width, request.height)
+        if self._sink_cache is None or self._sink_cache[0] != key:
+            latent = self.pipeline.encode_condition_frames([image], request.height, request.width)
+            self._sink_cache = (key, latent)
+        return self._sink_cache[1]
 
     def render(self, request: RenderRequest, progress: ProgressFn | None = None) -> np.ndarray:
         from generator.conditioning import color_match
@@ -86,6 +111,8 @@ class ActAvatarRenderer:
         n_ctx = _clean_context_count(request.overlap_frames, len(request.context_frames))
         context = list(request.context_frames[:n_ctx]) if n_ctx else None
         with self._lock:
+            sink = self._reference_latents(request)
+            extra = {} if sink is None else {"reference_latents": sink}
             out = self.pipeline(
                 image=request.image,
                 audio=audio,
@@ -107,9 +134,13 @@ class ActAvatarRenderer:
                 step_cache=self.step_cache,
                 progress=progress,
                 output_type="np",
+                **extra,
             ).frames[0]
             self.last_stats = dict(getattr(self.pipeline, "sampling_stats", {}))
             self.last_stats.update(self._timing_stats(request))
+            on = "on" if sink is not None else "off"
+            self.last_stats["identity_sink"] = on
+            self.last_stats["notes"] = [f"identity sink: {on}"]
         frames = np.clip(np.round(np.asarray(out) * 255.0), 0, 255).astype(np.uint8)
         if self.color_match_strength > 0 and request.reference_image is not None:
             from generator.pipeline_actavatar import resize_center_crop

@@ -12,6 +12,7 @@ so public Wan2.2 checkpoints load 1:1; the new keys are
     blocks.{i}.phase_time.weight                time-aware phase attention (zero-init, optional)
     frame_time.weight                           absolute frame-time embedding (zero-init, optional)
     phase_anchor.weight                         numeric anchor embedding (zero-init, optional)
+    sink_embedding.weight                       reference-sink frame embedding (zero-init, optional)
 
 With `audio_embeds=None` and `phase_ids=None` (or zero-initialised new modules) the forward
 is exactly `WanTransformer3DModel.forward` with the same weights.
@@ -49,6 +50,36 @@ no (N x S) mask, cost O(N S R) on top of O(N S d) (<= 2 % of the forward, benchm
 Row 0 of `phase_windows` is the base block (the whole clip); padding ids and empty rows get
 no term. Used identically in training (`generator.train.losses`), `ActAvatarPipeline` and the
 renderer (both build the windows with `generator.prompting.phase_windows`).
+
+Reference sink (`reference_sink=True`, issue 20: an identity anchor in every segment)
+------------------------------------------------------------------------------------
+After the first segment the avatar image conditions nothing: each segment starts from the
+previous one's tail, so identity and colour can drift along a long video. With the switch,
+latent frame 0 of EVERY forward is a clean latent of the reference image (a sink frame, as
+Live Avatar keeps one), then the continuity context frames, then the generated frames:
+
+    [sink | context_0 .. context_{k-1} | generated ...]     (latent frames)
+
+The layout is the same in every segment, the first included (there the sink and the first
+context frame are both the reference: one consistent layout beats a special case, and it is
+exactly what training sees). The sink frame
+
+* has timestep 0, like the TI2V clean frame (`generator.conditioning` builds the mask);
+* takes RoPE temporal position 0, the clip's frames 1, 2, ...: the sink sits at a fixed
+  relative position to every segment, so the rule is the same whatever the segment index;
+* gets `sink_embedding` (one learned vector, zero-init) added to its tokens after the patch
+  embedding, so the model can tell the sink from a context frame once trained;
+* receives no audio (its audio residual is gated to zero), no time-aware phase term and no
+  frame-time term: `audio_embeds` and `phase_windows` describe the clip frames only
+  (F_video = 4 (F - 2) + 1 for F latent frames including the sink), and clip frame j keeps
+  the time j it has without the sink;
+* is never noised in training and never in the loss; the pipeline strips it before decoding.
+
+With `sink_embedding` at zero, the switch-on forward on [sink, clip] equals the switch-off
+forward of the same weights on the same frames in which frame 0 is an ordinary clean frame
+without audio or phase terms (tested), and a checkpoint without the key loads with the
+embedding materialised at zero. Context parallelism with the sink is not supported (the
+audio tokens have one frame fewer than the video).
 """
 
 from __future__ import annotations
@@ -82,6 +113,7 @@ ADAPTER_PREFIXES = ("audio_proj.",)
 ADAPTER_BLOCK_MODULES = ("audio_attn", "norm_audio")
 PHASE_PREFIXES = ("phase_embedding.", "frame_time.", "phase_anchor.")
 PHASE_BLOCK_MODULES = ("phase_time",)
+SINK_PREFIXES = ("sink_embedding.",)
 PHASE_TIME_TAUS = (0.5, 1.0, 2.0, 4.0)
 # periods (latent frames) of the absolute-time features: frame time and numeric anchors
 ABSOLUTE_TIME_PERIODS = (4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
@@ -103,9 +135,14 @@ def is_phase_key(key: str) -> bool:
     return len(parts) > 2 and parts[0] == "blocks" and parts[2] in PHASE_BLOCK_MODULES
 
 
+def is_sink_key(key: str) -> bool:
+    """True for the reference-sink keys (`reference_sink=True`)."""
+    return key.startswith(SINK_PREFIXES)
+
+
 def is_actavatar_key(key: str) -> bool:
     """True for every key that a plain Wan checkpoint does not have."""
-    return is_audio_adapter_key(key) or is_phase_key(key)
+    return is_audio_adapter_key(key) or is_phase_key(key) or is_sink_key(key)
 
 
 def num_phase_time_features(num_freqs: int) -> int:
@@ -540,6 +577,10 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
             in latent frames, `absolute_time_features`) to the text tokens of that phase, next
             to the PACA phase embedding (the paper's "temporal anchors + phase embeddings" made
             numeric; no attention bias). Needs `phase_ids` and `phase_windows`.
+        reference_sink (`bool`, defaults to `False`): latent frame 0 of every forward is a clean
+            latent of the reference image (the identity sink, see the module docstring), with a
+            zero-initialised learned embedding on its tokens; `audio_embeds` and
+            `phase_windows` then describe the frames after it.
     """
 
     _no_split_modules = ["ActAvatarTransformerBlock"]
@@ -589,6 +630,7 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         phase_time_freqs: int = 4,
         frame_time_embedding: bool = False,
         phase_anchor_embedding: bool = False,
+        reference_sink: bool = False,
     ) -> None:
         # Build Wan without blocks (ours replace them), then restore the registered layer count.
         super().__init__(
@@ -656,6 +698,11 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         if phase_anchor_embedding:
             self.phase_anchor = nn.Linear(2 * n_abs, text_dim, bias=False)
             nn.init.zeros_(self.phase_anchor.weight)
+        # identity sink: one learned vector on the sink frame's tokens (zero-init)
+        self.sink_embedding = None
+        if reference_sink:
+            self.sink_embedding = nn.Embedding(1, inner_dim)
+            nn.init.zeros_(self.sink_embedding.weight)
 
     # ----------------------------------------------------------------------------------------
     # Scales, initialisation, adapter I/O
@@ -695,6 +742,8 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
             mods["frame_time"] = self.frame_time
         if self.phase_anchor is not None:
             mods["phase_anchor"] = self.phase_anchor
+        if self.sink_embedding is not None:
+            mods["sink_embedding"] = self.sink_embedding
         for i, block in enumerate(self.blocks):
             mods[f"blocks.{i}.norm_audio"] = block.norm_audio
             mods[f"blocks.{i}.audio_attn"] = block.audio_attn
@@ -719,7 +768,7 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
                 nn.init.ones_(module.norm_k.weight)
                 nn.init.zeros_(module.to_out[0].weight)
                 nn.init.zeros_(module.to_out[0].bias)
-            elif isinstance(module, nn.Embedding) or name.endswith(
+            elif isinstance(module, nn.Embedding) or name.endswith(  # incl. sink_embedding
                 (".phase_time", "frame_time", "phase_anchor")
             ):
                 nn.init.zeros_(module.weight)
@@ -847,15 +896,18 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
             raise ValueError(f"adapter file lacks: {sorted(expected - set(tensors))[:8]}")
         mods = self.actavatar_modules()
         for name, module in mods.items():
-            if not is_phase_key(name + ".") and any(p.is_meta for p in module.parameters()):
+            keep = is_phase_key(name + ".") or is_sink_key(name + ".")
+            if not keep and any(p.is_meta for p in module.parameters()):
                 module.to_empty(device="cpu")
         self.load_state_dict(tensors, strict=False)
 
     def parameter_counts(self) -> dict[str, int]:
-        """Parameters of the Wan backbone, the audio adapter and the PACA table."""
-        counts = {"backbone": 0, "audio_adapter": 0, "phase_embedding": 0}
+        """Parameters of the Wan backbone, the audio adapter, the PACA table and the sink."""
+        counts = {"backbone": 0, "audio_adapter": 0, "phase_embedding": 0, "reference_sink": 0}
         for name, p in self.named_parameters():
-            if is_audio_adapter_key(name):
+            if is_sink_key(name):
+                counts["reference_sink"] += p.numel()
+            elif is_audio_adapter_key(name):
                 counts["audio_adapter"] += p.numel()
             elif is_phase_key(name):
                 counts["phase_embedding"] += p.numel()
@@ -889,6 +941,11 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         token_rows = torch.nn.functional.one_hot(ids, rows).to(features.dtype)
         token_rows[..., self.phase_pad_id] = 0  # padding tokens get no term
         return features, token_rows
+
+    @property
+    def has_reference_sink(self) -> bool:
+        """True when latent frame 0 of every forward is the reference sink."""
+        return bool(self.config.get("reference_sink", False))
 
     @property
     def timing_mechanism(self) -> str:
@@ -948,6 +1005,9 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
             phase_windows: optional (B, max_phases + 2, 2) [start, end) of each block id's anchor
                 window in latent frames (row 0 = base = whole clip; `prompting.phase_windows`).
                 Used by `time_aware_phases` models together with `phase_ids`; else ignored.
+
+        With `reference_sink`, latent frame 0 is the clean reference sink (timestep 0 in
+        `timestep`); `audio_embeds` and `phase_windows` describe frames 1.. only.
         """
         batch_size, num_channels, num_frames, height, width = hidden_states.shape
         p_t, p_h, p_w = self.config.patch_size
@@ -955,16 +1015,30 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         post_patch_height = height // p_h
         post_patch_width = width // p_w
         tokens_per_frame = post_patch_height * post_patch_width
+        sink = 1 if self.sink_embedding is not None else 0
+        if sink and post_patch_num_frames < 2:
+            raise ValueError("reference_sink: the input needs the sink frame plus the clip frames")
+        clip_frames = post_patch_num_frames - sink
 
         rotary_emb = self.rope(hidden_states)
 
         hidden_states = self.patch_embedding(hidden_states)
         hidden_states = hidden_states.flatten(2).transpose(1, 2).contiguous()
 
-        # Attribution switch: a learned function of each frame's absolute time on its tokens.
+        # Reference sink: its learned embedding on the tokens of latent frame 0.
+        if sink:
+            emb = self.sink_embedding.weight[0].to(hidden_states.dtype)
+            hidden_states = torch.cat(
+                [hidden_states[:, :tokens_per_frame] + emb, hidden_states[:, tokens_per_frame:]],
+                dim=1,
+            )
+
+        # Attribution switch: a learned function of each frame's absolute time on its tokens
+        # (clip frames only: the sink gets none, clip frame j keeps time j).
         if self.frame_time is not None:
-            centres = torch.arange(post_patch_num_frames, device=hidden_states.device) + 0.5
+            centres = torch.arange(clip_frames, device=hidden_states.device) + 0.5
             ft = self.frame_time(absolute_time_features(centres).to(self.frame_time.weight.dtype))
+            ft = torch.nn.functional.pad(ft, (0, 0, sink, 0))
             hidden_states = hidden_states + ft.to(hidden_states.dtype).repeat_interleave(
                 tokens_per_frame, dim=0
             )
@@ -1007,23 +1081,40 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         phase_time = None
         if self.config.time_aware_phases and phase_windows is not None and phase_ids is not None:
             phase_time = self._phase_time_inputs(
-                post_patch_num_frames, phase_windows, phase_ids, encoder_hidden_states
+                clip_frames, phase_windows, phase_ids, encoder_hidden_states
             )
+            if sink:  # the sink frame gets no time-aware term
+                features, token_rows = phase_time
+                phase_time = (torch.nn.functional.pad(features, (0, 0, 0, 0, sink, 0)), token_rows)
 
         # Audio tokens, once per forward: (B, F_latent, n_a, audio_token_dim)
         audio_hidden_states = audio_gate = None
         if audio_embeds is not None:
             audio_hidden_states = self.audio_proj(audio_embeds.to(hidden_states.device))
-            if audio_hidden_states.shape[1] != post_patch_num_frames:
+            if audio_hidden_states.shape[1] != clip_frames:
                 raise ValueError(
                     f"audio covers {audio_hidden_states.shape[1]} latent frames, video has "
-                    f"{post_patch_num_frames}"
+                    f"{clip_frames}" + (" after the reference sink" if sink else "")
                 )
             audio_hidden_states = audio_hidden_states.to(hidden_states.dtype)
             if audio_mask is not None:
                 audio_gate = audio_mask.to(hidden_states.device, hidden_states.dtype).reshape(
                     -1, 1, 1
                 )
+            if sink:
+                # the sink frame attends to placeholder audio whose residual is gated to zero
+                audio_hidden_states = torch.nn.functional.pad(
+                    audio_hidden_states, (0, 0, 0, 0, sink, 0)
+                )
+                frame_gate = torch.ones(
+                    1,
+                    post_patch_num_frames * tokens_per_frame,
+                    1,
+                    device=hidden_states.device,
+                    dtype=hidden_states.dtype,
+                )
+                frame_gate[:, : sink * tokens_per_frame] = 0
+                audio_gate = frame_gate if audio_gate is None else audio_gate * frame_gate
 
         # 4. Transformer blocks
         if torch.is_grad_enabled() and self.gradient_checkpointing:
@@ -1155,6 +1246,7 @@ __all__ = [
     "is_actavatar_key",
     "is_audio_adapter_key",
     "is_phase_key",
+    "is_sink_key",
     "phase_time_features",
     "progressive_audio_scales",
     "read_timing_mechanism",

@@ -70,6 +70,10 @@ class ModelConfig:
     # learned function of each phase's window) added to that phase's text tokens
     frame_time_embedding: bool | None = None
     phase_anchor_embedding: bool | None = None
+    # identity anchor (issue 20, stage 2): latent frame 0 of every training window is a clean
+    # reference latent (the sink, zero-init embedding), as the renderer keeps the avatar's
+    # latent in front of every segment. None keeps the base's setting (false for old bases)
+    reference_sink: bool | None = None
 
 
 @dataclass
@@ -86,6 +90,10 @@ class DataConfig:
     # stage 2: feed the PACA block ids of the structured prompt; False trains without them
     # (phase_ids=None: the phase embedding neither acts nor learns; the cache may lack them)
     use_phase_ids: bool = True
+    # stage 2: clean leading latent frames per sample, drawn uniformly in [1, context_latents]
+    # (1 = the TI2V image frame only; 3 = up to InfiniteTalk's 9-frame motion context), so the
+    # model learns to continue a segment from its predecessor's tail latents
+    context_latents: int = 1
 
 
 @dataclass
@@ -109,6 +117,15 @@ class LoopConfig:
     # at high noise where layout and motion are decided. The paper states uniform timesteps:
     # that is `timestep_shift: 1.0` (median sigma 0.5). Our default keeps Wan's; see README.
     timestep_shift: float = 5.0
+    # stage 2: the context frames (not the sink, not the frames to generate) are noised to a
+    # per-sample level drawn in [0, context_noise] with the clip's own noise, and the model
+    # is NOT told the level (their tokens keep timestep 0); 0 = off. Why hidden: a drifting
+    # context at inference is not labelled with its drift, so a level input would always be
+    # 0 there and the model would learn to trust a level-0 context fully, as before; hidden,
+    # it learns to treat every context as possibly off by up to the maximum and to take
+    # identity from the clean sink instead. SVD's conditioning augmentation tells the level
+    # because it also noises the condition at inference; we keep the hand-off exact instead.
+    context_noise: float = 0.0
     checkpoint_every: int = 1000
     keep_checkpoints: int | None = None  # None keeps every checkpoint (the registry points at them)
     log_every: int = 1
@@ -170,6 +187,8 @@ class TrainConfig:
 
     @property
     def num_clean_frames(self) -> int:
+        """Clean leading latent frames of a stage-2 forward without the sink (per-sample
+        counts in [1, data.context_latents] are drawn by the dataset)."""
         return 0 if self.mode == "t2v" else 1
 
     @property
@@ -291,6 +310,18 @@ def _validate(cfg: TrainConfig, file: str | None) -> TrainConfig:
                 "distill.student_steps",
                 f"must be in [1, teacher_steps={d.teacher_steps}], got {d.student_steps}",
             )
+    if cfg.data.context_latents < 1:
+        raise bad("data.context_latents", f"must be at least 1, got {cfg.data.context_latents}")
+    if not 0.0 <= cfg.train.context_noise <= 1.0:
+        raise bad("train.context_noise", f"must be in [0, 1], got {cfg.train.context_noise}")
+    if cfg.stage != "stage2":
+        for fld, value, default in (
+            ("model.reference_sink", cfg.model.reference_sink, None),
+            ("data.context_latents", cfg.data.context_latents, 1),
+            ("train.context_noise", cfg.train.context_noise, 0.0),
+        ):
+            if value not in (default, False):
+                raise bad(fld, f"is a stage-2 switch (this config's stage is {cfg.stage})")
     if cfg.stage == "stage2" and not cfg.model.adapter:
         raise bad("model.adapter", "stage 2 needs the stage-1 adapter (audio_adapter.safetensors)")
     return cfg
@@ -358,6 +389,9 @@ _HASH_DEFAULTS = (
     ("model", "time_aware_phases", None),
     ("model", "frame_time_embedding", None),
     ("model", "phase_anchor_embedding", None),
+    ("model", "reference_sink", None),
+    ("data", "context_latents", 1),
+    ("train", "context_noise", 0.0),
 )
 
 

@@ -180,8 +180,12 @@ class CachedClipDataset(Dataset):
         audio_dropout: float = 0.0,
         min_motion: float | None = None,
         use_phase_ids: bool = True,
+        context_latents: int = 1,
+        context_noise: float = 0.0,
     ):
         self.dir = find_cache_dir(cache_dir)
+        self.context_latents = context_latents
+        self.context_noise = context_noise
         self.index = read_index(self.dir)
         self.stage = stage
         self.seed = seed
@@ -236,7 +240,15 @@ class CachedClipDataset(Dataset):
         u, drop_text, drop_audio = torch.rand(3, generator=g)
         sigma = shift_sigma(u.clamp(1e-4, 1.0), self.shift)
         windows = None
+        extra: dict[str, Any] = {}
         if self.stage == "stage2":
+            # drawn after the draws above, so the stream of a default run is unchanged
+            k_draw, level_draw = torch.rand(2, generator=g)
+            most = max(1, min(self.context_latents, latents.shape[1] - 1))  # >= 1 to generate
+            extra = {
+                "num_context": 1 + min(int(k_draw * most), most - 1),
+                "context_level": float(level_draw) * self.context_noise,
+            }
             text = t["prompt_embeds"]
             phase_ids = t["phase_ids"].long() if self.use_phase_ids else None
             if self.use_phase_ids and "phase_windows" in t:
@@ -255,6 +267,7 @@ class CachedClipDataset(Dataset):
             "audio": t["audio"].float(),  # (F_video, L, C_a)
             "keep_text": float(drop_text >= self.text_dropout),
             "keep_audio": float(drop_audio >= self.audio_dropout),
+            **extra,  # stage 2: num_context (clean context latents), context_level (noise)
         }
 
 
@@ -304,6 +317,17 @@ def collate_clips(
         "phase_windows": windows,  # (B, max_phases + 2, 2) or None
         "audio": torch.stack([it["audio"] for it in items]),  # (B, F_video, L, C_a)
         "audio_mask": torch.tensor([it["keep_audio"] for it in items]),  # (B,)
+        **_context_fields(items),
+    }
+
+
+def _context_fields(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stage 2: per-sample clean context latents (B,) and their noise level (B,)."""
+    if not all("num_context" in it for it in items):
+        return {}
+    return {
+        "num_context": torch.tensor([it["num_context"] for it in items], dtype=torch.long),
+        "context_level": torch.tensor([it["context_level"] for it in items]),
     }
 
 

@@ -70,9 +70,12 @@ EventFn = Callable[[dict[str, Any]], None]
 
 
 def param_group(name: str) -> str:
-    """backbone | adapter | phase: the three parameter groups the paper's stages treat apart."""
-    from generator.transformer_actavatar import is_audio_adapter_key, is_phase_key
+    """backbone | adapter | phase: the three parameter groups the paper's stages treat apart
+    (| sink: the identity-sink embedding of `model.reference_sink`)."""
+    from generator.transformer_actavatar import is_audio_adapter_key, is_phase_key, is_sink_key
 
+    if is_sink_key(name):
+        return "sink"
     if is_audio_adapter_key(name):
         return "adapter"
     if is_phase_key(name):
@@ -211,6 +214,8 @@ class Trainer:
             audio_dropout=cfg.data.audio_dropout,
             min_motion=cfg.data.min_motion,
             use_phase_ids=cfg.data.use_phase_ids,
+            context_latents=cfg.data.context_latents,
+            context_noise=cfg.train.context_noise,
         )
         self.cache_dir = self.dataset.dir
         self.data_hash = data_hash(self.cache_dir)
@@ -226,6 +231,7 @@ class Trainer:
             time_aware_phases=cfg.model.time_aware_phases,
             frame_time_embedding=cfg.model.frame_time_embedding,
             phase_anchor_embedding=cfg.model.phase_anchor_embedding,
+            reference_sink=cfg.model.reference_sink,
         )
         self._check_dims(model)
         if cfg.stage == "stage1":
@@ -251,6 +257,7 @@ class Trainer:
         model.train()
         self.patch_hw = tuple(model.config.patch_size[1:])
         self.phase_pad_id = model.phase_pad_id
+        self.reference_sink = bool(model.config.get("reference_sink", False))
         self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         counts: dict[str, int] = {}
         for n, p in self.trainable.items():
@@ -520,7 +527,13 @@ class Trainer:
     # ------------------------------------------------------------------------------ steps
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         with self.accelerator.autocast():
-            return flow_matching_loss(self.model, batch, self.cfg.num_clean_frames, self.patch_hw)
+            return flow_matching_loss(
+                self.model,
+                batch,
+                self.cfg.num_clean_frames,
+                self.patch_hw,
+                reference_sink=self.reference_sink,
+            )
 
     def training_step(self, batches: list[dict[str, Any]]) -> dict[str, float]:
         """One optimizer step over `gradient_accumulation_steps` micro-batches."""

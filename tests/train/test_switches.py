@@ -64,8 +64,15 @@ def _legacy_hash(cfg) -> str:
     del data["model"]["audio_progressive"], data["data"]["use_phase_ids"]
     # sections and switches added later still (the hash drops them at their defaults)
     data.pop("distill", None)
-    for key in ("time_aware_phases", "frame_time_embedding", "phase_anchor_embedding"):
+    for key in (
+        "time_aware_phases",
+        "frame_time_embedding",
+        "phase_anchor_embedding",
+        "reference_sink",
+    ):
         data["model"].pop(key, None)
+    data["data"].pop("context_latents", None)
+    data["train"].pop("context_noise", None)
     for key in (
         "resume",
         "checkpoint_every",
