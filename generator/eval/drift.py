@@ -60,6 +60,7 @@ __all__ = [
     "chain_metrics",
     "colour_anchor",
     "pixel_round_trip",
+    "merge_drift",
     "run_drift",
 ]
 
@@ -98,12 +99,16 @@ class DriftRow:
 
 
 TODAY = DriftRow("today")
-# the issue-20 model rows (used when the trainer has the switches: `model_switches_available`)
+# The issue-20 model rows (fixed before the first full run). "+context" trains with up to 3
+# clean leading latent frames (a segment continues from frames that show action and speech,
+# not only from the resting image); the sink and the noised context (levels up to 0.3,
+# hidden from the model) are measured on top of it, each on/off.
 DRIFT_ROWS: tuple[DriftRow, ...] = (
     TODAY,
-    DriftRow("+sink", reference_sink=True),
-    DriftRow("+context noise", context_noise=0.3),
-    DriftRow("+sink +context noise", reference_sink=True, context_noise=0.3),
+    DriftRow("+context", context_latents=3),
+    DriftRow("+context +sink", reference_sink=True, context_latents=3),
+    DriftRow("+context +noise", context_latents=3, context_noise=0.3),
+    DriftRow("+context +sink +noise", reference_sink=True, context_latents=3, context_noise=0.3),
 )
 
 
@@ -143,7 +148,7 @@ class DriftConfig:
     shifts: tuple[float, ...] = (0.5, 1.0, 2.0)
     # the shift at which every model row is measured (the others: `today` only)
     main_shift: float = 1.0
-    rows: tuple[str, ...] = ("today",)
+    rows: tuple[str, ...] = tuple(r.name for r in DRIFT_ROWS)
     quick: bool = False
 
     @classmethod
@@ -166,14 +171,14 @@ class DriftConfig:
         )
 
     def modes(self, row: str) -> list[ChainMode]:
-        """The chain modes a row is measured in: `today` gets every shift, with and without
-        the anchor; other rows latent and pixels at `main_shift`, with and without."""
-        shifts = self.shifts if row == "today" else (self.main_shift,)
-        out = []
-        for anchor in (False, True):
-            out.append(ChainMode("latent", anchor=anchor))
-            out += [ChainMode("pixels", s, anchor) for s in shifts]
-        return out
+        """The chain modes a row is measured in: `today` in latent and pixels mode at every
+        shift, and with the colour anchor in latent and pixels at `main_shift`; the other
+        rows in latent and pixels at `main_shift`, without the anchor."""
+        main = [ChainMode("latent"), ChainMode("pixels", self.main_shift)]
+        if row != "today":
+            return main
+        extra = [ChainMode("pixels", s) for s in self.shifts if s != self.main_shift]
+        return main + extra + [replace(m, anchor=True) for m in main]
 
 
 def model_switches_available() -> bool:
@@ -411,6 +416,7 @@ def render_chains(
     The sampling noise depends on (seed, segment) only, so modes and rows are paired."""
     import torch
 
+    from generator.conditioning import prepend_sink, strip_sink
     from generator.eval.sampling import SamplerOptions, sample_clips
 
     seg = data.segments
@@ -418,23 +424,30 @@ def render_chains(
     pattern = shift_pattern(cfg.world.channels, cfg.world.world_seed)
     sink = bool(getattr(model.config, "reference_sink", False))
     reference = data.reference  # (B, C, H, W)
+    ref = torch.from_numpy(reference[:, :, None])  # (B, C, 1, H, W)
     context = reference[:, :, None]  # (B, C, 1, H, W)
     shown_all = []
     for k in range(s):
         idx = torch.arange(b) * s + k
         lat = torch.zeros(seg.latents[idx].shape)
         lat[:, :, :1] = torch.from_numpy(context)
+        gen = torch.Generator().manual_seed(seed * 7919 + 31 * k + 5)
+        noise = torch.randn(lat.shape, generator=gen)  # the same for every row and mode
+        num_clean = 1
+        if sink:  # [reference | context | generated], the pipeline's layout
+            lat, noise = prepend_sink(lat, ref), prepend_sink(noise, torch.zeros_like(ref))
+            num_clean = 2
         batch = {
             "latents": lat,
+            "noise": noise,
             "audio": seg.audio[idx],
             "text": seg.text[idx],
             "phase_ids": seg.phase_ids[idx],
             "phase_windows": seg.windows[idx],
         }
-        if sink:
-            batch["reference_latents"] = torch.from_numpy(reference[:, :, None])
-        opts = SamplerOptions(steps=cfg.sample_steps, seed=seed * 7919 + 31 * k + 5)
-        out = sample_clips(model, batch, opts).numpy()
+        opts = SamplerOptions(steps=cfg.sample_steps, num_clean=num_clean)
+        out = sample_clips(model, batch, opts)
+        out = (strip_sink(out) if sink else out).numpy()
         shown = out[:, :, 1:]
         if mode.anchor:
             shown = colour_anchor(shown, reference)
@@ -457,6 +470,15 @@ def _summarise_chain(per: dict[str, np.ndarray]) -> dict[str, Any]:
         if v.shape[0] > 1:
             se[ok] = v[:, ok].std(axis=0, ddof=1) / np.sqrt(v.shape[0])
         out[key], out[key + "_se"] = mean.tolist(), se.tolist()
+    seg = np.arange(1, next(iter(per.values())).shape[1] + 1, dtype=float)
+    for key in ("identity_err", "color_mean_err", "color_spread_err"):
+        # per-chain OLS slope per segment: the chain-level spread of the drift rate
+        v = per[key]
+        slopes = ((v - v.mean(1, keepdims=True)) * (seg - seg.mean())).sum(1) / (
+            (seg - seg.mean()) ** 2
+        ).sum()
+        out[key + "_chain_slope"] = float(slopes.mean())
+        out[key + "_chain_slope_se"] = float(slopes.std(ddof=1) / np.sqrt(len(slopes)))
     jump, within = per["seam_jump"][:, 1:], per["within_change"][:, 1:]
     out["seam_ratio"] = float(np.mean(jump) / np.mean(within)) if jump.size else float("nan")
     return out
@@ -469,9 +491,7 @@ def controls(data: _DriftData) -> dict[str, dict[str, Any]]:
     # segment k of chain i shows chain (i + k + 1)'s segment k: never its own identity/colour
     blind = np.stack([truth[(np.arange(b) + k + 1) % b, k] for k in range(s)], axis=1)
     return {
-        name: _summarise_chain(
-            chain_metrics(data.world, shown, truth, data.reference, data.chains)
-        )
+        name: _summarise_chain(chain_metrics(data.world, shown, truth, data.reference, data.chains))
         for name, shown in (("perfect chain", truth), ("blind chain", blind))
     }
 
@@ -548,6 +568,55 @@ def run_drift(
     (out / "results.json").write_text(json.dumps(_rounded(results)))
     log(f"report: {out / 'README.md'} ({time.time() - t0:.0f}s total)")
     return results
+
+
+def merge_drift(parts: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
+    """Join the results.json of drift runs that differ only in their seeds (one process per
+    seed on a shared machine) into one report; times are summed and kept per part."""
+    from generator.eval.drift_report import write_drift_report
+
+    loaded = [json.loads((Path(p) / "results.json").read_text()) for p in parts]
+    first = loaded[0]
+    base = {k: v for k, v in first["config"].items() if k != "seeds"}
+    for res, path in zip(loaded[1:], parts[1:]):
+        cfg = {k: v for k, v in res["config"].items() if k != "seeds"}
+        if cfg != base:
+            diff = sorted(k for k in cfg if cfg.get(k) != base.get(k))
+            raise ValueError(f"{path}: a different drift config ({', '.join(diff)})")
+    merged = dict(first)
+    merged["runs"] = {
+        row: {
+            mode: sorted(
+                (r for res in loaded for r in res["runs"].get(row, {}).get(mode, [])),
+                key=lambda r: r["seed"],
+            )
+            for mode in modes
+        }
+        for row, modes in first["runs"].items()
+    }
+    merged["config"] = dict(first["config"])
+    merged["config"]["seeds"] = sorted(s for res in loaded for s in res["config"]["seeds"])
+    merged["pretrain_curves"] = [c for res in loaded for c in res["pretrain_curves"]]
+    merged["timing"] = {
+        part: {k: v for res in loaded for k, v in res["timing"][part].items()}
+        for part in ("train", "chains")
+    }
+    merged["seconds"] = sum(r["seconds"] for r in loaded)
+    merged["cpu_seconds"] = sum(r["cpu_seconds"] for r in loaded)
+    merged["parts"] = [
+        {
+            "dir": str(p),
+            "seeds": r["config"]["seeds"],
+            "seconds": r["seconds"],
+            "cpu_seconds": r["cpu_seconds"],
+        }
+        for p, r in zip(parts, loaded)
+    ]
+    merged.pop("analysis", None)
+    out = Path(out_dir)
+    write_drift_report(merged, out)
+    (out / "results.json").write_text(json.dumps(_rounded(merged)))
+    return merged
 
 
 def _took(t_wall: float, t_cpu: float) -> dict[str, float]:
