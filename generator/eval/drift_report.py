@@ -7,7 +7,7 @@ of a seed share its backbone, data and sampling noise):
 - the slope per segment is each seed's OLS slope of its curve, mean and 95% t CI over seeds;
 - "segment 12 vs segment 1" is paired per seed (same model, same chains): mean difference,
   95% t CI and the paired MDE ((t_0.975 + t_0.8) SD / sqrt(n)); the difference is *within the
-  MDE* when its CI contains 0 and |mean| < MDE;
+  MDE* when its CI contains 0 and |mean| <= MDE;
 - comparisons of modes of one row (same model) and of rows of one seed (same backbone) are
   paired the same way.
 With one seed (the quick check) the CIs are not measurable and are reported as such.
@@ -54,7 +54,7 @@ def paired(d: list[float] | np.ndarray) -> dict[str, Any]:
         res["verdict"] = "larger (95% CI above 0)"
     elif hi < 0:
         res["verdict"] = "smaller (95% CI below 0)"
-    elif abs(res["mean"]) < mde:
+    elif abs(res["mean"]) <= mde:
         res["verdict"] = "within the MDE"
     else:
         res["verdict"] = "not detectable, but |mean| >= MDE"
