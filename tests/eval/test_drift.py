@@ -149,6 +149,7 @@ def test_recommend_picks_a_passing_combination():
     assert rec["passing"] == ["a | latent"]
 
 
+@pytest.mark.slow
 def test_eval_drift_quick_end_to_end(tmp_path):
     """The plumbing check of the suite: real trainer, every row and mode, tiny budgets."""
     out = tmp_path / "drift"
