@@ -22,7 +22,8 @@ from flows.runtime.errors import InputError
 from orchestrator.console import console, one_line_errors, out
 
 eval_app = typer.Typer(
-    help="Measure the method: synthetic ablation bench, MLLM judge.", no_args_is_help=True
+    help="Measure the method: synthetic ablation bench, drift study, MLLM judge.",
+    no_args_is_help=True,
 )
 
 
@@ -129,8 +130,12 @@ def drift(
         typer.Option(help="Merge these report folders (comma-separated; e.g. one per seed)."),
     ] = None,
 ) -> None:
-    """Issue 20: chains of segments rendered autoregressively (latent vs decoded-PNG hand-off,
-    colour anchor, identity sink, noised context); drift per segment -> DIR/README.md."""
+    """Drift over a long talk (issue 20): chained segments, drift per segment -> DIR/README.md.
+
+    Latent vs decoded-PNG hand-off, colour anchor, identity sink and noised context; 3 seeds,
+    64 chains of 12 segments, paired verdicts. One process per seed on a shared machine
+    (`--seeds N`), then `--merge` the folders.
+    """
     from dataclasses import replace
 
     from generator.eval.drift import DRIFT_ROWS, DriftConfig, merge_drift, run_drift

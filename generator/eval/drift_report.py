@@ -335,6 +335,16 @@ def _time_lines(results: dict[str, Any]) -> str:
             f" Run as {len(parts)} processes side by side (one per seed); the longest took "
             f"{max(p['seconds'] for p in parts) / 60:.1f} min wall, the total above is summed."
         )
+    for p in parts or []:
+        head += (
+            f"\n- part seeds {p['seeds']}: wall {p['seconds'] / 60:.1f} min, CPU "
+            f"{p['cpu_seconds'] / 60:.1f} min"
+        )
+    per_row: dict[str, list[float]] = {}
+    for k, v in t["train"].items():
+        per_row.setdefault(k.rsplit("-", 1)[0], []).append(v["cpu"])
+    rows = ", ".join(f"{k} {np.mean(v) / 60:.1f}" for k, v in per_row.items())
+    head += f"\n- training CPU per seed, min: {rows}"
     return (
         f"{head}\n- training (backbones + rows): wall {train_w / 60:.1f} min, CPU "
         f"{train_c / 60:.1f} min\n- chains (sampling + metrics): wall {chain_w / 60:.1f} min, "
