@@ -363,10 +363,10 @@ def write_drift_report(results: dict[str, Any], out: str | Path) -> Path:
     rec = analysis["recommendation"]
     quick = " (QUICK MODE: plumbing check only, the numbers mean nothing)" if cfg["quick"] else ""
     switches = (
-        "the issue-20 model switches (`model.reference_sink`, `data.context_latents`, "
+        "The issue-20 model switches (`model.reference_sink`, `data.context_latents`, "
         "`train.context_noise`) are in the trainer"
         if results.get("model_switches")
-        else "the trainer had no issue-20 model switches: only the `today` row ran"
+        else "The trainer had no issue-20 model switches: only the `today` row ran"
     )
     rec_text = (
         f"**{rec['combination']}** "
