@@ -241,3 +241,23 @@ def test_quick_config_is_small():
     q = DriftConfig.quick_config()
     assert q.quick and q.n_chains * q.n_segments * q.sample_steps <= 64
     assert replace(q, seeds=(1,)).seeds == (1,)
+
+
+def test_the_committed_study_has_the_issue_sizes():
+    """docs/eval/drift is the full study: >= 3 seeds, >= 64 chains, >= 12 segments, every row
+    and mode for every seed, the controls and the verdicts."""
+    res = json.loads((REPO / "docs/eval/drift/results.json").read_text())
+    cfg = res["config"]
+    assert not cfg["quick"] and len(cfg["seeds"]) >= 3
+    assert cfg["n_chains"] >= 64 and cfg["n_segments"] >= 12 and len(cfg["shifts"]) >= 3
+    full = DriftConfig.full()
+    for row in DRIFT_ROWS:
+        modes = res["runs"][row.name]
+        assert list(modes) == [m.name for m in full.modes(row.name)]
+        for runs in modes.values():
+            assert sorted(r["seed"] for r in runs) == cfg["seeds"]
+            assert all(len(r["identity_err"]) == cfg["n_segments"] for r in runs)
+    assert set(res["controls"]) == {"perfect chain", "blind chain"}
+    rec = res["analysis"]["recommendation"]
+    assert rec["combination"] == "+context +sink +noise | latent"
+    assert "Recommended default" in (REPO / "docs/eval/drift/README.md").read_text()
