@@ -222,6 +222,7 @@ def denoise(
     attention_kwargs: dict[str, Any] | None = None,
     on_step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
     interrupted: Callable[[], bool] | None = None,
+    reference_latents: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The pipeline's denoising loop on latents: (B, C, F, H, W) noise -> clean latents.
 
@@ -231,7 +232,33 @@ def denoise(
     skips block stacks by the MagCache rule. `ActAvatarPipeline.__call__` runs exactly this;
     the bench calls it on its own latents so that what is measured is what users run.
     `on_step(i, t, latents)` may return new latents. Returns the latents (condition
-    composited) and the call's evaluation counts."""
+    composited) and the call's evaluation counts.
+
+    `reference_latents` (B or 1, C, 1, H, W): the identity sink of a `reference_sink`
+    transformer, held clean in front of `clean` (`generator.conditioning.prepend_sink`) at
+    every step; `on_step` and the result see the clip's frames only (the sink stripped)."""
+    if reference_latents is not None:
+        sink = reference_latents.to(latents.device, torch.float32)
+        step_fn = on_step
+
+        def on_step_clip(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+            new = step_fn(i, t, strip_sink(x))
+            return None if new is None else prepend_sink(new, x[:, :, :1])
+
+        out, stats = denoise(
+            model,
+            scheduler,
+            prepend_sink(latents, torch.zeros_like(sink)),
+            prepend_sink(clean.to(sink.device, torch.float32), sink),
+            cond,
+            guidance,
+            num_inference_steps,
+            step_cache=step_cache,
+            attention_kwargs=attention_kwargs,
+            on_step=None if on_step is None else on_step_clip,
+            interrupted=interrupted,
+        )
+        return strip_sink(out), stats
     device = latents.device
     dtype = model.dtype
     b, _, f, h, w = latents.shape
@@ -686,11 +713,10 @@ class ActAvatarPipeline(DiffusionPipeline):
         condition = self.encode_condition_frames(cond_frames, height, width)
         num_latent_frames = latents.shape[2]
         sink = self.uses_reference_sink
-        if sink:
-            # identity sink: [reference | context | generated] (`generator.conditioning`)
-            reference = self.reference_sink_latents(image, reference_latents, height, width)
-            latents = prepend_sink(latents, torch.zeros_like(reference))
-            condition = prepend_sink(condition, reference)
+        # identity sink: [reference | context | generated], held by `denoise`
+        reference = (
+            self.reference_sink_latents(image, reference_latents, height, width) if sink else None
+        )
         # anchor windows of the prompt's phases on the latent grid (time-aware phases)
         windows = phase_windows(
             prompt,
@@ -745,13 +771,12 @@ class ActAvatarPipeline(DiffusionPipeline):
                 attention_kwargs=attention_kwargs,
                 on_step=on_step,
                 interrupted=lambda: self.interrupt,
+                reference_latents=reference,
             )
         self._current_timestep = None
         if solver is not None:
             self.sampling_stats["solver"] = solver
         self.sampling_stats["identity_sink"] = "on" if sink else "off"
-        if sink:
-            latents = strip_sink(latents)
 
         # 5. Decode
         if output_type == "latent":

@@ -942,6 +942,21 @@ class ActAvatarTransformer3DModel(WanTransformer3DModel):
         token_rows[..., self.phase_pad_id] = 0  # padding tokens get no term
         return features, token_rows
 
+    def enable_parallelism(self, *args: Any, **kwargs: Any) -> Any:
+        """diffusers' `enable_parallelism`, refused for a reference-sink model under context
+        parallelism: the plan splits audio tokens and video tokens by the same frames, and
+        with the sink the video has one frame more (one clear error, not a wrong render)."""
+        config = kwargs.get("config", args[0] if args else None)
+        if self.sink_embedding is not None and (
+            getattr(config, "context_parallel_config", None) is not None
+            or type(config).__name__ == "ContextParallelConfig"
+        ):
+            raise NotImplementedError(
+                "context-parallel (multi-GPU) rendering of a reference_sink checkpoint is not "
+                "supported yet; render it on one GPU"
+            )
+        return super().enable_parallelism(*args, **kwargs)
+
     @property
     def has_reference_sink(self) -> bool:
         """True when latent frame 0 of every forward is the reference sink."""

@@ -94,6 +94,11 @@ class DataConfig:
     # (1 = the TI2V image frame only; 3 = up to InfiniteTalk's 9-frame motion context), so the
     # model learns to continue a segment from its predecessor's tail latents
     context_latents: int = 1
+    # stage 2 with model.reference_sink: the training window starts a drawn 0..sink_gap latent
+    # frames after the clip's first frame, which stays the sink (windows are F - sink_gap
+    # frames). 0: the sink is the window's own first frame, the first segment's layout only;
+    # > 0 also trains the later segments' layout, where sink and context differ
+    sink_gap: int = 0
 
 
 @dataclass
@@ -312,12 +317,17 @@ def _validate(cfg: TrainConfig, file: str | None) -> TrainConfig:
             )
     if cfg.data.context_latents < 1:
         raise bad("data.context_latents", f"must be at least 1, got {cfg.data.context_latents}")
+    if cfg.data.sink_gap < 0:
+        raise bad("data.sink_gap", f"must be at least 0, got {cfg.data.sink_gap}")
+    if cfg.data.sink_gap and cfg.model.reference_sink is False:
+        raise bad("data.sink_gap", "needs model.reference_sink: true (it places the sink)")
     if not 0.0 <= cfg.train.context_noise <= 1.0:
         raise bad("train.context_noise", f"must be in [0, 1], got {cfg.train.context_noise}")
     if cfg.stage != "stage2":
         for fld, value, default in (
             ("model.reference_sink", cfg.model.reference_sink, None),
             ("data.context_latents", cfg.data.context_latents, 1),
+            ("data.sink_gap", cfg.data.sink_gap, 0),
             ("train.context_noise", cfg.train.context_noise, 0.0),
         ):
             if value not in (default, False):
@@ -391,6 +401,7 @@ _HASH_DEFAULTS = (
     ("model", "phase_anchor_embedding", None),
     ("model", "reference_sink", None),
     ("data", "context_latents", 1),
+    ("data", "sink_gap", 0),
     ("train", "context_noise", 0.0),
 )
 

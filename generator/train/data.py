@@ -182,10 +182,12 @@ class CachedClipDataset(Dataset):
         use_phase_ids: bool = True,
         context_latents: int = 1,
         context_noise: float = 0.0,
+        sink_gap: int = 0,
     ):
         self.dir = find_cache_dir(cache_dir)
         self.context_latents = context_latents
         self.context_noise = context_noise
+        self.sink_gap = sink_gap
         self.index = read_index(self.dir)
         self.stage = stage
         self.seed = seed
@@ -240,19 +242,24 @@ class CachedClipDataset(Dataset):
         u, drop_text, drop_audio = torch.rand(3, generator=g)
         sigma = shift_sigma(u.clamp(1e-4, 1.0), self.shift)
         windows = None
+        audio = t["audio"].float()
         extra: dict[str, Any] = {}
         if self.stage == "stage2":
-            # drawn after the draws above, so the stream of a default run is unchanged
-            k_draw, level_draw = torch.rand(2, generator=g)
-            most = max(1, min(self.context_latents, latents.shape[1] - 1))  # >= 1 to generate
-            extra = {
-                "num_context": 1 + min(int(k_draw * most), most - 1),
-                "context_level": float(level_draw) * self.context_noise,
-            }
             text = t["prompt_embeds"]
             phase_ids = t["phase_ids"].long() if self.use_phase_ids else None
             if self.use_phase_ids and "phase_windows" in t:
                 windows = t["phase_windows"].float()
+            # drawn after the draws above, so the stream of a default run is unchanged
+            k_draw, level_draw = torch.rand(2, generator=g)
+            if self.sink_gap:
+                gap = int(torch.randint(self.sink_gap + 1, (1,), generator=g))
+                extra["sink"] = latents[:, :1].clone()
+                latents, noise, audio, windows = sink_gap_window(
+                    latents, noise, audio, windows, gap, self.sink_gap, sid
+                )
+            most = max(1, min(self.context_latents, latents.shape[1] - 1))  # >= 1 to generate
+            extra["num_context"] = 1 + min(int(k_draw * most), most - 1)
+            extra["context_level"] = float(level_draw) * self.context_noise
         else:
             text, phase_ids = t["caption_embeds"], None
         return {
@@ -264,11 +271,50 @@ class CachedClipDataset(Dataset):
             "text": text.float(),  # (S, D), real tokens only
             "phase_ids": phase_ids,
             "phase_windows": windows,  # (max_phases + 2, 2) or None
-            "audio": t["audio"].float(),  # (F_video, L, C_a)
+            "audio": audio,  # (F_video, L, C_a)
             "keep_text": float(drop_text >= self.text_dropout),
             "keep_audio": float(drop_audio >= self.audio_dropout),
-            **extra,  # stage 2: num_context (clean context latents), context_level (noise)
+            # stage 2: num_context (clean context latents), context_level (their noise level),
+            # sink (C, 1, h, w) when the window is cut away from the clip's first frame
+            **extra,
         }
+
+
+def sink_gap_window(
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    audio: torch.Tensor,
+    windows: torch.Tensor | None,
+    gap: int,
+    max_gap: int,
+    clip_id: str = "",
+    temporal_stride: int = 4,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The training window `gap` latent frames after the clip's first frame (the sink), of
+    `F - max_gap` frames so every sample of a batch has the same shape.
+
+    Latents and noise are cut to frames [gap, gap + W); the audio to the window's video frames
+    (1 + 4 (W - 1) from video frame 4 gap, the frame the window's first latent ends on, so
+    the adapter's 1 + 4k layout holds); phase windows move by -gap and are clipped to [0, W].
+    With gap 0 the sink is the window's own first frame (the first segment's layout); with
+    gap > 0 the sink is an earlier image of the same person, as in a later segment.
+    """
+    f = latents.shape[1]
+    width = f - max_gap
+    if width < 2:
+        raise ValueError(
+            f"clip {clip_id}: data.sink_gap={max_gap} leaves {width} of its {f} latent frames "
+            "(need 2: a context frame and one to generate)"
+        )
+    latents = latents[:, gap : gap + width]
+    noise = noise[:, gap : gap + width]
+    start = temporal_stride * gap
+    audio = audio[start : start + 1 + temporal_stride * (width - 1)]
+    if windows is not None:
+        empty = windows[:, 1] <= windows[:, 0]
+        windows = (windows - gap).clamp(0, width)
+        windows[empty] = 0
+    return latents, noise, audio, windows
 
 
 def collate_clips(
@@ -322,13 +368,17 @@ def collate_clips(
 
 
 def _context_fields(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stage 2: per-sample clean context latents (B,) and their noise level (B,)."""
+    """Stage 2: per-sample clean context latents (B,), their noise level (B,) and the sink
+    frames (B, C, 1, h, w) of windows cut by `data.sink_gap`."""
     if not all("num_context" in it for it in items):
         return {}
-    return {
+    out = {
         "num_context": torch.tensor([it["num_context"] for it in items], dtype=torch.long),
         "context_level": torch.tensor([it["context_level"] for it in items]),
     }
+    if all("sink" in it for it in items):
+        out["sink"] = torch.stack([it["sink"] for it in items])  # (B, C, 1, h, w)
+    return out
 
 
 def _fit_windows(item: dict[str, Any], phase_pad_id: int) -> torch.Tensor:

@@ -138,6 +138,11 @@ class DistillTrainer(Trainer):
             return ActAvatarTransformer3DModel.from_pretrained(tdir, use_safetensors=True)
 
         student = load()
+        if student.config.get("reference_sink"):
+            raise ValueError(
+                f"{tdir}: field 'distill.teacher': a reference-sink (identity anchor) teacher "
+                "cannot be distilled yet (the distillation loss has no sink frame)"
+            )
         self._check_dims(student)
         student.requires_grad_(True)
         teacher = load().eval().requires_grad_(False)

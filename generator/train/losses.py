@@ -32,11 +32,16 @@ from generator.conditioning import (
 __all__ = ["flow_matching_loss", "noisy_inputs", "sink_layout"]
 
 
-def sink_layout(latents: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sink_layout(
+    latents: torch.Tensor, noise: torch.Tensor, sink: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Training's `[sink | clip]` layout: the clip's first latent frame (pixel frame 0 alone
     through the causal VAE: an image latent, like the reference) prepended as the sink, with
-    zero noise in its slot (it is held clean)."""
-    sink = latents[:, :, :SINK_FRAMES]
+    zero noise in its slot (it is held clean). `sink` (B, C, 1, h, w): that frame when the
+    window was cut further into the clip (`data.sink_gap`); None: the window's first frame."""
+    if sink is None:
+        sink = latents[:, :, :SINK_FRAMES]
+    sink = sink.to(latents.device, latents.dtype)
     return prepend_sink(latents, sink), prepend_sink(noise, torch.zeros_like(sink))
 
 
@@ -97,7 +102,7 @@ def flow_matching_loss(
     if reference_sink:
         if isinstance(num_clean, int) and num_clean == 0:
             raise ValueError("the reference sink needs an I2V stage (stage 2)")
-        latents, noise = sink_layout(latents, noise)
+        latents, noise = sink_layout(latents, noise, batch.get("sink"))
         num_clean, start = num_clean + SINK_FRAMES, SINK_FRAMES
     xt, timesteps, mask = noisy_inputs(
         latents,

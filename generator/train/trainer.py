@@ -216,6 +216,7 @@ class Trainer:
             use_phase_ids=cfg.data.use_phase_ids,
             context_latents=cfg.data.context_latents,
             context_noise=cfg.train.context_noise,
+            sink_gap=cfg.data.sink_gap,
         )
         self.cache_dir = self.dataset.dir
         self.data_hash = data_hash(self.cache_dir)
@@ -258,6 +259,11 @@ class Trainer:
         self.patch_hw = tuple(model.config.patch_size[1:])
         self.phase_pad_id = model.phase_pad_id
         self.reference_sink = bool(model.config.get("reference_sink", False))
+        if cfg.data.sink_gap and not self.reference_sink:
+            raise ValueError(
+                f"{cfg.source or 'config'}: field 'data.sink_gap': the model has no reference "
+                "sink (set model.reference_sink: true)"
+            )
         self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         counts: dict[str, int] = {}
         for n, p in self.trainable.items():

@@ -285,3 +285,60 @@ def test_pipeline_without_switch_ignores_reference_latents(tiny_pipe, avatar, sp
         reference_latents=torch.randn(1, 48, 1, 4, 6),
     ).frames
     assert torch.equal(a, b)
+
+
+def test_denoise_holds_the_sink_and_shows_the_clip_only(tiny_dir, tmp_path):
+    """`denoise(reference_latents=...)`: the model sees [sink | clean | noisy] every step, the
+    sink at timestep 0; `on_step` and the result get the clip's frames only."""
+    import copy
+
+    from generator.pipeline_actavatar import Conditioning, Guidance, denoise
+
+    pipe = _sink_pipe(tiny_dir, tmp_path, std=0.3)
+    model = pipe.transformer
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 48, 3, 4, 6, generator=g)
+    clean = torch.randn(1, 48, 1, 4, 6, generator=g)
+    sink = torch.randn(1, 48, 1, 4, 6, generator=g)
+    cfg = TINY_TRANSFORMER_CONFIG
+    cond = Conditioning(
+        prompt_embeds=torch.randn(1, 8, cfg["text_dim"], generator=g),
+        phase_ids=None,
+        negative_prompt_embeds=torch.zeros(1, 8, cfg["text_dim"]),
+        negative_phase_ids=None,
+        audio_embeds=torch.randn(1, 9, cfg["audio_layers"], cfg["audio_in_dim"], generator=g),
+    )
+    seen, steps = [], []
+    forward = model.forward
+
+    def spy(hidden_states, timestep, *a, **k):
+        seen.append((hidden_states.detach().clone(), timestep.detach().clone()))
+        return forward(hidden_states, timestep, *a, **k)
+
+    model.forward = spy
+    out, stats = denoise(
+        model,
+        copy.deepcopy(pipe.scheduler),
+        latents,
+        clean,
+        cond,
+        Guidance(1.0, 1.0),
+        2,
+        on_step=lambda i, t, x: steps.append(tuple(x.shape)),
+        reference_latents=sink,
+    )
+    assert out.shape == latents.shape and steps == [(1, 48, 3, 4, 6)] * 2
+    assert torch.equal(out[:, :, :1], clean) and stats["evaluations"] == 2
+    for x, ts in seen:
+        assert x.shape[2] == 4
+        assert torch.equal(x[:, :, 0], sink[:, :, 0]) and torch.equal(x[:, :, 1], clean[:, :, 0])
+        assert (ts[:, : 2 * 6] == 0).all() and (ts[:, 2 * 6 :] > 0).all()
+
+
+def test_context_parallel_with_the_sink_is_refused():
+    from diffusers import ContextParallelConfig
+
+    with pytest.raises(NotImplementedError, match="reference_sink checkpoint"):
+        _tiny(reference_sink=True).enable_parallelism(
+            config=ContextParallelConfig(ulysses_degree=2)
+        )

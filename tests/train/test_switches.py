@@ -72,6 +72,7 @@ def _legacy_hash(cfg) -> str:
     ):
         data["model"].pop(key, None)
     data["data"].pop("context_latents", None)
+    data["data"].pop("sink_gap", None)
     data["train"].pop("context_noise", None)
     for key in (
         "resume",
