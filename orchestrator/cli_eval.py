@@ -2,6 +2,8 @@
 
 - `eval synthetic [--quick] --out DIR`: the synthetic Action Bench (tiny ActAvatar models
   trained on CPU with the real trainer; the paper's ablation rows) -> DIR/README.md.
+- `eval drift [--quick] --out DIR`: issue 20's drift study (chains of segments, latent vs
+  decoded-PNG hand-off, colour anchor, identity sink, noised context) -> DIR/README.md.
 - `eval judge VIDEO --plan plan.json`: the paper's MLLM-judge protocol on a real video
   (any OpenAI-compatible vision endpoint from the environment), optional SyncNet scores.
 
@@ -20,7 +22,8 @@ from flows.runtime.errors import InputError
 from orchestrator.console import console, one_line_errors, out
 
 eval_app = typer.Typer(
-    help="Measure the method: synthetic ablation bench, MLLM judge.", no_args_is_help=True
+    help="Measure the method: synthetic ablation bench, drift study, MLLM judge.",
+    no_args_is_help=True,
 )
 
 
@@ -108,6 +111,68 @@ def synthetic(
             raise InputError(f"unknown backend {backend!r} (trainer or loop)", field="backend")
         cfg = replace(cfg, backend=backend)
         run_bench(cfg, out_dir, log=lambda m: console.print(m, highlight=False))
+    out.print(f"report: {out_dir / 'README.md'}", highlight=False)
+
+
+@eval_app.command("drift")
+def drift(
+    out_dir: Annotated[Path, typer.Option("--out", help="Report folder.")],
+    quick: Annotated[bool, typer.Option(help="Plumbing check only (CI): tiny budgets.")] = False,
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds (default 0,1,2).")
+    ] = None,
+    rows: Annotated[
+        str | None,
+        typer.Option(help="Only these model rows (comma-separated; default: all of them)."),
+    ] = None,
+    merge: Annotated[
+        str | None,
+        typer.Option(help="Merge these report folders (comma-separated; e.g. one per seed)."),
+    ] = None,
+) -> None:
+    """Drift over a long talk (issue 20): chained segments, drift per segment -> DIR/README.md.
+
+    Latent vs decoded-PNG hand-off, colour anchor, identity sink and noised context; 3 seeds,
+    64 chains of 12 segments, paired verdicts. One process per seed on a shared machine
+    (`--seeds N`), then `--merge` the folders.
+    """
+    from dataclasses import replace
+
+    from generator.eval.drift import DRIFT_ROWS, DriftConfig, merge_drift, run_drift
+
+    with one_line_errors():
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(f"--out must be a folder, got the file {str(out_dir)!r}", field="out")
+        if merge:
+            parts = [Path(p.strip()) for p in merge.split(",") if p.strip()]
+            for p in parts:
+                if not (p / "results.json").is_file():
+                    raise InputError(f"{p}: no results.json", field="merge")
+            try:
+                merge_drift(parts, out_dir)
+            except ValueError as exc:
+                raise InputError(str(exc), field="merge") from None
+            out.print(f"report: {out_dir / 'README.md'}", highlight=False)
+            return
+        cfg = DriftConfig.quick_config() if quick else DriftConfig.full()
+        if seeds:
+            try:
+                cfg = replace(cfg, seeds=tuple(int(s) for s in seeds.split(",") if s.strip()))
+            except ValueError:
+                raise InputError(
+                    f"--seeds takes whole numbers like 0,1,2, got {seeds!r}", field="seeds"
+                ) from None
+        if rows is not None:
+            names = tuple(r.strip() for r in rows.split(",") if r.strip())
+            known = [r.name for r in DRIFT_ROWS]
+            bad = [n for n in names if n not in known]
+            if bad or not names:
+                raise InputError(
+                    f"--rows: unknown row {bad[0] if bad else rows!r} (known: {', '.join(known)})",
+                    field="rows",
+                )
+            cfg = replace(cfg, rows=names)
+        run_drift(cfg, out_dir, log=lambda m: console.print(m, highlight=False))
     out.print(f"report: {out_dir / 'README.md'}", highlight=False)
 
 

@@ -58,7 +58,16 @@ import numpy as np
 
 from generator.eval.world import BRIEF_PROMPT, Clip, SyntheticWorld, WorldConfig
 
-__all__ = ["ATTRIBUTION", "VARIANTS", "BenchConfig", "Variant", "merge_runs", "run_bench"]
+__all__ = [
+    "ATTRIBUTION",
+    "MODEL_OVERRIDES",
+    "VARIANTS",
+    "BenchConfig",
+    "Variant",
+    "encode_clips",
+    "merge_runs",
+    "run_bench",
+]
 
 
 @dataclass(frozen=True)
@@ -283,6 +292,19 @@ def _encode(
         phase_ids=torch.stack(ids).long(),
         windows=torch.stack(wins).float(),
     )
+
+
+def encode_clips(
+    clips: list[Clip],
+    tokenizer: Any,
+    encoder: Any,
+    cfg: WorldConfig,
+    max_phases: int,
+    brief: bool = False,
+) -> Any:
+    """Clips -> `TensorSet` with their structured prompts (or, `brief`, the brief caption)
+    encoded: text states, block ids and phase windows."""
+    return _encode(clips, tokenizer, encoder, cfg, brief, max_phases)
 
 
 def build_data(cfg: BenchConfig) -> _Data:

@@ -56,15 +56,19 @@ class SamplerOptions:
 def sample_clips(model: Any, batch: dict[str, Any], options: SamplerOptions) -> torch.Tensor:
     """Sample a batch of clips. `batch`: `latents` (B, C, F, H, W) (only the first
     `num_clean` frames are read), `text` (B, S, D), `audio` (B, F_video, L, C) or None,
-    `phase_ids` (B, S) or None, `phase_windows` (B, R, 2) or None, and for guidance
+    `phase_ids` (B, S) or None, `phase_windows` (B, R, 2) or None, optionally `noise` (the
+    initial noise, shaped like `latents`; default drawn from `options.seed`), and for guidance
     `negative_text` / `negative_phase_ids`. Returns the sampled latents (B, C, F, H, W)."""
     from generator.pipeline_actavatar import Conditioning, Guidance, denoise, guided_velocity
     from generator.prompting import unconditional_phase_ids
 
     cond = batch["latents"]
     b, _, f, h, w = cond.shape
-    gen = torch.Generator().manual_seed(options.seed)
-    x = torch.randn(cond.shape, generator=gen)
+    if batch.get("noise") is not None:  # the caller's initial noise (e.g. paired chains)
+        x = batch["noise"].clone()
+    else:
+        gen = torch.Generator().manual_seed(options.seed)
+        x = torch.randn(cond.shape, generator=gen)
     ids = batch.get("phase_ids")
     inputs = Conditioning(
         prompt_embeds=batch["text"],

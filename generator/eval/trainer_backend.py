@@ -161,45 +161,49 @@ def run_trainer(
     frame_time_embedding: bool | None = None,
     phase_anchor_embedding: bool | None = None,
     trainer_cls: type[Trainer] | None = None,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """One `Trainer` run; returns its summary plus `losses` (per step) and `transformer` dir."""
+    """One `Trainer` run; returns its summary plus `losses` (per step) and `transformer` dir.
+    `extra` adds keys to the config's sections (e.g. the drift study's
+    `{"model": {"reference_sink": True}, "train": {"context_noise": 0.1}}`)."""
     from generator.train import config_from_dict
     from generator.train.logs import read_log
 
-    cfg = config_from_dict(
-        {
-            "name": out.name,
-            "stage": stage,
-            "output_dir": str(out),
-            "seed": seed,
-            "model": {
-                "base": str(base),
-                "adapter": str(adapter) if adapter else None,
-                "gradient_checkpointing": False,
-                "audio_gamma": audio_gamma,
-                "audio_progressive": audio_progressive,
-                "time_aware_phases": time_aware_phases,
-                "frame_time_embedding": frame_time_embedding,
-                "phase_anchor_embedding": phase_anchor_embedding,
-            },
-            "data": {
-                "dataset": str(dataset),
-                "batch_size": batch_size,
-                "text_len": text_len,
-                "audio_dropout": audio_dropout,
-                "use_phase_ids": use_phase_ids,
-            },
-            "optim": {"lr": lr, "warmup_steps": min(warmup, steps), "max_grad_norm": 1.0},
-            "train": {
-                "max_steps": steps,
-                "timestep_shift": timestep_shift,
-                "checkpoint_every": steps,
-                "keep_checkpoints": 1,
-                "log_every": 1,
-                "resume": "never",
-            },
-        }
-    )
+    raw = {
+        "name": out.name,
+        "stage": stage,
+        "output_dir": str(out),
+        "seed": seed,
+        "model": {
+            "base": str(base),
+            "adapter": str(adapter) if adapter else None,
+            "gradient_checkpointing": False,
+            "audio_gamma": audio_gamma,
+            "audio_progressive": audio_progressive,
+            "time_aware_phases": time_aware_phases,
+            "frame_time_embedding": frame_time_embedding,
+            "phase_anchor_embedding": phase_anchor_embedding,
+        },
+        "data": {
+            "dataset": str(dataset),
+            "batch_size": batch_size,
+            "text_len": text_len,
+            "audio_dropout": audio_dropout,
+            "use_phase_ids": use_phase_ids,
+        },
+        "optim": {"lr": lr, "warmup_steps": min(warmup, steps), "max_grad_norm": 1.0},
+        "train": {
+            "max_steps": steps,
+            "timestep_shift": timestep_shift,
+            "checkpoint_every": steps,
+            "keep_checkpoints": 1,
+            "log_every": 1,
+            "resume": "never",
+        },
+    }
+    for section, keys in (extra or {}).items():
+        raw[section].update(keys)
+    cfg = config_from_dict(raw)
     summary = (trainer_cls or Trainer)(cfg, echo=False).train()
     ckpt = Path(summary["checkpoint"])
     summary["transformer"] = str(ckpt / "transformer")

@@ -12,6 +12,13 @@ explain, and so that every property can be read back exactly from a generated cl
   envelope (plus per-clip nuisance), so only the audio path can explain the mouth.
 - **identity** (channels `identity`): a per-clip random pattern, present in every frame
   including the clean conditioning frame 0; only frame 0 tells the model what it is.
+- **colour** (drift world only, `color_std > 0`): a per-clip offset per channel, added to
+  every channel of every frame (the stand-in for a clip's colour grading); like identity,
+  only the clean frames tell the model what it is. `color_std = 0` (the default) draws
+  nothing, so the ablation and attribution worlds are unchanged draw for draw.
+
+Chains (issue 20, `SyntheticWorld.chain`): consecutive segments of one talk that share the
+identity and the colour; each segment has its own prompt, phases and audio.
 
 Layout: latent (C, F, H, W) with F = 1 + `num_gen_frames`; frame 0 is the clean
 conditioning frame (the TI2V reference image), generated frame j (latent j + 1) covers
@@ -42,6 +49,7 @@ __all__ = [
     "SyntheticWorld",
     "WorldConfig",
     "build_world_tokenizer",
+    "drift_world_config",
     "build_world_text_encoder",
 ]
 
@@ -87,6 +95,8 @@ class WorldConfig:
     text_len: int = 64
     text_dim: int = 32
     world_seed: int = 0
+    # issue 20 (drift world): per-clip colour offset per channel, N(0, color_std); 0 = none
+    color_std: float = 0.0
 
     @property
     def num_latent_frames(self) -> int:
@@ -124,6 +134,7 @@ class Clip:
     envelope: np.ndarray  # (F_video,) float: audio envelope per video frame
     identity: np.ndarray  # (n_id, H, W) float32
     meta: dict[str, Any] = field(default_factory=dict)
+    color: np.ndarray | None = None  # (C,) per-channel colour offset (drift world), else None
 
 
 def _hash01(*parts: Any) -> float:
@@ -245,11 +256,13 @@ class SyntheticWorld:
         identity: np.ndarray,
         phase_starts: np.ndarray | None = None,
         rng: np.random.Generator | None = None,
+        color: np.ndarray | None = None,
     ) -> np.ndarray:
         """Latents (C, F, H, W) for per-generated-frame labels and per-latent-frame mouth.
 
         `phase_starts[j]` is the first frame of the window frame j belongs to (for the
-        wave's alternation); frame 0 (conditioning) always rests.
+        wave's alternation); frame 0 (conditioning) always rests. `color` (C,) is added to
+        every frame (before the observation noise).
         """
         cfg = self.config
         F = cfg.num_latent_frames
@@ -267,6 +280,8 @@ class SyntheticWorld:
                 t += (j - start) % 2
             x[b0:b1, j + 1] = self.body_templates[t]
         x[m0:m1] = mouth[None, :, None, None] * self.mouth_template[:, None]
+        if color is not None:
+            x += np.asarray(color, dtype=np.float32)[:, None, None, None]
         if rng is not None and cfg.observation_noise > 0:
             x += cfg.observation_noise * rng.standard_normal(x.shape).astype(np.float32)
         return x
@@ -277,10 +292,14 @@ class SyntheticWorld:
         combo: tuple[tuple[int, ...], tuple[tuple[int, int], ...]] | None = None,
         talking_head: bool = False,
         brief: bool = False,
+        identity: np.ndarray | None = None,
+        color: np.ndarray | None = None,
     ) -> Clip:
         """A random clip; `combo` = (actions, windows) fixes the prompt's action/layout.
 
         `talking_head=True` gives a stage-1 style clip: no actions (body rests), brief caption.
+        `identity` / `color` fix the clip's identity and colour (a chain's segments share
+        them); otherwise they are drawn (colour only in the drift world, `color_std > 0`).
         """
         cfg = self.config
         if talking_head:
@@ -298,8 +317,11 @@ class SyntheticWorld:
         env = self.envelope(rng)
         mouth = self.mouth_from_envelope(env)
         ni = cfg.identity_channels[1] - cfg.identity_channels[0]
-        identity = rng.standard_normal((ni, cfg.height, cfg.width)).astype(np.float32)
-        latents = self.render(labels, mouth, identity, starts, rng)
+        if identity is None:
+            identity = rng.standard_normal((ni, cfg.height, cfg.width)).astype(np.float32)
+        if color is None and cfg.color_std > 0:
+            color = (cfg.color_std * rng.standard_normal(cfg.channels)).astype(np.float32)
+        latents = self.render(labels, mouth, identity, starts, rng, color=color)
         base = BASE_PROMPTS[int(rng.integers(len(BASE_PROMPTS)))]
         prompt = (
             StructuredPrompt(base=BRIEF_PROMPT, duration=cfg.duration)
@@ -316,7 +338,19 @@ class SyntheticWorld:
             mouth=mouth[1:],
             envelope=env,
             identity=identity,
+            color=None if color is None else np.asarray(color, dtype=np.float32),
         )
+
+    def chain(self, rng: np.random.Generator, num_segments: int) -> list[Clip]:
+        """`num_segments` consecutive segments of one talk: one identity and one colour (drawn
+        once), a new prompt (training combos), phases and audio per segment. Segment 0's
+        frame 0 is the clean reference image; later segments' frame 0 is only the truth's
+        rest frame (a chained render replaces it with the previous segment's tail)."""
+        cfg = self.config
+        ni = cfg.identity_channels[1] - cfg.identity_channels[0]
+        identity = rng.standard_normal((ni, cfg.height, cfg.width)).astype(np.float32)
+        color = (cfg.color_std * rng.standard_normal(cfg.channels)).astype(np.float32)
+        return [self.make_clip(rng, identity=identity, color=color) for _ in range(num_segments)]
 
     def dataset(self, n: int, seed: int, split: str = "train") -> list[Clip]:
         """`n` clips: ``train`` (training combos), ``test`` (held-out combos, cycled in a
@@ -354,6 +388,12 @@ class SyntheticWorld:
                 ).text
             )
         return lines
+
+
+def drift_world_config() -> WorldConfig:
+    """The drift world (issue 20), frozen before the first full run: the bench's world plus a
+    per-clip colour offset of SD 0.5 per channel (half the SD of a body template value)."""
+    return WorldConfig(color_std=0.5)
 
 
 def build_world_tokenizer(world: SyntheticWorld, extra_pieces: tuple[str, ...] = ()):

@@ -1,5 +1,7 @@
 """Synthetic world: actions exactly inside windows, mouth follows the envelope, identity from frame 0."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,41 @@ def test_tokenizer_spans_time_anchors(world):
     assert "<unk>" not in pieces and "▁raises" in pieces and "▁waves" in pieces
     assert pieces[pieces.index("▁[") + 1] == "0"  # digits spelled out, as umT5 does
     assert all(a in " ".join(world.corpus()) for a in ACTIONS[1:])
+
+
+def test_default_world_unchanged_draw_for_draw():
+    """The committed ablation/attribution reports stay reproducible: the colour of the drift
+    world draws nothing when `color_std = 0` (checksum taken from the world before issue 20)."""
+    w = SyntheticWorld(WorldConfig())
+    clips = w.dataset(5, 1234, "train") + w.dataset(3, 1236, "test")
+    clips += w.dataset(2, 1235, "talking_head")
+    total = sum(np.float64(c.latents).sum() + c.audio.sum() for c in clips)
+    assert total == pytest.approx(2167.5332533163155, abs=1e-6)
+    assert all(c.color is None for c in clips)
+
+
+def test_drift_world_chain_shares_identity_and_colour():
+    from generator.eval.world import drift_world_config
+
+    cfg = replace(drift_world_config(), observation_noise=0.0)
+    w = SyntheticWorld(cfg)
+    chain = w.chain(np.random.default_rng(3), 4)
+    assert len(chain) == 4
+    for seg in chain:
+        np.testing.assert_array_equal(seg.identity, chain[0].identity)
+        np.testing.assert_array_equal(seg.color, chain[0].color)
+        # the colour is in every frame of every channel: frame 0 rests, so body = colour
+        b0, b1 = cfg.body_channels
+        np.testing.assert_allclose(
+            seg.latents[b0:b1, 0], np.broadcast_to(seg.color[b0:b1, None, None], (b1 - b0, 4, 4))
+        )
+        i0, i1 = cfg.identity_channels
+        np.testing.assert_allclose(
+            seg.latents[i0:i1, 5], seg.identity + seg.color[i0:i1, None, None], atol=1e-6
+        )
+    assert chain[0].prompt != chain[1].prompt or chain[0].windows != chain[1].windows
+    assert (
+        0.2
+        < float(np.std([w.chain(np.random.default_rng(s), 1)[0].color for s in range(50)]))
+        < 0.8
+    )
