@@ -137,12 +137,7 @@ class DistillTrainer(Trainer):
         def load() -> Any:
             return ActAvatarTransformer3DModel.from_pretrained(tdir, use_safetensors=True)
 
-        student = load()
-        if student.config.get("reference_sink"):
-            raise ValueError(
-                f"{tdir}: field 'distill.teacher': a reference-sink (identity anchor) teacher "
-                "cannot be distilled yet (the distillation loss has no sink frame)"
-            )
+        student = load()  # a sink teacher's student keeps the sink (`_layout`)
         self._check_dims(student)
         student.requires_grad_(True)
         teacher = load().eval().requires_grad_(False)
@@ -184,13 +179,35 @@ class DistillTrainer(Trainer):
             out.append(int(torch.randint(self.cfg.distill.student_steps, (1,), generator=g)))
         return torch.tensor(out, dtype=torch.long)
 
-    def teacher_velocity(self, batch: dict[str, Any], x: torch.Tensor, sigma: torch.Tensor):
+    def _layout(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(latents, noise, clean leading frames): `[sink | clip]` for a reference-sink teacher,
+        the same layout stage 2 trained it on (`losses.sink_layout`), so teacher and student
+        see the avatar's frame held clean in front, as the pipeline renders."""
+        from generator.conditioning import SINK_FRAMES
+        from generator.train.losses import sink_layout
+
+        latents, noise = batch["latents"].float(), batch["noise"].float()
+        num_clean = self.cfg.num_clean_frames
+        if self.reference_sink:
+            latents, noise = sink_layout(latents, noise, batch.get("sink"))
+            num_clean += SINK_FRAMES
+        return latents, noise, num_clean
+
+    def teacher_velocity(
+        self,
+        batch: dict[str, Any],
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        num_clean: int | None = None,
+    ):
         from generator.conditioning import clean_frame_mask, token_timesteps
         from generator.pipeline_actavatar import Conditioning, Guidance, guided_velocity
 
         d = self.cfg.distill
         b, _, f, h, w = x.shape
-        mask = clean_frame_mask(f, self.cfg.num_clean_frames, b, device=x.device)
+        if num_clean is None:
+            num_clean = self.cfg.num_clean_frames
+        mask = clean_frame_mask(f, num_clean, b, device=x.device)
         tpf = (h // self.patch_hw[0]) * (w // self.patch_hw[1])
         ts = token_timesteps(sigma.float() * 1000.0, mask, tpf)
         neg, neg_ids = self.negative
@@ -209,8 +226,8 @@ class DistillTrainer(Trainer):
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         from generator.train.losses import noisy_inputs
 
-        d, num_clean = self.cfg.distill, self.cfg.num_clean_frames
-        latents, noise = batch["latents"].float(), batch["noise"].float()
+        d = self.cfg.distill
+        latents, noise, num_clean = self._layout(batch)
         if d.mode == "guidance":
             s0 = batch["sigma"].float()
         else:
@@ -220,10 +237,10 @@ class DistillTrainer(Trainer):
         xt, ts, mask = noisy_inputs(latents, noise, s0, num_clean, self.patch_hw)
         with torch.no_grad(), self.accelerator.autocast():
             if d.mode == "guidance":
-                target = self.teacher_velocity(batch, xt, s0)
+                target = self.teacher_velocity(batch, xt, s0, num_clean)
             else:
                 target = segment_targets(
-                    lambda x, s: self.teacher_velocity(batch, x, s),
+                    lambda x, s: self.teacher_velocity(batch, x, s, num_clean),
                     xt,
                     latents,
                     s0,

@@ -244,17 +244,45 @@ def test_train_stage2_cli_sink_checkpoint_exports_round_trips_and_renders(
     assert encoded == [[avatar], [avatar], [tail] * 5]
 
 
-def test_distilling_a_sink_teacher_is_one_clear_error(tmp_path, tiny_cache):
+def test_a_sink_teacher_distils_into_a_sink_student(tmp_path, tiny_cache):
+    """The student keeps the sink, and teacher and student see `[sink | clip]` with the sink
+    and the clip's clean frame held clean, as stage 2 trained and the pipeline renders."""
     from generator.train.models import load_transformer, resolve_base
     from generator.train.stages import trainer_for
 
     teacher = tmp_path / "teacher"
-    load_transformer(resolve_base("preset:tiny"), reference_sink=True).save_pretrained(
-        teacher / "transformer", safe_serialization=True
+    model = load_transformer(resolve_base("preset:tiny"), reference_sink=True)
+    with torch.no_grad():
+        model.sink_embedding.weight.normal_(std=0.5)  # a trained sink: it changes predictions
+    model.save_pretrained(teacher / "transformer", safe_serialization=True)
+    cfg = tiny_config(
+        tmp_path, "distill", tiny_cache, distill__teacher=str(teacher), train__max_steps=1
     )
-    cfg = tiny_config(tmp_path, "distill", tiny_cache, distill__teacher=str(teacher))
-    with pytest.raises(ValueError, match="reference-sink .* teacher cannot be distilled"):
-        trainer_for(cfg, echo=False).setup()
+    tr = trainer_for(cfg, echo=False)
+    tr.setup()
+    assert tr.reference_sink and tr.unwrapped.config.reference_sink
+    batch = next(iter(tr.make_dataloader(0, 1)))
+    latents, noise, num_clean = tr._layout(batch)
+    f = batch["latents"].shape[2]
+    assert latents.shape[2] == f + 1 and num_clean == cfg.num_clean_frames + 1
+    assert torch.equal(latents[:, :, 0], batch["latents"][:, :, 0])  # the clip's first frame
+    assert float(noise[:, :, 0].abs().sum()) == 0.0  # the sink is never noised
+    x = latents.clone()
+    x[:, :, num_clean:] = noise[:, :, num_clean:]
+    sigma = torch.ones(latents.shape[0])
+    with torch.no_grad():
+        v = tr.teacher_velocity(batch, x, sigma, num_clean)
+        moved = x.clone()
+        moved[:, :, 0] += 1.0  # another avatar in the sink changes the teacher's answer
+        v_moved = tr.teacher_velocity(batch, moved, sigma, num_clean)
+    assert v.shape == x.shape
+    assert float((v - v_moved)[:, :, num_clean:].abs().max()) > 1e-4
+    loss = tr.compute_loss(batch)
+    assert torch.isfinite(loss) and float(loss.detach()) > 0
+    before = tr.unwrapped.sink_embedding.weight.detach().clone()
+    tr.train()
+    assert not torch.equal(tr.unwrapped.sink_embedding.weight.detach(), before)  # it trains
+    assert torch.equal(tr.teacher.sink_embedding.weight.detach(), model.sink_embedding.weight)
 
 
 def test_sink_gap_window_cuts_latents_audio_and_phase_windows():
