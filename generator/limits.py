@@ -25,6 +25,7 @@ class CheckpointLimits:
     patch_size: tuple[int, int, int]
     vae_scale_spatial: int
     vae_scale_temporal: int
+    sink_frames: int = 0  # latent frames in front of the clip (the identity sink, issue 20)
 
     @property
     def max_height(self) -> int:
@@ -36,7 +37,7 @@ class CheckpointLimits:
 
     @property
     def max_latent_frames(self) -> int:
-        return self.rope_max_seq_len * self.patch_size[0]
+        return self.rope_max_seq_len * self.patch_size[0] - self.sink_frames
 
     @property
     def max_frames(self) -> int:
@@ -84,4 +85,5 @@ def checkpoint_limits(folder: str | Path) -> CheckpointLimits:
         patch_size=(patch[0], patch[1], patch[2]),
         vae_scale_spatial=int(vae_cfg.get("scale_factor_spatial", 16)),
         vae_scale_temporal=int(vae_cfg.get("scale_factor_temporal", 4)),
+        sink_frames=1 if cfg.get("reference_sink") else 0,
     )

@@ -56,3 +56,22 @@ def test_transformer_folder_alone_and_missing_config(tmp_path):
     assert lim.max_width == 32 * 2 * 16 and lim.vae_scale_temporal == 4
     with pytest.raises(FileNotFoundError, match="no transformer/config.json"):
         checkpoint_limits(tmp_path / "nothing")
+
+
+def test_a_sink_checkpoint_has_one_latent_frame_less(tmp_path):
+    """The identity sink takes a RoPE frame position in front of the clip (issue 20)."""
+    from generator.presets import get_transformer_config
+    from generator.transformer_actavatar import ActAvatarTransformer3DModel
+
+    torch.manual_seed(0)
+    model = ActAvatarTransformer3DModel(
+        **get_transformer_config("tiny", rope_max_seq_len=6, num_layers=1), reference_sink=True
+    ).eval()
+    model.save_pretrained(tmp_path / "ckpt" / "transformer")
+    lim = checkpoint_limits(tmp_path / "ckpt")
+    assert lim.sink_frames == 1 and lim.max_latent_frames == 5
+    assert lim.max_frames == 4 * (5 - 1) + 1 and lim.check(64, 64, 17) is None
+    assert "17 frames" in lim.check(64, 64, 21)
+    _forward(model, 5 + 1, 4, 4)  # [sink | 5 clip frames]: the edge runs
+    with pytest.raises(RuntimeError):
+        _forward(model, 6 + 1, 4, 4)

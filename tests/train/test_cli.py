@@ -101,8 +101,9 @@ def test_every_shipped_config_loads():
 
 
 def test_shipped_stage2_configs_train_time_aware_phases():
-    """Issue 19: a shipped stage-2 config trains time-aware phase attention (beyond the paper);
-    only `paper-exact-stage2.yaml` reproduces the paper without it."""
+    """Issues 19 and 20: a shipped stage-2 config trains time-aware phase attention and the
+    identity sink with noised context (beyond the paper); only `paper-exact-stage2.yaml`
+    reproduces the paper without them."""
     from generator.train.config import load_config
 
     stage2 = {}
@@ -117,8 +118,21 @@ def test_shipped_stage2_configs_train_time_aware_phases():
     assert not without, f"shipped stage-2 configs without time_aware_phases: {without}"
     exact = load_config(CONFIG_DIR / "paper-exact-stage2.yaml")
     paper = load_config(CONFIG_DIR / "paper-stage2.yaml")
-    # the same recipe apart from the switch (and the names of the run)
+    # the same recipe apart from the switches beyond the paper (and the names of the run)
+    assert (exact.model.reference_sink, exact.data.context_latents, exact.train.context_noise) == (
+        False,
+        1,
+        0.0,
+    )
+    assert (paper.model.reference_sink, paper.data.context_latents, paper.train.context_noise) == (
+        True,
+        3,
+        0.3,
+    )
     exact.model.time_aware_phases = paper.model.time_aware_phases
+    exact.model.reference_sink = paper.model.reference_sink
+    exact.data.context_latents = paper.data.context_latents
+    exact.train.context_noise = paper.train.context_noise
     exact.name, exact.output_dir, exact.source = paper.name, paper.output_dir, paper.source
     assert exact == paper
 
@@ -133,7 +147,9 @@ def _assert_render_reads_phase_windows(transformer) -> None:
     assert cfg.time_aware_phases is True
     assert all(b.phase_time.weight.abs().max() > 0 for b in transformer.blocks)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, cfg.in_channels, 5, 4, 4, generator=g)
+    # a checkpoint with the identity sink takes [sink | 5 clip frames]
+    sink = 1 if cfg.reference_sink else 0
+    x = torch.randn(1, cfg.in_channels, 5 + sink, 4, 4, generator=g)
     text = torch.randn(1, 8, cfg.text_dim, generator=g)
     ids = torch.tensor([[0, 0, 1, 1, 1, 2, 2, 2]])
     audio = torch.randn(1, 17, cfg.audio_layers, cfg.audio_in_dim, generator=g)
