@@ -50,6 +50,7 @@ GUARDS = [
     ("uvicorn", "run"),
     ("os", "execvpe"),
     ("generator.eval.bench", "run_bench"),
+    ("generator.eval.drift", "run_drift"),
     ("flows.evaluation.judge", "judge_video"),
     ("storage.migrations", "revision"),
     ("generator.train.models", "export_pipeline"),
@@ -137,6 +138,7 @@ PATH_OK = {
     ("dataset build", "out_dir"): {"missing", "dir"},
     ("checkpoints export", "out_dir"): {"missing", "dir"},
     ("eval synthetic", "out_dir"): {"missing", "dir"},
+    ("eval drift", "out_dir"): {"missing", "dir"},
     ("eval judge", "report"): {"missing", "file"},
     ("batch", "template"): {"file"},  # the rows name their scripts: the template goes unused
     # model files whose content only loading them checks (seconds of torch/onnx import)
@@ -399,6 +401,7 @@ def world(tmp_path_factory) -> Iterator[dict[str, str]]:
 @pytest.mark.parametrize(
     "case", CASES, ids=[f"{c.command}|{c.flag or c.param}={c.value}" for c in CASES]
 )
+@pytest.mark.timeout(120)  # a command that takes a value and its work is unguarded fails, not hangs
 def test_every_bad_value_is_one_line_exit_2(case: Case, world, monkeypatch):
     root = Path(world["root"])
     cmd = dict(_commands())[case.command]
