@@ -200,13 +200,13 @@ class DistillTrainer(Trainer):
         sigma: torch.Tensor,
         num_clean: int | None = None,
     ):
-        from generator.conditioning import clean_frame_mask, token_timesteps
+        from generator.conditioning import SINK_FRAMES, clean_frame_mask, token_timesteps
         from generator.pipeline_actavatar import Conditioning, Guidance, guided_velocity
 
         d = self.cfg.distill
         b, _, f, h, w = x.shape
-        if num_clean is None:
-            num_clean = self.cfg.num_clean_frames
+        if num_clean is None:  # x in `_layout`'s layout: the sink, when there is one, counts
+            num_clean = self.cfg.num_clean_frames + (SINK_FRAMES if self.reference_sink else 0)
         mask = clean_frame_mask(f, num_clean, b, device=x.device)
         tpf = (h // self.patch_hw[0]) * (w // self.patch_hw[1])
         ts = token_timesteps(sigma.float() * 1000.0, mask, tpf)
