@@ -141,13 +141,32 @@ def noise_context(
     sample's own `noise`; frames before `first` (the sink) and from `first + k_b` on (the
     frames to generate) are returned unchanged.
     """
+    b = latents.shape[0]
+    s = level.to(latents.device, latents.dtype).reshape(b, 1) * _in_context(
+        latents, num_context, first
+    )
+    s = s[:, None, :, None, None]  # (B, 1, F, 1, 1)
+    return (1 - s) * latents + s * noise.to(latents.dtype)
+
+
+def shift_context(
+    latents: torch.Tensor, offset: torch.Tensor, num_context: torch.Tensor | int, first: int = 0
+) -> torch.Tensor:
+    """Context frames [first, first + k_b) of sample b plus the per-channel `offset` (B, C):
+    a colour shift of the context in latent space (`train.context_shift`); the sink and the
+    frames to generate are returned unchanged."""
+    b, c = latents.shape[:2]
+    in_ctx = _in_context(latents, num_context, first)  # (B, F)
+    off = offset.to(latents.device, latents.dtype).reshape(b, c, 1)
+    return latents + (off * in_ctx[:, None])[..., None, None]
+
+
+def _in_context(latents: torch.Tensor, num_context: torch.Tensor | int, first: int) -> torch.Tensor:
+    """(B, F) 1 on the context frames [first, first + k_b) of each sample, else 0."""
     b, _, f, _, _ = latents.shape
     k = torch.as_tensor(num_context, device=latents.device).long().reshape(-1).expand(b)
     frames = torch.arange(f, device=latents.device)[None]
-    in_ctx = ((frames >= first) & (frames < first + k[:, None])).to(latents.dtype)
-    s = level.to(latents.device, latents.dtype).reshape(b, 1) * in_ctx  # (B, F)
-    s = s[:, None, :, None, None]
-    return (1 - s) * latents + s * noise.to(latents.dtype)
+    return ((frames >= first) & (frames < first + k[:, None])).to(latents.dtype)
 
 
 def color_match(

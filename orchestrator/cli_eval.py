@@ -2,8 +2,9 @@
 
 - `eval synthetic [--quick] --out DIR`: the synthetic Action Bench (tiny ActAvatar models
   trained on CPU with the real trainer; the paper's ablation rows) -> DIR/README.md.
-- `eval drift [--quick] --out DIR`: issue 20's drift study (chains of segments, latent vs
-  decoded-PNG hand-off, colour anchor, identity sink, noised context) -> DIR/README.md.
+- `eval drift [--quick] [--study switches|colour] --out DIR`: issue 20's drift study (chains
+  of segments, latent vs decoded-PNG hand-off, colour anchor, identity sink, noised context;
+  `colour`: the fixes of the colour step at the first join) -> DIR/README.md.
 - `eval judge VIDEO --plan plan.json`: the paper's MLLM-judge protocol on a real video
   (any OpenAI-compatible vision endpoint from the environment), optional SyncNet scores.
 
@@ -129,6 +130,13 @@ def drift(
         str | None,
         typer.Option(help="Merge these report folders (comma-separated; e.g. one per seed)."),
     ] = None,
+    study: Annotated[
+        str,
+        typer.Option(
+            help="switches (the model switches: sink, context, noise) or colour (fixes of the "
+            "colour step at the first join: sink gap, shifted context, the anchor on every row)."
+        ),
+    ] = "switches",
 ) -> None:
     """Drift over a long talk (issue 20): chained segments, drift per segment -> DIR/README.md.
 
@@ -138,7 +146,7 @@ def drift(
     """
     from dataclasses import replace
 
-    from generator.eval.drift import DRIFT_ROWS, DriftConfig, merge_drift, run_drift
+    from generator.eval.drift import STUDIES, DriftConfig, merge_drift, run_drift
 
     with one_line_errors():
         if out_dir.exists() and not out_dir.is_dir():
@@ -154,7 +162,11 @@ def drift(
                 raise InputError(str(exc), field="merge") from None
             out.print(f"report: {out_dir / 'README.md'}", highlight=False)
             return
-        cfg = DriftConfig.quick_config() if quick else DriftConfig.full()
+        if study not in STUDIES:
+            raise InputError(
+                f"--study: unknown study {study!r} (known: {', '.join(STUDIES)})", field="study"
+            )
+        cfg = DriftConfig.quick_config(study) if quick else DriftConfig.full(study)
         if seeds:
             try:
                 cfg = replace(cfg, seeds=tuple(int(s) for s in seeds.split(",") if s.strip()))
@@ -164,7 +176,7 @@ def drift(
                 ) from None
         if rows is not None:
             names = tuple(r.strip() for r in rows.split(",") if r.strip())
-            known = [r.name for r in DRIFT_ROWS]
+            known = [r.name for r in STUDIES[study]]
             bad = [n for n in names if n not in known]
             if bad or not names:
                 raise InputError(

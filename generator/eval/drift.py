@@ -53,7 +53,9 @@ import numpy as np
 from generator.eval.world import Clip, SyntheticWorld, WorldConfig, drift_world_config
 
 __all__ = [
+    "COLOUR_ROWS",
     "DRIFT_ROWS",
+    "STUDIES",
     "ChainMode",
     "DriftConfig",
     "DriftRow",
@@ -62,6 +64,7 @@ __all__ = [
     "pixel_round_trip",
     "merge_drift",
     "run_drift",
+    "study_rows",
 ]
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -85,6 +88,8 @@ class DriftRow:
     reference_sink: bool = False
     context_latents: int = 1
     context_noise: float = 0.0
+    sink_gap: int = 0
+    context_shift: float = 0.0
 
     def trainer_extra(self) -> dict[str, dict[str, Any]]:
         """The trainer config keys of the switches that differ from today (none for today)."""
@@ -93,8 +98,12 @@ class DriftRow:
             extra.setdefault("model", {})["reference_sink"] = True
         if self.context_latents != 1:
             extra.setdefault("data", {})["context_latents"] = self.context_latents
+        if self.sink_gap:
+            extra.setdefault("data", {})["sink_gap"] = self.sink_gap
         if self.context_noise > 0:
             extra.setdefault("train", {})["context_noise"] = self.context_noise
+        if self.context_shift > 0:
+            extra.setdefault("train", {})["context_shift"] = self.context_shift
         return extra
 
 
@@ -110,6 +119,21 @@ DRIFT_ROWS: tuple[DriftRow, ...] = (
     DriftRow("+context +noise", context_latents=3, context_noise=0.3),
     DriftRow("+context +sink +noise", reference_sink=True, context_latents=3, context_noise=0.3),
 )
+# The colour study (fixed after the first run found a colour step at the first join of the
+# sink + noise model, before this study's first run): two candidate model-side fixes on top of
+# that model, each on/off, and the colour anchor on every row. `+gap` trains the later
+# segments' layout, where the sink is an earlier frame than the context (`data.sink_gap` 2:
+# the window starts 0-2 latent frames after the sink); `+shift` trains with colour-shifted
+# context (`train.context_shift` 0.2: per-channel offsets up to 0.2 SD, about 3x the first
+# segment's colour error of 0.064), so that colour is taken from the clean sink.
+SINK_NOISE = DRIFT_ROWS[-1]
+COLOUR_ROWS: tuple[DriftRow, ...] = (
+    SINK_NOISE,
+    replace(SINK_NOISE, name="+context +sink +noise +gap", sink_gap=2),
+    replace(SINK_NOISE, name="+context +sink +noise +shift", context_shift=0.2),
+    replace(SINK_NOISE, name="+context +sink +noise +gap +shift", sink_gap=2, context_shift=0.2),
+)
+STUDIES: dict[str, tuple[DriftRow, ...]] = {"switches": DRIFT_ROWS, "colour": COLOUR_ROWS}
 
 
 @dataclass(frozen=True)
@@ -150,15 +174,22 @@ class DriftConfig:
     main_shift: float = 1.0
     rows: tuple[str, ...] = tuple(r.name for r in DRIFT_ROWS)
     quick: bool = False
+    # which row set (`STUDIES`): "switches" (the model switches, the first run) or "colour"
+    # (fixes of the colour step at the first join, the colour anchor on every row)
+    study: str = "switches"
 
     @classmethod
-    def full(cls) -> DriftConfig:
-        return cls()
+    def full(cls, study: str = "switches") -> DriftConfig:
+        return cls(study=study, rows=tuple(r.name for r in study_rows(study)))
 
     @classmethod
-    def quick_config(cls) -> DriftConfig:
+    def quick_config(cls, study: str = "switches") -> DriftConfig:
         """Plumbing only (CI): tiny budgets, the numbers mean nothing."""
-        return cls(
+        return replace(cls.full(study), **cls._quick_sizes())
+
+    @staticmethod
+    def _quick_sizes() -> dict[str, Any]:
+        return dict(
             seeds=(0,),
             pretrain_steps=4,
             steps=4,
@@ -173,12 +204,22 @@ class DriftConfig:
     def modes(self, row: str) -> list[ChainMode]:
         """The chain modes a row is measured in: `today` in latent and pixels mode at every
         shift, and with the colour anchor in latent and pixels at `main_shift`; the other
-        rows in latent and pixels at `main_shift`, without the anchor."""
+        rows in latent and pixels at `main_shift`, without the anchor (switches study) or
+        also with it in latent mode (colour study)."""
         main = [ChainMode("latent"), ChainMode("pixels", self.main_shift)]
+        if self.study == "colour":
+            return main + [ChainMode("latent", anchor=True)]
         if row != "today":
             return main
         extra = [ChainMode("pixels", s) for s in self.shifts if s != self.main_shift]
         return main + extra + [replace(m, anchor=True) for m in main]
+
+
+def study_rows(study: str) -> tuple[DriftRow, ...]:
+    """The model rows of a study (`STUDIES`), with a clear error for an unknown name."""
+    if study not in STUDIES:
+        raise ValueError(f"unknown drift study {study!r} (known: {', '.join(STUDIES)})")
+    return STUDIES[study]
 
 
 def model_switches_available() -> bool:
@@ -511,8 +552,9 @@ def run_drift(
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, cfg.threads))
     t0, c0 = time.time(), time.process_time()
-    rows = [r for r in DRIFT_ROWS if r.name in cfg.rows]
-    unknown = set(cfg.rows) - {r.name for r in DRIFT_ROWS}
+    known = study_rows(cfg.study)
+    rows = [r for r in known if r.name in cfg.rows]
+    unknown = set(cfg.rows) - {r.name for r in known}
     if unknown:
         raise ValueError(f"unknown drift rows: {', '.join(sorted(unknown))}")
     if any(r.trainer_extra() for r in rows) and not model_switches_available():

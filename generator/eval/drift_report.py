@@ -161,6 +161,21 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
                     k: _pairs_by_seed(runs[row][mode], runs["+context"][mode], k, last)
                     for k in KEYS
                 }
+    base = "+context +sink +noise"
+    if cfg.get("study") == "colour" and base in runs:
+        for mode in ("latent", main_pixels, "latent +anchor"):
+            for row in runs:
+                if row == base or mode not in runs[row] or mode not in runs[base]:
+                    continue
+                out["rows"][f"{row} - {base} | {mode}"] = {
+                    k: _pairs_by_seed(runs[row][mode], runs[base][mode], k, last) for k in KEYS
+                }
+        for row in runs:
+            if "latent +anchor" in runs[row] and "latent" in runs[row]:
+                out["rows"][f"{row}: latent +anchor - latent"] = {
+                    k: _pairs_by_seed(runs[row]["latent +anchor"], runs[row]["latent"], k, last)
+                    for k in KEYS
+                }
     out["recommendation"] = recommend(results, out)
     return out
 
@@ -211,12 +226,13 @@ def _plot(results: dict[str, Any], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     keys = ("identity_err", "color_mean_err", "color_spread_err", "temporal_iou")
+    cfg = results["config"]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6))
     seg = np.arange(1, results["config"]["n_segments"] + 1)
     for ax, key in zip(axes, keys):
         for row, modes in results["runs"].items():
             for mode, runs in modes.items():
-                if "+anchor" in mode and row != "today":
+                if "+anchor" in mode and row != "today" and cfg.get("study") != "colour":
                     continue
                 y = np.array([r[key] for r in runs], dtype=float)
                 m = y.mean(0)
@@ -316,6 +332,26 @@ def _shift_table(results: dict[str, Any]) -> str:
             f"{_ms(_seg(r, 'color_mean_err', last))} | {_ci(sl)} |"
         )
     return "\n".join(rows).replace("seg 12", f"seg {last + 1}")
+
+
+def _row_text(r: dict[str, Any]) -> str:
+    text = (
+        f"`{r['name']}` (reference_sink={r['reference_sink']}, context_latents="
+        f"{r['context_latents']}, context_noise={r['context_noise']}"
+    )
+    for key in ("sink_gap", "context_shift"):  # added with the colour study
+        if r.get(key):
+            text += f", {key}={r[key]}"
+    return text + ")"
+
+
+def _shift_section(results: dict[str, Any]) -> str:
+    if "today" not in results["runs"]:
+        return ""
+    return (
+        "### Drift against the size of the pixel round trip's colour shift (row `today`)\n\n"
+        f"{_shift_table(results)}\n\n"
+    )
 
 
 def _time_lines(results: dict[str, Any]) -> str:
@@ -419,11 +455,7 @@ perfect chain's ratio is the world's own).
 
 {_pair_lines(analysis["pixels_vs_latent"], ("identity_err", "color_mean_err", "temporal_iou"))}
 
-### Drift against the size of the pixel round trip's colour shift (row `today`)
-
-{_shift_table(results)}
-
-### Model switches and the colour anchor (paired per seed, segment {n_seg})
+{_shift_section(results)}### Model switches and the colour anchor (paired per seed, segment {n_seg})
 
 {_pair_lines(analysis["rows"], ("identity_err", "color_mean_err", "temporal_iou", "lip_corr"))}
 
@@ -443,7 +475,7 @@ perfect chain's ratio is the world's own).
   phases; per seed a backbone ({cfg["pretrain_steps"]} steps, brief captions, no audio) and
   per row {cfg["steps"]} stage-2 steps of the real `generator.train.Trainer` (batch
   {cfg["batch_size"]}, lr {cfg["lr"]}, {cfg["n_train"]} training clips). Rows:
-  {"; ".join(f"`{r['name']}` (reference_sink={r['reference_sink']}, context_latents={r['context_latents']}, context_noise={r['context_noise']})" for r in results["rows"])}.
+  {"; ".join(_row_text(r) for r in results["rows"])}.
 - Sampling: {cfg["sample_steps"]} Euler steps (`generator.eval.sampling.sample_clips`), no
   guidance; the initial noise depends only on (seed, segment), so modes and rows are paired.
   With the sink the layout is the pipeline's `[reference | context | generated]`.

@@ -131,6 +131,14 @@ class LoopConfig:
     # identity from the clean sink instead. SVD's conditioning augmentation tells the level
     # because it also noises the condition at inference; we keep the hand-off exact instead.
     context_noise: float = 0.0
+    # stage 2: the context frames also get a per-sample, per-channel offset of a drawn size
+    # in [0, context_shift] times a standard normal (a colour shift in latent space), hidden
+    # like the noise; 0 = off. Why: the sink and the context of a training clip always agree
+    # in colour, so the model can learn to copy colour from either; at inference the context
+    # is the previous segment's output with its colour error, and a model that copies it
+    # carries the error across the join (the drift study's colour step at the first join).
+    # Shifted contexts teach it to take colour from the clean sink.
+    context_shift: float = 0.0
     checkpoint_every: int = 1000
     keep_checkpoints: int | None = None  # None keeps every checkpoint (the registry points at them)
     log_every: int = 1
@@ -323,12 +331,15 @@ def _validate(cfg: TrainConfig, file: str | None) -> TrainConfig:
         raise bad("data.sink_gap", "needs model.reference_sink: true (it places the sink)")
     if not 0.0 <= cfg.train.context_noise <= 1.0:
         raise bad("train.context_noise", f"must be in [0, 1], got {cfg.train.context_noise}")
+    if not 0.0 <= cfg.train.context_shift <= 10.0:
+        raise bad("train.context_shift", f"must be in [0, 10], got {cfg.train.context_shift}")
     if cfg.stage != "stage2":
         for fld, value, default in (
             ("model.reference_sink", cfg.model.reference_sink, None),
             ("data.context_latents", cfg.data.context_latents, 1),
             ("data.sink_gap", cfg.data.sink_gap, 0),
             ("train.context_noise", cfg.train.context_noise, 0.0),
+            ("train.context_shift", cfg.train.context_shift, 0.0),
         ):
             if value not in (default, False):
                 raise bad(fld, f"is a stage-2 switch (this config's stage is {cfg.stage})")
@@ -403,6 +414,7 @@ _HASH_DEFAULTS = (
     ("data", "context_latents", 1),
     ("data", "sink_gap", 0),
     ("train", "context_noise", 0.0),
+    ("train", "context_shift", 0.0),
 )
 
 

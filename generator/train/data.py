@@ -183,10 +183,12 @@ class CachedClipDataset(Dataset):
         context_latents: int = 1,
         context_noise: float = 0.0,
         sink_gap: int = 0,
+        context_shift: float = 0.0,
     ):
         self.dir = find_cache_dir(cache_dir)
         self.context_latents = context_latents
         self.context_noise = context_noise
+        self.context_shift = context_shift
         self.sink_gap = sink_gap
         self.index = read_index(self.dir)
         self.stage = stage
@@ -260,6 +262,9 @@ class CachedClipDataset(Dataset):
             most = max(1, min(self.context_latents, latents.shape[1] - 1))  # >= 1 to generate
             extra["num_context"] = 1 + min(int(k_draw * most), most - 1)
             extra["context_level"] = float(level_draw) * self.context_noise
+            if self.context_shift:  # drawn last: the stream without it is unchanged
+                size = float(torch.rand(1, generator=g)) * self.context_shift
+                extra["context_shift"] = size * torch.randn(latents.shape[0], generator=g)  # (C,)
         else:
             text, phase_ids = t["caption_embeds"], None
         return {
@@ -275,6 +280,7 @@ class CachedClipDataset(Dataset):
             "keep_text": float(drop_text >= self.text_dropout),
             "keep_audio": float(drop_audio >= self.audio_dropout),
             # stage 2: num_context (clean context latents), context_level (their noise level),
+            # context_shift (C,) (their per-channel offset, with train.context_shift),
             # sink (C, 1, h, w) when the window is cut away from the clip's first frame
             **extra,
         }
@@ -368,14 +374,17 @@ def collate_clips(
 
 
 def _context_fields(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stage 2: per-sample clean context latents (B,), their noise level (B,) and the sink
-    frames (B, C, 1, h, w) of windows cut by `data.sink_gap`."""
+    """Stage 2: per-sample clean context latents (B,), their noise level (B,), their offset
+    (B, C) with `train.context_shift`, and the sink frames (B, C, 1, h, w) of windows cut by
+    `data.sink_gap`."""
     if not all("num_context" in it for it in items):
         return {}
     out = {
         "num_context": torch.tensor([it["num_context"] for it in items], dtype=torch.long),
         "context_level": torch.tensor([it["context_level"] for it in items]),
     }
+    if all("context_shift" in it for it in items):
+        out["context_shift"] = torch.stack([it["context_shift"] for it in items])  # (B, C)
     if all("sink" in it for it in items):
         out["sink"] = torch.stack([it["sink"] for it in items])  # (B, C, 1, h, w)
     return out

@@ -9,7 +9,8 @@ averaged over the noisy frames only.
 Stage 2 may also draw, per sample, how many leading latent frames are clean context
 (`num_context`, `data.context_latents`) and a noise level for them (`context_level`,
 `train.context_noise`: the level is hidden from the model, whose context tokens keep t = 0;
-see `LoopConfig.context_noise`), and keep the identity sink in front (`reference_sink`: the
+see `LoopConfig.context_noise`) and a per-channel offset for them (`context_shift`,
+`train.context_shift`, also hidden), and keep the identity sink in front (`reference_sink`: the
 clip's first latent frame, clean, t = 0, never noised, never in the loss; the layout of
 `generator.conditioning.prepend_sink`, as the pipeline builds it).
 """
@@ -26,6 +27,7 @@ from generator.conditioning import (
     context_frame_mask,
     noise_context,
     prepend_sink,
+    shift_context,
     token_timesteps,
 )
 
@@ -54,13 +56,15 @@ def noisy_inputs(
     *,
     context_level: torch.Tensor | None = None,
     context_start: int = 0,
+    context_offset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x_t, per-token timesteps (B, F*h'*w'), frame mask (B, F): 1 = noisy) for (B, C, F, h, w).
 
     `num_clean` is an int or a per-sample (B,) count of clean leading frames (the sink
     included when there is one). `context_level` (B,): the clean frames from `context_start`
     on (the context, after the sink) are noised to that level with `noise`; their timestep
-    stays 0 (the model is not told).
+    stays 0 (the model is not told). `context_offset` (B, C): added to those frames first (a
+    colour-shifted context, `train.context_shift`), also hidden.
     """
     b, _, f, h, w = latents.shape
     s = sigma.float().view(b, 1, 1, 1, 1)
@@ -68,6 +72,8 @@ def noisy_inputs(
     k = torch.as_tensor(num_clean, device=latents.device).long().reshape(-1).expand(b)
     mask = context_frame_mask(f, k).to(latents.device)
     clean = latents.float()
+    if context_offset is not None:
+        clean = shift_context(clean, context_offset.float(), k - context_start, context_start)
     if context_level is not None:
         clean = noise_context(
             clean, noise.float(), context_level.float(), k - context_start, context_start
@@ -91,13 +97,14 @@ def flow_matching_loss(
     In I2V mode (`num_clean` > 0) the batch's per-sample `num_context` replaces `num_clean`
     and its `context_level` noises the context, when present (stage-2 batches)."""
     latents, noise = batch["latents"], batch["noise"]  # (B, C, F, h, w)
-    level = None
+    level = offset = None
     if num_clean > 0:
         if batch.get("num_context") is not None:
             num_clean = batch["num_context"].to(latents.device)
         level = batch.get("context_level")
         if level is not None and not bool((level > 0).any()):
             level = None
+        offset = batch.get("context_shift")
     start = 0
     if reference_sink:
         if isinstance(num_clean, int) and num_clean == 0:
@@ -112,6 +119,7 @@ def flow_matching_loss(
         patch_hw,
         context_level=None if level is None else level.to(latents.device),
         context_start=start,
+        context_offset=None if offset is None else offset.to(latents.device),
     )
     pred = model(
         xt.to(dtype),

@@ -217,6 +217,7 @@ class Trainer:
             context_latents=cfg.data.context_latents,
             context_noise=cfg.train.context_noise,
             sink_gap=cfg.data.sink_gap,
+            context_shift=cfg.train.context_shift,
         )
         self.cache_dir = self.dataset.dir
         self.data_hash = data_hash(self.cache_dir)

@@ -344,3 +344,79 @@ def test_sink_gap_dataset_keeps_the_first_frame_as_the_sink(tmp_path, tiny_cache
     )
     with pytest.raises(ValueError, match="data.sink_gap.*no reference sink"):
         Trainer(no_sink, echo=False).setup()
+
+
+def test_context_shift_draws_a_hidden_per_channel_offset_of_the_context_only(
+    tmp_path, tiny_cache, stage1_adapter
+):
+    """`train.context_shift`: per sample a size in [0, max] times a normal per channel, drawn
+    after every other draw (a run without it is unchanged), added to the context frames only
+    (after the sink, before the frames to generate), validated and hashed when changed."""
+    ds = CachedClipDataset(
+        tiny_cache, "stage2", seed=5, context_latents=2, context_noise=0.3, context_shift=0.2
+    )
+    items = [ds[(i % len(ds), i)] for i in range(48)]
+    offsets = torch.stack([it["context_shift"] for it in items])  # (N, C)
+    assert offsets.shape == (48, items[0]["latents"].shape[0])
+    assert offsets.abs().max() > 0 and offsets.std(dim=1).max() <= 0.2 * 4.5
+    sizes = offsets.std(dim=1)  # per-sample size times a unit normal's spread
+    assert sizes.min() < 0.05 < 0.12 < sizes.max()  # the size is drawn, not fixed
+    plain = CachedClipDataset(tiny_cache, "stage2", seed=5, context_latents=2, context_noise=0.3)
+    assert "context_shift" not in plain[(0, 3)]
+    for i in (0, 3, 11):  # the older draws are untouched
+        a, b = plain[(i % len(ds), i)], items[i]
+        assert torch.equal(a["noise"], b["noise"]) and a["context_level"] == b["context_level"]
+        assert a["num_context"] == b["num_context"]
+
+    g = torch.Generator().manual_seed(1)
+    bsz, f = 2, 4
+    lat = torch.randn(bsz, 48, f, 4, 4, generator=g)
+    noise = torch.randn(bsz, 48, f, 4, 4, generator=g)
+    offset = torch.randn(bsz, 48, generator=g)
+    batch = {
+        "latents": lat,
+        "noise": noise,
+        "sigma": torch.tensor([0.5, 0.5]),
+        "prompt_embeds": torch.zeros(bsz, 4, 8),
+        "audio": torch.zeros(bsz, 13, 1, 1),
+        "phase_ids": None,
+        "audio_mask": torch.ones(bsz),
+        "num_context": torch.tensor([1, 2]),
+        "context_level": torch.zeros(2),
+        "context_shift": offset,
+    }
+    spy = _Spy()
+    flow_matching_loss(spy, batch, 1, (2, 2), reference_sink=True)
+    x, off = spy.x, offset[:, :, None, None]
+    assert torch.equal(x[:, :, 0], lat[:, :, 0])  # the sink: clean, unshifted
+    torch.testing.assert_close(x[0, :, 1], lat[0, :, 0] + off[0])  # sample 0: one context frame
+    torch.testing.assert_close(x[1, :, 1], lat[1, :, 0] + off[1])  # sample 1: two
+    torch.testing.assert_close(x[1, :, 2], lat[1, :, 1] + off[1])
+    torch.testing.assert_close(x[0, :, 2], 0.5 * lat[0, :, 1] + 0.5 * noise[0, :, 1])
+    assert spy.timestep.view(bsz, f + 1, 4)[:, 1].abs().max() == 0  # hidden: context t = 0
+
+    base = tiny_config(tmp_path, "stage2", tiny_cache, model__adapter=str(stage1_adapter))
+    shifted = tiny_config(
+        tmp_path,
+        "stage2",
+        tiny_cache,
+        model__adapter=str(stage1_adapter),
+        train__context_shift=0.2,
+    )
+    assert config_hash(base) != config_hash(shifted)
+    assert config_hash(base) == config_hash(
+        tiny_config(
+            tmp_path,
+            "stage2",
+            tiny_cache,
+            model__adapter=str(stage1_adapter),
+            train__context_shift=0.0,
+        )
+    )
+    with pytest.raises(ConfigError, match=r"train.context_shift.*\[0, 10\]"):
+        tiny_config(tmp_path, "stage2", tiny_cache, train__context_shift=-0.1)
+    with pytest.raises(ConfigError, match="train.context_shift.*stage-2 switch"):
+        tiny_config(tmp_path, "stage1", tiny_cache, train__context_shift=0.2)
+    tr = Trainer(shifted, echo=False).setup()  # reaches the batches the loss reads
+    assert tr.dataset.context_shift == 0.2
+    assert next(iter(tr.make_dataloader(0, 1)))["context_shift"].abs().max() > 0
