@@ -118,6 +118,7 @@ STRING_BAD = {
     "url": ["nonsense://x"],
     "bucket": ["axb"],
     "set_": ["nokeyvalue"],
+    "study": ["hue"],
     "encoders": ["preset:huge"],
     "repo": ["no-owner"],
     "size": ["big"],

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from generator.eval.drift import (
+    COLOUR_ROWS,
     DRIFT_ROWS,
     ChainMode,
     DriftConfig,
@@ -147,6 +148,50 @@ def test_recommend_picks_a_passing_combination():
     rec = recommend(results, analysis)
     assert rec["combination"] == "a | latent" and rec["passes_done_when"]
     assert rec["passing"] == ["a | latent"]
+
+
+def test_colour_study_rows_modes_and_paired_comparisons():
+    """The colour study: the sink + noise model and its two fixes each on/off, the anchor in
+    latent mode on every row; its report pairs every row with the sink + noise model per mode
+    and every row's anchored chain with its plain one."""
+    from generator.eval.drift_report import analyse
+
+    cfg = DriftConfig.full("colour")
+    assert cfg.rows == tuple(r.name for r in COLOUR_ROWS) and cfg.study == "colour"
+    assert [m.name for m in cfg.modes(cfg.rows[1])] == ["latent", "pixels 1", "latent +anchor"]
+    assert DriftConfig.quick_config("colour").rows == cfg.rows
+    assert DriftConfig.full().rows == tuple(r.name for r in DRIFT_ROWS)
+    both = COLOUR_ROWS[-1].trainer_extra()
+    assert both == {
+        "model": {"reference_sink": True},
+        "data": {"context_latents": 3, "sink_gap": 2},
+        "train": {"context_noise": 0.3, "context_shift": 0.2},
+    }
+    with pytest.raises(ValueError, match="unknown drift study 'hue'"):
+        DriftConfig.full("hue")
+
+    def run(seed, colour_last):
+        r = {k: [0.1, 0.1] for k in ("identity_err", "color_spread_err", "temporal_iou")}
+        r.update(seed=seed, lip_corr=[0.9, 0.9], color_mean_err=[0.05, colour_last])
+        return dict(r, seam_ratio=1.0)
+
+    base, gap = COLOUR_ROWS[0].name, COLOUR_ROWS[1].name
+    modes = ("latent", "pixels 1", "latent +anchor")
+    results = {
+        "config": {"n_segments": 2, "main_shift": 1.0, "study": "colour"},
+        "runs": {
+            base: {m: [run(s, 0.10 + 0.01 * s) for s in range(3)] for m in modes},
+            gap: {m: [run(s, 0.06 + 0.01 * s * (m == "latent")) for s in range(3)] for m in modes},
+        },
+    }
+    rows = analyse(results)["rows"]
+    assert set(rows) == {f"{gap} - {base} | {m}" for m in modes} | {
+        f"{r}: latent +anchor - latent" for r in (base, gap)
+    }
+    d = rows[f"{gap} - {base} | latent"]["color_mean_err"]
+    assert d["mean"] == pytest.approx(-0.04) and d["per_seed"] == [-0.04, -0.04, -0.04]
+    a = rows[f"{gap}: latent +anchor - latent"]["color_mean_err"]
+    assert a["per_seed"] == pytest.approx([0.0, -0.01, -0.02])
 
 
 @pytest.mark.slow
