@@ -418,6 +418,7 @@ def write_drift_report(results: dict[str, Any], out: str | Path) -> Path:
         else "none measured."
     )
     n_seg = cfg["n_segments"]
+    study_flag = f" --study {cfg['study']}" if cfg.get("study", "switches") != "switches" else ""
     text = f"""# Drift over a long talk: chained segments in the synthetic world{quick}
 
 Chains of {n_seg} segments ({n_seg * w["num_gen_frames"] * w["frame_seconds"]:.0f} s at
@@ -495,7 +496,7 @@ perfect chain's ratio is the world's own).
 - Controls: the perfect chain (each segment = its truth) and the blind chain (segment k of
   chain i = segment k of another chain), no model.
 
-Reproduce: `avatar-flow eval drift --out DIR` (full; `--seeds N` per process and `--merge`
+Reproduce: `avatar-flow eval drift{study_flag} --out DIR` (full; `--seeds N` per process and `--merge`
 to join parts) or `--quick` (plumbing only). Raw numbers per seed: `results.json`.
 """
     path = out / "README.md"

@@ -118,21 +118,26 @@ def test_shipped_stage2_configs_train_time_aware_phases():
     assert not without, f"shipped stage-2 configs without time_aware_phases: {without}"
     exact = load_config(CONFIG_DIR / "paper-exact-stage2.yaml")
     paper = load_config(CONFIG_DIR / "paper-stage2.yaml")
+
     # the same recipe apart from the switches beyond the paper (and the names of the run)
-    assert (exact.model.reference_sink, exact.data.context_latents, exact.train.context_noise) == (
-        False,
-        1,
-        0.0,
-    )
-    assert (paper.model.reference_sink, paper.data.context_latents, paper.train.context_noise) == (
-        True,
-        3,
-        0.3,
-    )
+    def switches(c):
+        return (
+            c.model.reference_sink,
+            c.data.context_latents,
+            c.data.sink_gap,
+            c.train.context_noise,
+            c.train.context_shift,
+        )
+
+    assert switches(exact) == (False, 1, 0, 0.0, 0.0)
+    # the drift study's passing combination (docs/eval/drift/colour/)
+    assert switches(paper) == (True, 3, 5, 0.3, 0.2)
     exact.model.time_aware_phases = paper.model.time_aware_phases
     exact.model.reference_sink = paper.model.reference_sink
     exact.data.context_latents = paper.data.context_latents
+    exact.data.sink_gap = paper.data.sink_gap
     exact.train.context_noise = paper.train.context_noise
+    exact.train.context_shift = paper.train.context_shift
     exact.name, exact.output_dir, exact.source = paper.name, paper.output_dir, paper.source
     assert exact == paper
 

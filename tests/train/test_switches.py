@@ -74,6 +74,7 @@ def _legacy_hash(cfg) -> str:
     data["data"].pop("context_latents", None)
     data["data"].pop("sink_gap", None)
     data["train"].pop("context_noise", None)
+    data["train"].pop("context_shift", None)
     for key in (
         "resume",
         "checkpoint_every",
