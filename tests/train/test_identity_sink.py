@@ -395,24 +395,12 @@ def test_context_shift_draws_a_hidden_per_channel_offset_of_the_context_only(
     torch.testing.assert_close(x[0, :, 2], 0.5 * lat[0, :, 1] + 0.5 * noise[0, :, 1])
     assert spy.timestep.view(bsz, f + 1, 4)[:, 1].abs().max() == 0  # hidden: context t = 0
 
-    base = tiny_config(tmp_path, "stage2", tiny_cache, model__adapter=str(stage1_adapter))
-    shifted = tiny_config(
-        tmp_path,
-        "stage2",
-        tiny_cache,
-        model__adapter=str(stage1_adapter),
-        train__context_shift=0.2,
-    )
-    assert config_hash(base) != config_hash(shifted)
-    assert config_hash(base) == config_hash(
-        tiny_config(
-            tmp_path,
-            "stage2",
-            tiny_cache,
-            model__adapter=str(stage1_adapter),
-            train__context_shift=0.0,
-        )
-    )
+    def stage2(**kw):
+        return tiny_config(tmp_path, "stage2", tiny_cache, model__adapter=str(stage1_adapter), **kw)
+
+    shifted = stage2(train__context_shift=0.2)
+    assert config_hash(stage2()) != config_hash(shifted)
+    assert config_hash(stage2()) == config_hash(stage2(train__context_shift=0.0))
     with pytest.raises(ConfigError, match=r"train.context_shift.*\[0, 10\]"):
         tiny_config(tmp_path, "stage2", tiny_cache, train__context_shift=-0.1)
     with pytest.raises(ConfigError, match="train.context_shift.*stage-2 switch"):
