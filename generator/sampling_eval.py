@@ -953,6 +953,29 @@ def run_study(
     return results
 
 
+def record_measurement(student: Path, results: Path, row: str) -> Path:
+    """A study row's verdict against the best teacher as the student's `measured` record."""
+    from generator.sampling import write_student_measurement
+
+    data = json.loads(Path(results).read_text())
+    table = data["summary"]["table"]
+    if row not in table:
+        raise SystemExit(f"{results}: no row {row!r} (rows: {', '.join(table)})")
+    r = table[row]
+    return write_student_measurement(
+        student,
+        {
+            "within_noise": bool(r["within_noise"]),
+            "worse": list(r["worse_than_best"]),
+            "reference": data["best_row"],
+            "row": row,
+            "metrics": {k: r[k]["mean"] for k in VERDICT_METRICS},
+            "source": f"{results.parent.name}/{results.name}: {row}"
+            + (" (QUICK)" if data.get("quick") else ""),
+        },
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m generator.sampling_eval", description=__doc__)
     parser.add_argument("--out", type=Path, help="report folder (the study)")
@@ -968,7 +991,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a second process: claim per-seed units of the run in --work, write no report",
     )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="STUDENT",
+        help="write a study row's measured quality into a student's sampling.json (--fast "
+        "then prefers the best measured student)",
+    )
+    parser.add_argument("--row", default=None, help="with --record: the study row's name")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "docs/eval/sampling/results.json",
+        help="with --record: the study's results.json",
+    )
     args = parser.parse_args(argv)
+    if args.record:
+        if not args.row:
+            parser.error("--record needs --row (a row of the study's table)")
+        print(record_measurement(args.record, args.results, args.row))
+        return 0
     if args.calibrate:
         from generator.calibration import calibrate_pipeline
 

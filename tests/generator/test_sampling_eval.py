@@ -105,6 +105,20 @@ def test_quick_study_end_to_end(tmp_path):
     assert f"**Best teacher: {best}**" in text
     saved = json.loads((out / "results.json").read_text())
     assert saved["options"]["trajectory student 8"]["evaluations"] == 8
+    # a study row's verdict recorded into a student's sampling.json (what --fast ranks by)
+    from generator.sampling import read_sampling_file, write_sampling_file
+    from generator.sampling_eval import main
+
+    student = tmp_path / "student"
+    student.mkdir()
+    write_sampling_file(student, {"student": {"mode": "trajectory", "steps": 8}})
+    row = "trajectory student 8 + identity"
+    assert (
+        main(["--record", str(student), "--row", row, "--results", str(out / "results.json")]) == 0
+    )
+    measured = read_sampling_file(student)["student"]["measured"]
+    assert measured["within_noise"] == table[row]["within_noise"] and measured["row"] == row
+    assert measured["worse"] == table[row]["worse_than_best"] and "QUICK" in measured["source"]
     # a second run on the same work folder re-uses every unit (nothing retrained)
     again = run_study(cfg, tmp_path / "out2", log=lambda line: None, work=tmp_path / "work")
     assert again["summary"]["table"][best] == table[best]
