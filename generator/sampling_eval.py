@@ -733,6 +733,32 @@ def write_report(results: dict[str, Any], out: Path) -> None:
             + "; ".join(f"{k} ({len(v)} of {len(few)} rows)" for k, v in fails.items())
             + "."
         )
+    pairs = [
+        (nm, nm.replace(" + identity", ""))
+        for nm in table
+        if nm.endswith(" + identity") and nm.replace(" + identity", "") in table
+    ]
+    if pairs:
+        lines += [
+            "",
+            "Identity term, paired (same teacher, same pool, same noise): Δ = row with the term "
+            "minus the same student without it, mean ± SE over the teachers.",
+            "",
+            "| students | H@S Δ | temporal IoU Δ | lip corr Δ | identity err Δ |",
+            "|---|---|---|---|---|",
+        ]
+        runs = results["runs"]
+        for with_id, plain in pairs:
+            cells = []
+            for k in VERDICT_METRICS:
+                d = [
+                    runs[with_id][s_]["metrics"][k] - runs[plain][s_]["metrics"][k]
+                    for s_ in runs[with_id]
+                    if s_ in runs[plain]
+                ]
+                se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+                cells.append(f"{np.mean(d):+.3f} ± {se:.3f}")
+            lines.append(f"| {with_id} vs {plain} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Training: " + "; ".join(results["training_log"]),
