@@ -67,7 +67,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,8 @@ class StudyConfig:
     quick: bool = False
     bench: Any = None  # generator.eval.bench.BenchConfig
     students: tuple[Student, ...] = STUDENTS
+    # a sweep row to judge against instead of the rule's choice (a labelled sensitivity run)
+    best_override: str | None = None
 
     @classmethod
     def make(cls, quick: bool) -> StudyConfig:
@@ -681,8 +683,13 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "",
         "Selection MDE (pooled training-seed SD over the sweep): "
         + ", ".join(f"{k} {v:.3f}" for k, v in sel["selection_mde"].items())
-        + f". **Best teacher: {best}** (lowest identity error among the settings within that "
-        "MDE of the best on H@S, temporal IoU and lip corr).",
+        + (
+            f". **Best teacher: {best}** (lowest identity error among the settings within that "
+            "MDE of the best on H@S, temporal IoU and lip corr)."
+            if not results.get("best_override")
+            else f". The rule chose {sel['best']}; **this run judges against {best} instead** "
+            "(`--best`, a sensitivity analysis chosen after seeing the sweep: label it so)."
+        ),
         "",
         "## 2. Quality vs evaluations per clip, against the best teacher",
         "",
@@ -915,8 +922,11 @@ def run_study(
         {r.name: {s: runs[r.name][s]["metrics"] for s in cfg.train_seeds} for r in sweep},
         {r.name: runs[r.name][cfg.train_seeds[0]]["evaluations"] for r in sweep},
     )
-    best = next(r for r in sweep if r.name == sel["best"])
-    log(f"best teacher: {best.name} (eligible: {', '.join(sel['eligible'])})")
+    chosen = cfg.best_override or sel["best"]
+    if chosen not in {r.name for r in sweep}:
+        raise ValueError(f"--best {chosen!r}: not a sweep row ({', '.join(r.name for r in sweep)})")
+    best = next(r for r in sweep if r.name == chosen)
+    log(f"best teacher: {best.name} (rule: {sel['best']}; eligible: {', '.join(sel['eligible'])})")
 
     # 2. rows at the best setting, pools and unconfounded students
     tag = f"best-{_row_key(best)}-n{cfg.test_clips}-p{cfg.pool_clips}-s{cfg.distill_steps}"
@@ -953,6 +963,7 @@ def run_study(
         "identity_weight": cfg.identity_weight,
         "sweep_rows": [r.name for r in sweep],
         "best_row": best.name,
+        "best_override": cfg.best_override,
         "best": {
             "solver": best.solver,
             "steps": best.steps,
@@ -1026,6 +1037,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--row", default=None, help="with --record: the study row's name")
     parser.add_argument(
+        "--best",
+        default=None,
+        metavar="ROW",
+        help="judge against this sweep row instead of the rule's best teacher (sensitivity)",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=Path(__file__).resolve().parents[1] / "docs/eval/sampling/results.json",
@@ -1055,12 +1072,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error("give --out DIR (the study) or --calibrate PIPELINE")
+    cfg = replace(StudyConfig.make(args.quick), best_override=args.best)
     if args.worker:
         if args.work is None:
             parser.error("--worker needs --work (the main run's folder)")
-        run_study(StudyConfig.make(args.quick), args.out, work=args.work, worker=True)
+        run_study(cfg, args.out, work=args.work, worker=True)
         return 0
-    res = run_study(StudyConfig.make(args.quick), args.out, work=args.work)
+    res = run_study(cfg, args.out, work=args.work)
     print(f"done in {res['seconds'] / 60:.1f} min -> {args.out / 'README.md'}")
     return 0
 
