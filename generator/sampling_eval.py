@@ -864,8 +864,10 @@ def run_study(
     log(f"data: {len(clips)} test clips ({time.perf_counter() - t0:.0f} s)")
     training_log: list[str] = []
 
-    def tlog(line: str) -> None:
+    def tlog(line: str) -> None:  # every process's training lines, in the work folder
         training_log.append(line.strip())
+        with open(work / "training.log", "a") as fh:
+            fh.write(line.strip() + "\n")
         log(line)
 
     claims = _Claims(work, log)
@@ -977,7 +979,9 @@ def run_study(
             for r in (*sweep, *best_rows(cfg.students))
         },
         "runs": {k: {str(s): v for s, v in per.items()} for k, per in runs.items()},
-        "training_log": training_log,
+        "training_log": (work / "training.log").read_text().splitlines()
+        if (work / "training.log").is_file()
+        else training_log,
     }
     results["summary"] = summarise({"runs": runs, "best_row": best.name})
     results["options"] = {
