@@ -884,7 +884,9 @@ def run_study(
     latents: dict[tuple[str, int], torch.Tensor] = {}
 
     def measure(model: Any, row: Row, best: Row, seed: int) -> None:
-        key = _row_key(row) if row.scale is not None else f"{_row_key(row)}-{_row_key(best)}"
+        key = _row_key(row)
+        if row.scale is None or row.model != "teacher":  # depends on the best teacher
+            key += f"-{_row_key(best)}"
         if row.model != "teacher":
             key += f"-p{cfg.pool_clips}-s{cfg.distill_steps}"
         cache = work / f"seed-{seed}" / f"row-{key}-n{cfg.test_clips}.pt"

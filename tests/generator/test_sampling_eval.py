@@ -5,6 +5,7 @@ pipeline's loop, students distilled from the best teacher's own sampler via a po
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -121,4 +122,13 @@ def test_quick_study_end_to_end(tmp_path):
     assert measured["worse"] == table[row]["worse_than_best"] and "QUICK" in measured["source"]
     # a second run on the same work folder re-uses every unit (nothing retrained)
     again = run_study(cfg, tmp_path / "out2", log=lambda line: None, work=tmp_path / "work")
-    assert again["summary"]["table"][best] == table[best]
+    assert again["summary"]["table"] == table
+    # judged against another sweep row (--best): new pools, students and student rows
+    other = next(r for r in res["sweep_rows"] if r != best)
+    alt = run_study(
+        replace(cfg, best_override=other), tmp_path / "alt", lambda line: None, tmp_path / "work"
+    )
+    assert alt["best_row"] == other and alt["selection"]["best"] == best
+    assert alt["summary"]["table"][other]["distance"]["mean"] == 0.0
+    for name in ("trajectory student 8", "trajectory student 4 + identity"):
+        assert alt["runs"][name]["0"]["metrics"] != res["runs"][name]["0"]["metrics"], name
