@@ -2,7 +2,10 @@
 students and a training-seed noise band, on the synthetic Action Bench, sampled with the
 pipeline's own code.
 
-    .venv/bin/python -m generator.sampling_eval --out docs/eval/sampling [--quick]
+    .venv/bin/python -m generator.sampling_eval --out docs/eval/sampling --work DIR [--quick]
+    .venv/bin/python -m generator.sampling_eval --out X --work DIR --worker   # a 2nd process
+    .venv/bin/python -m generator.sampling_eval --out X --work DIR --best ROW  # sensitivity
+    .venv/bin/python -m generator.sampling_eval --record STUDENT --row ROW    # for --fast
 
 Protocol (fixed before the first full run; one run, one process, one torch thread; every
 expensive step is cached in `--work`, so an interrupted run resumes where it stopped):
