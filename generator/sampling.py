@@ -72,6 +72,7 @@ __all__ = [
     "disable_step_cache",
     "enable_step_cache",
     "find_student",
+    "forward_flops",
     "guidance_on",
     "interpolate_ratios",
     "make_scheduler",
@@ -130,6 +131,41 @@ def guidance_on(sigma: float, interval: tuple[float, float] | None) -> bool:
         return True
     lo, hi = interval
     return lo <= sigma <= hi
+
+
+def forward_flops(
+    cfg: dict[str, Any], frames: int = 125, height: int = 704, width: int = 1280
+) -> dict[str, float]:
+    """FLOPs of one ActAvatar forward (B=1) of transformer config `cfg` on a clip of `frames`
+    video frames at height x width: `full`, and `skipped` (what a step-cache skip still runs:
+    patch embedding, per-token time embedding, text projection, output head). The terms of
+    benchmarks/generator.py and GENERATOR.md section 5; what benchmarks and the sampling study
+    project GPU time from."""
+    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    f_ff, layers, text_len = cfg["ffn_dim"], cfg["num_layers"], 512
+    lat_f, lat_h, lat_w = (frames - 1) // 4 + 1, height // 16, width // 16
+    n = lat_f * (lat_h // 2) * (lat_w // 2)
+    outside = (
+        2 * n * (256 * d + d * d + 6 * d * d)  # per-token time embedding
+        + 2 * text_len * (4096 * d + d * d)  # text projection
+        + 2 * n * (48 * 4 * d)
+        + 2 * n * d * 192  # patch embedding + output head
+    )
+    blocks = (
+        2 * n * layers * (4 * d * d + 2 * d * d + 2 * d * f_ff)
+        + 2 * layers * 2 * d * d * text_len
+        + 4 * layers * n * n * d
+        + 4 * layers * n * text_len * d
+    )
+    na, c = cfg["audio_tokens_per_frame"], cfg["audio_token_dim"]
+    feat, hid = cfg["audio_layers"] * cfg["audio_in_dim"], cfg["audio_hidden_dim"]
+    adapter = (
+        2 * n * layers * 2 * d * d
+        + 2 * layers * lat_f * na * 2 * c * d
+        + 4 * layers * n * na * d
+        + 2 * lat_f * (8 * feat * hid + hid * hid + hid * na * c)
+    )
+    return {"full": float(outside + blocks + adapter), "skipped": float(outside), "tokens": n}
 
 
 # ---------------------------------------------------------------------------------- options

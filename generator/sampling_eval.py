@@ -61,8 +61,9 @@ expensive step is cached in `--work`, so an interrupted run resumes where it sto
    noise* when no metric's mean paired difference is worse than the band MDE; *worse* when
    one is, in the bad direction.
 9. Time: CPU seconds per clip of each row measured in this run (one thread, shared machine),
-   and evaluations x the 5B forward's FLOPs (`benchmarks/sampling.py`) projected to a 5-s
-   704x1280 clip on one H100 / H200 at 40-60 % of the dense BF16 peak.
+   and evaluations x the 5B forward's FLOPs (`generator.sampling.forward_flops`, the count
+   `benchmarks/sampling.py` uses) projected to a 5-s 704x1280 clip on one H100 / H200 at
+   40-60 % of the dense BF16 peak.
 """
 
 from __future__ import annotations
@@ -612,16 +613,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 
 def projection(evals: int) -> dict[str, float]:
     """Seconds for a 5-s 704x1280 clip on one H100 / H200 at 40 and 60 % of the BF16 peak
-    (`benchmarks/sampling.py`'s FLOP count of the 5B forward)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sampling.py"
-    spec = importlib.util.spec_from_file_location("_bench_sampling", path)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    (`generator.sampling.forward_flops` of the 5B forward)."""
     from generator.presets import WAN22_TI2V_5B_TRANSFORMER_CONFIG
+    from generator.sampling import forward_flops
 
-    flops = mod.forward_flops(WAN22_TI2V_5B_TRANSFORMER_CONFIG)["full"]
+    flops = forward_flops(WAN22_TI2V_5B_TRANSFORMER_CONFIG)["full"]
     return {f"{int(u * 100)}%": evals * flops / (u * 989e12) for u in (0.4, 0.6)}
 
 
