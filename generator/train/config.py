@@ -430,6 +430,11 @@ _HASH_DEFAULTS = (
     ("data", "context_latents", 1),
     ("data", "sink_gap", 0),
     ("train", "context_noise", 0.0),
+)
+
+
+# distill keys added by issue 21, hashed only when changed (earlier distill hashes stay valid)
+_DISTILL_HASH_DEFAULTS = (
     ("distill", "pool", ""),
     ("distill", "identity_weight", 0.0),
     ("distill", "identity_channels", None),
@@ -456,7 +461,7 @@ def config_hash(cfg: TrainConfig) -> str:
     if cfg.stage != "distill":  # the distill section was added later: earlier hashes stay valid
         data.pop("distill", None)
     # switches added later are hashed only when changed, so earlier hashes stay valid
-    for section, key, default in _HASH_DEFAULTS:
+    for section, key, default in (*_HASH_DEFAULTS, *_DISTILL_HASH_DEFAULTS):
         if section in data and data[section].get(key) == default:
             data[section].pop(key, None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
