@@ -68,9 +68,11 @@ __all__ = [
     "SamplingRequest",
     "StepCacheConfig",
     "candidate_options",
+    "choose_student",
     "disable_step_cache",
     "enable_step_cache",
     "find_student",
+    "forward_flops",
     "guidance_on",
     "interpolate_ratios",
     "make_scheduler",
@@ -78,6 +80,7 @@ __all__ = [
     "resolve_sampling",
     "step_cache_stats",
     "write_sampling_file",
+    "write_student_measurement",
 ]
 
 SAMPLING_FILE = "sampling.json"
@@ -128,6 +131,41 @@ def guidance_on(sigma: float, interval: tuple[float, float] | None) -> bool:
         return True
     lo, hi = interval
     return lo <= sigma <= hi
+
+
+def forward_flops(
+    cfg: dict[str, Any], frames: int = 125, height: int = 704, width: int = 1280
+) -> dict[str, float]:
+    """FLOPs of one ActAvatar forward (B=1) of transformer config `cfg` on a clip of `frames`
+    video frames at height x width: `full`, and `skipped` (what a step-cache skip still runs:
+    patch embedding, per-token time embedding, text projection, output head). The terms of
+    benchmarks/generator.py and GENERATOR.md section 5; what benchmarks and the sampling study
+    project GPU time from."""
+    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    f_ff, layers, text_len = cfg["ffn_dim"], cfg["num_layers"], 512
+    lat_f, lat_h, lat_w = (frames - 1) // 4 + 1, height // 16, width // 16
+    n = lat_f * (lat_h // 2) * (lat_w // 2)
+    outside = (
+        2 * n * (256 * d + d * d + 6 * d * d)  # per-token time embedding
+        + 2 * text_len * (4096 * d + d * d)  # text projection
+        + 2 * n * (48 * 4 * d)
+        + 2 * n * d * 192  # patch embedding + output head
+    )
+    blocks = (
+        2 * n * layers * (4 * d * d + 2 * d * d + 2 * d * f_ff)
+        + 2 * layers * 2 * d * d * text_len
+        + 4 * layers * n * n * d
+        + 4 * layers * n * text_len * d
+    )
+    na, c = cfg["audio_tokens_per_frame"], cfg["audio_token_dim"]
+    feat, hid = cfg["audio_layers"] * cfg["audio_in_dim"], cfg["audio_hidden_dim"]
+    adapter = (
+        2 * n * layers * 2 * d * d
+        + 2 * layers * lat_f * na * 2 * c * d
+        + 4 * layers * n * na * d
+        + 2 * lat_f * (8 * feat * hid + hid * hid + hid * na * c)
+    )
+    return {"full": float(outside + blocks + adapter), "skipped": float(outside), "tokens": n}
 
 
 # ---------------------------------------------------------------------------------- options
@@ -260,16 +298,16 @@ def resolve_sampling(checkpoint: str | Path, request: SamplingRequest) -> Resolv
     }
     note = "teacher"
     if request.fast:
-        found = find_student(folder)
+        found = choose_student(folder)
         if found is None:
             raise ValueError(
                 f"{folder}: no distilled student for --fast (sampling.json lists none); train "
                 "one with `avatar-flow train distill CONFIG`"
             )
-        folder, student = found
+        folder, student, why = found
         note = (
             f"distilled student {folder} ({student['mode']}, {student['steps']} steps, "
-            f"{student['evaluations_per_clip']} evaluations per clip)"
+            f"{student['evaluations_per_clip']} evaluations per clip; {why})"
         )
         kwargs.update(
             num_inference_steps=int(student["steps"]),
@@ -369,13 +407,26 @@ def write_sampling_file(folder: str | Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def find_student(checkpoint: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The distilled student for `--fast`: the folder itself when it is a student, else the
-    registered student (in the teacher's `sampling.json`) with the fewest evaluations."""
+def _student_rank(student: dict[str, Any]) -> tuple[int, int, int, int]:
+    """Sort key of `choose_student`: measured before unmeasured; within the reference's noise
+    first; then the fewest metrics worse than the reference; then the fewest evaluations."""
+    evals = int(student.get("evaluations_per_clip", 10**9))
+    m = student.get("measured")
+    if not m:
+        return (1, 0, 0, evals)
+    return (0, 0 if m.get("within_noise") else 1, len(m.get("worse", [])), evals)
+
+
+def choose_student(checkpoint: str | Path) -> tuple[Path, dict[str, Any], str] | None:
+    """The distilled student `--fast` renders, and why: the folder itself when it is a student,
+    else the best *measured* registered student (in the teacher's `sampling.json`; a student's
+    `measured` record comes from the sampling study, `write_student_measurement`): one within
+    the reference's noise on every metric with the fewest evaluations, else the one that fails
+    the fewest metrics; students without a measurement come after, fewest evaluations first."""
     folder = Path(checkpoint)
     data = read_sampling_file(folder) or {}
     if "student" in data:
-        return folder, data["student"]
+        return folder, data["student"], "the checkpoint is a distilled student"
     found = []
     for entry in data.get("students", []):
         path = Path(entry["path"])
@@ -383,11 +434,47 @@ def find_student(checkpoint: str | Path) -> tuple[Path, dict[str, Any]] | None:
             path = folder / path
         student = (read_sampling_file(path) or {}).get("student")
         if student is not None:
-            found.append((int(student.get("evaluations_per_clip", 10**9)), path, student))
+            found.append((_student_rank(student), str(path), path, student))
     if not found:
         return None
-    _, path, student = min(found, key=lambda f: f[0])
-    return path, student
+    _, _, path, student = min(found, key=lambda f: (f[0], f[1]))
+    m = student.get("measured")
+    of = f" of {len(found)} registered students" if len(found) > 1 else ""
+    if not m:
+        why = f"fewest evaluations{of}; no measured quality in sampling.json"
+    elif m.get("within_noise"):
+        why = (
+            f"best measured student{of}: within the reference's noise on every metric "
+            f"({m.get('source', 'measured')})"
+        )
+    else:
+        worse = ", ".join(m.get("worse", [])) or "?"
+        why = (
+            f"best measured student{of}, but NOT within the reference's noise ({worse}; "
+            f"{m.get('source', 'measured')})"
+        )
+    return path, student, why
+
+
+def find_student(checkpoint: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The distilled student for `--fast` (`choose_student` without the reason)."""
+    found = choose_student(checkpoint)
+    return None if found is None else (found[0], found[1])
+
+
+def write_student_measurement(student: str | Path, measured: dict[str, Any]) -> Path:
+    """Record a student's measured quality in its `sampling.json` (`student.measured`):
+    `within_noise` (bool), `worse` (metrics worse than the reference, e.g. "identity_err
+    +0.05"), and `source` / `reference` / `metrics` as the study gives them."""
+    folder = Path(student)
+    data = read_sampling_file(folder) or {}
+    if "student" not in data:
+        raise ValueError(f"{folder}: not a distilled student (sampling.json has no student)")
+    if not isinstance(measured.get("within_noise"), bool):
+        raise ValueError("measured quality needs within_noise (true/false)")
+    data.pop("version", None)
+    data["student"] = {**data["student"], "measured": measured}
+    return write_sampling_file(folder, data)
 
 
 def step_cache_from_file(data: dict[str, Any] | None) -> StepCacheConfig | None:

@@ -169,6 +169,14 @@ class DistillConfig:
     negative_prompt: str | None = None
     teacher_batched: bool = True  # the teacher's three guidance predictions as one B=3 forward
     export: bool = True  # write <output_dir>/pipeline (student) at the end of the run
+    # trajectory mode: a trajectory pool (`distill.write_trajectory_pool`, safetensors) of the
+    # judged sampler's latents on the student's grid; segments start on the teacher's own
+    # trajectory and the teacher is not run while training. "": noised data, on-the-fly targets
+    pool: str = ""
+    # identity term: weight x relative squared error of the student's x0 prediction's identity
+    # read-out (latent channels [start, end)) against the clean reference frame's; 0 = off
+    identity_weight: float = 0.0
+    identity_channels: list[int] | None = None
 
 
 @dataclass
@@ -323,6 +331,25 @@ def _validate(cfg: TrainConfig, file: str | None) -> TrainConfig:
                 "distill.student_steps",
                 f"must be in [1, teacher_steps={d.teacher_steps}], got {d.student_steps}",
             )
+        if d.pool and d.mode != "trajectory":
+            raise bad("distill.pool", f"needs distill.mode: trajectory (got {d.mode!r})")
+        if not d.identity_weight >= 0.0:
+            raise bad("distill.identity_weight", f"must be >= 0, got {d.identity_weight}")
+        if d.identity_weight > 0 and d.identity_channels is None:
+            raise bad(
+                "distill.identity_channels",
+                "is required when distill.identity_weight > 0 ([start, end) latent channels "
+                "read as identity)",
+            )
+        if d.identity_channels is not None:
+            ch = d.identity_channels
+            if len(ch) != 2 or not 0 <= ch[0] < ch[1]:
+                raise bad("distill.identity_channels", f"must be [start, end), got {ch}")
+            if d.identity_weight == 0:
+                raise bad(
+                    "distill.identity_channels",
+                    "has no effect with distill.identity_weight 0 (set a weight > 0)",
+                )
     if cfg.data.context_latents < 1:
         raise bad("data.context_latents", f"must be at least 1, got {cfg.data.context_latents}")
     if cfg.data.sink_gap < 0:
@@ -418,6 +445,14 @@ _HASH_DEFAULTS = (
 )
 
 
+# distill keys added by issue 21, hashed only when changed (earlier distill hashes stay valid)
+_DISTILL_HASH_DEFAULTS = (
+    ("distill", "pool", ""),
+    ("distill", "identity_weight", 0.0),
+    ("distill", "identity_channels", None),
+)
+
+
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 over what determines the weights (paths to outputs and logging excluded)."""
     data = config_to_dict(cfg)
@@ -438,8 +473,8 @@ def config_hash(cfg: TrainConfig) -> str:
     if cfg.stage != "distill":  # the distill section was added later: earlier hashes stay valid
         data.pop("distill", None)
     # switches added later are hashed only when changed, so earlier hashes stay valid
-    for section, key, default in _HASH_DEFAULTS:
-        if data[section].get(key) == default:
+    for section, key, default in (*_HASH_DEFAULTS, *_DISTILL_HASH_DEFAULTS):
+        if section in data and data[section].get(key) == default:
             data[section].pop(key, None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

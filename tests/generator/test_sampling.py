@@ -326,3 +326,62 @@ def test_the_default_cache_threshold_is_the_benchs_and_the_cli_calibrates(tiny_d
     assert ok.exit_code == 0, ok.output
     cache = step_cache_from_file(read_sampling_file(folder))
     assert cache.threshold == STEP_CACHE_THRESHOLD and len(cache.mag_ratios) == 4
+
+
+def test_fast_picks_the_best_measured_student_and_says_which(tmp_path):
+    """`--fast` on a teacher with several students: a student measured within the reference's
+    noise beats a cheaper unmeasured or failing one; among failing ones the fewest failed
+    metrics wins; without measurements the fewest evaluations (the old rule). The note says
+    which student runs and why."""
+    from generator.sampling import (
+        SamplingRequest,
+        choose_student,
+        find_student,
+        resolve_sampling,
+        write_student_measurement,
+    )
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    folders = {}
+    for name, steps in (("s4", 4), ("s8", 8), ("s8id", 8)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        rec = {
+            "mode": "trajectory",
+            "steps": steps,
+            "solver": "euler",
+            "guidance_scale": 1.0,
+            "audio_guidance_scale": 1.0,
+            "evaluations_per_clip": steps,
+        }
+        write_sampling_file(folders[name], {"student": rec})
+    entries = [{"path": str(p)} for p in folders.values()]
+    write_sampling_file(teacher, {"students": entries})
+    # nothing measured: the fewest evaluations
+    path, _, why = choose_student(teacher)
+    assert path == folders["s4"] and "no measured quality" in why
+    # measured: the 4-step fails two metrics, the plain 8-step one, the identity 8-step none
+    src = "docs/eval/sampling"
+    write_student_measurement(
+        folders["s4"],
+        {"within_noise": False, "worse": ["lip_corr -0.03", "identity_err +0.06"], "source": src},
+    )
+    write_student_measurement(
+        folders["s8"], {"within_noise": False, "worse": ["identity_err +0.05"], "source": src}
+    )
+    path, student, why = choose_student(teacher)
+    assert path == folders["s8"] and "NOT within" in why and "identity_err +0.05" in why
+    write_student_measurement(folders["s8id"], {"within_noise": True, "worse": [], "source": src})
+    path, student, why = choose_student(teacher)
+    assert path == folders["s8id"] and student["measured"]["within_noise"]
+    assert "best measured student of 3 registered students: within" in why
+    assert find_student(teacher) == (path, student)
+    resolved = resolve_sampling(teacher, SamplingRequest(fast=True))
+    assert resolved.folder == folders["s8id"]
+    assert resolved.renderer_kwargs["num_inference_steps"] == 8
+    assert str(folders["s8id"]) in resolved.note and "within the reference's noise" in resolved.note
+    with pytest.raises(ValueError, match="not a distilled student"):
+        write_student_measurement(teacher, {"within_noise": True})
+    with pytest.raises(ValueError, match="needs within_noise"):
+        write_student_measurement(folders["s4"], {"worse": []})

@@ -246,3 +246,243 @@ def test_cli_train_distill_registers_the_student(fresh_home, tmp_path, tiny_cach
     assert report["student"]["evaluations_per_clip"] == 4 and Path(report["pipeline"]).is_dir()
     rows = json.loads(runner.invoke(app, ["checkpoints", "list", "--json"]).output)
     assert [(row["stage"], row["step"]) for row in rows] == [("distill", 2)]
+
+
+# ------------------------------------------------------------------------ issue 21: pool, identity
+def _write_pool(path: Path, cache: Path, teacher: Path, steps: int = 4, seed: int = 0) -> Path:
+    """A trajectory pool over every clip of `cache`: random latents on the `steps`-step student
+    grid, written with the teacher's weights hash (what the judged sampler would record)."""
+    from generator.sampling import make_scheduler
+    from generator.train.data import read_index
+    from generator.train.distill import write_trajectory_pool
+    from generator.train.trainer import model_files_sha256
+
+    g = torch.Generator().manual_seed(seed)
+    sched = make_scheduler("euler", {"flow_shift": 5.0})
+    sched.set_timesteps(steps)
+    grid = sched.sigmas.float()
+    samples = read_index(cache)["samples"] or read_index(cache / "cache")["samples"]
+    trajs = {
+        cid: torch.randn(len(grid), *meta["latent_shape"], generator=g)
+        for cid, meta in samples.items()
+    }
+    sampler = {"solver": "unipc", "steps": 40, "guidance_scale": 3.0, "audio_guidance_scale": 3.0}
+    sha = model_files_sha256(Path(teacher) / "transformer")
+    return write_trajectory_pool(path, trajs, grid, sha, sampler)
+
+
+def _student_pred(tr, batch, xt, sigma):
+    from generator.conditioning import clean_frame_mask, token_timesteps
+
+    b, _, f, h, w = xt.shape
+    mask = clean_frame_mask(f, 1, b)
+    ts = token_timesteps(sigma * 1000.0, mask, (h // tr.patch_hw[0]) * (w // tr.patch_hw[1]))
+    pred = tr.model(
+        xt,
+        ts,
+        batch["prompt_embeds"].float(),
+        audio_embeds=batch["audio"].float(),
+        phase_ids=batch["phase_ids"],
+        phase_windows=batch.get("phase_windows"),
+        return_dict=False,
+    )[0]
+    return pred, mask
+
+
+def test_pool_student_learns_the_pools_chords(tmp_path, tiny_cache, teacher_dir):
+    """`distill.pool`: segment k starts at the pool's latent at sigma_k and its target is the
+    chord to sigma_{k+1}; the teacher is not loaded. A trainer that ignored the pool (noised
+    data, teacher targets) gives another loss."""
+    from generator.train.distill import read_trajectory_pool
+
+    pool = _write_pool(tmp_path / "pool.safetensors", tiny_cache, teacher_dir)
+    cfg = _cfg(tmp_path, tiny_cache, teacher_dir, distill__pool=str(pool))
+    tr = trainer_for(cfg, echo=False).setup()
+    assert tr.teacher is None and tr.pool is not None
+    traj = read_trajectory_pool(pool)["trajectories"]
+    batch = next(iter(tr.make_dataloader(0, 1)))
+    k = tr._segments(batch["positions"])
+    s0, s1 = tr.sigmas[k], tr.sigmas[k + 1]
+    x0 = torch.stack([traj[cid][int(j)] for cid, j in zip(batch["ids"], k)])
+    x1 = torch.stack([traj[cid][int(j) + 1] for cid, j in zip(batch["ids"], k)])
+    with torch.no_grad():
+        pred, mask = _student_pred(tr, batch, x0, s0)
+        target = (x1 - x0) / (s1 - s0).view(-1, 1, 1, 1, 1)
+        err = (pred - target) ** 2
+        weight = mask[:, None, :, None, None].expand_as(err)
+        manual = float((err * weight).sum() / weight.sum())
+        got = float(tr.compute_loss(batch))
+        plain = trainer_for(_cfg(tmp_path / "plain", tiny_cache, teacher_dir), echo=False).setup()
+        other = float(plain.compute_loss(batch))
+    assert got == pytest.approx(manual, rel=1e-5)
+    assert abs(other - got) > 1e-3 * got  # the pool really changes the targets
+    rec = tr.student_record()
+    assert rec["pool"]["clips"] == 6 and rec["pool"]["sampler"]["steps"] == 40
+    assert rec["folded_guidance"] == {"guidance_scale": 3.0, "audio_guidance_scale": 3.0}
+    assert rec["teacher_steps"] == 40
+
+
+def test_identity_term_adds_the_x0_identity_error(tmp_path, tiny_cache, teacher_dir):
+    """`distill.identity_weight` x relative squared error of the x0 prediction's identity
+    channels against the clean first frame's, on top of trajectory matching."""
+    pool = _write_pool(tmp_path / "pool.safetensors", tiny_cache, teacher_dir)
+    base = _cfg(tmp_path / "a", tiny_cache, teacher_dir, distill__pool=str(pool))
+    with_id = _cfg(
+        tmp_path / "b",
+        tiny_cache,
+        teacher_dir,
+        distill__pool=str(pool),
+        distill__identity_weight=0.5,
+        distill__identity_channels="[4, 12]",
+    )
+    a = trainer_for(base, echo=False).setup()
+    b = trainer_for(with_id, echo=False).setup()
+    assert a.identity is None and b.identity == (4, 12)
+    batch = next(iter(a.make_dataloader(0, 1)))
+    with torch.no_grad():
+        la, lb = float(a.compute_loss(batch)), float(b.compute_loss(batch))
+        k = a._segments(batch["positions"])
+        s0 = a.sigmas[k]
+        xt, _ = a._pool_inputs(batch, k, batch["latents"])
+        pred, _ = _student_pred(a, batch, xt, s0)
+        x0 = xt - s0.view(-1, 1, 1, 1, 1) * pred
+        ref = batch["latents"][:, 4:12, :1]
+        err = ((x0[:, 4:12, 1:] - ref) ** 2).sum(dim=(1, 3, 4)) / (ref**2).sum(dim=(1, 2, 3, 4))[
+            :, None
+        ]
+        manual = float(err.mean())
+    assert manual > 1e-3
+    assert lb == pytest.approx(la + 0.5 * manual, rel=1e-5)
+    assert b.student_record()["identity"] == {"weight": 0.5, "channels": [4, 12]}
+
+
+def test_pool_identity_student_resumes_exactly(tmp_path, tiny_cache, teacher_dir):
+    """The new objective (pool targets + identity term) resumes mid-run to the same later
+    losses and weights as an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    pool = _write_pool(tmp_path / "pool.safetensors", tiny_cache, teacher_dir)
+    common = dict(
+        train__max_steps=4,
+        train__checkpoint_every=100,
+        train__gradient_accumulation_steps=2,
+        data__batch_size=1,
+        optim__warmup_steps=2,
+        distill__export="false",
+        distill__pool=str(pool),
+        distill__identity_weight=1.0,
+        distill__identity_channels="[0, 16]",
+    )
+    full = _cfg(tmp_path / "full", tiny_cache, teacher_dir, **common)
+    trainer_for(full, echo=False).train()
+    cut = _cfg(tmp_path / "cut", tiny_cache, teacher_dir, **common)
+    first = trainer_for(cut, echo=False).train(stop_after=2)
+    assert first["step"] == 2 and not first["finished"]
+    resumed = trainer_for(cut, echo=False)
+    assert resumed.train()["finished"] and resumed.step == 4
+    a, b = _losses(Path(full.output_dir)), _losses(Path(cut.output_dir))
+    assert set(a) == {1, 2, 3, 4} and len(set(a.values())) == 4
+    for k in (3, 4):
+        assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7)
+    name = "transformer/diffusion_pytorch_model.safetensors"
+    wa = load_file(str(find_checkpoints(full.output_dir)[-1] / name))
+    wb = load_file(str(find_checkpoints(cut.output_dir)[-1] / name))
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-6
+
+
+def test_teacher_trajectory_records_the_samplers_latents_on_the_grid():
+    """The pool's slots are the judged sampler's own latents: slot 0 the starting noise, a
+    later slot the latents after the UniPC-40 step that lands on the Euler sigma (the 4-step
+    Euler grid lies on the 40-step grid within 2.2e-3), the last the sampler's output."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from generator.pipeline_actavatar import Conditioning, Guidance, denoise
+    from generator.sampling import make_scheduler
+    from generator.train.distill import student_sigmas, teacher_trajectory
+
+    class Field(torch.nn.Module):  # a smooth velocity field with the transformer's interface
+        dtype = torch.float32
+        config = SimpleNamespace(patch_size=(1, 2, 2))
+
+        def cache_context(self, name, **kw):
+            return contextlib.nullcontext()
+
+        def forward(self, x, t, text, **kw):
+            return (0.3 * x - 0.1 * torch.tanh(x) + 1e-4 * t.float().mean(),)
+
+    model = Field()
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, 4, 3, 4, 4, generator=g)
+    clean = torch.randn(2, 4, 1, 4, 4, generator=g)
+    cond = Conditioning(torch.zeros(2, 8, 4), None, torch.zeros(1, 8, 4), None, None)
+    grid, _ = student_sigmas(4, {"flow_shift": 5.0})
+    guide = Guidance(1.0, 1.0)
+    traj = teacher_trajectory(
+        model, make_scheduler("unipc", {"flow_shift": 5.0}), noise, clean, cond, guide, 40, grid
+    )
+    seen = {}
+    final, _ = denoise(
+        model,
+        make_scheduler("unipc", {"flow_shift": 5.0}),
+        noise.clone(),
+        clean,
+        cond,
+        guide,
+        40,
+        on_step=lambda i, t, x: seen.__setitem__(i, x.clone()),
+    )
+    assert traj.shape == (2, 5, 4, 3, 4, 4)
+    torch.testing.assert_close(traj[:, 0, :, 1:], noise[:, :, 1:])
+    torch.testing.assert_close(traj[:, :, :, :1], clean[:, None].expand(-1, 5, -1, -1, -1, -1))
+    # Euler 4's sigma 0.93727 (slot 1) ~ UniPC 40's sigma 10 (0.93758): latents after step 9
+    torch.testing.assert_close(traj[:, 1, :, 1:], seen[9][:, :, 1:])
+    torch.testing.assert_close(traj[:, 3, :, 1:], seen[29][:, :, 1:])  # 0.62469 ~ 0.62594
+    torch.testing.assert_close(traj[:, 4], final)
+    assert not torch.allclose(traj[:, 1], traj[:, 2])
+    with pytest.raises(ValueError, match="not on the 7-step sampler's grid"):
+        teacher_trajectory(
+            model, make_scheduler("unipc", {"flow_shift": 5.0}), noise, clean, cond, guide, 7, grid
+        )
+
+
+def test_pool_and_identity_config_errors(tmp_path, tiny_cache, teacher_dir):
+    from generator.train.config import ConfigError
+
+    def cfg(**kw):
+        return _cfg(tmp_path, tiny_cache, teacher_dir, **kw)
+
+    with pytest.raises(ConfigError, match=r"field 'distill.pool': needs distill.mode: traject"):
+        cfg(distill__pool="x.safetensors", distill__mode="guidance")
+    with pytest.raises(ConfigError, match=r"field 'distill.identity_weight': must be >= 0"):
+        cfg(distill__identity_weight=-1)
+    with pytest.raises(ConfigError, match=r"field 'distill.identity_channels': is required"):
+        cfg(distill__identity_weight=1.0)
+    with pytest.raises(ConfigError, match=r"field 'distill.identity_channels': has no effect"):
+        cfg(distill__identity_channels="[0, 4]")
+    with pytest.raises(ConfigError, match=r"field 'distill.identity_channels': must be"):
+        cfg(distill__identity_weight=1.0, distill__identity_channels="[4, 4]")
+    with pytest.raises(ValueError, match=r"'distill.identity_channels': \[0, 64\) exceeds"):
+        trainer_for(
+            cfg(distill__identity_weight=1.0, distill__identity_channels="[0, 64]"), echo=False
+        ).setup()
+    with pytest.raises(FileNotFoundError, match=r"'distill.pool': .* is not a file"):
+        trainer_for(cfg(distill__pool=str(tmp_path / "none.safetensors")), echo=False).setup()
+    # a pool of another teacher, or one whose grid does not hold the student's sigmas
+    other = _write_pool(tmp_path / "p1.safetensors", tiny_cache, teacher_dir)
+    from generator.train.distill import read_trajectory_pool, write_trajectory_pool
+
+    p = read_trajectory_pool(other)
+    write_trajectory_pool(tmp_path / "p2.safetensors", p["trajectories"], p["sigmas"], "x", {})
+    with pytest.raises(ValueError, match=r"'distill.pool': .* sampled from another teacher"):
+        trainer_for(cfg(distill__pool=str(tmp_path / "p2.safetensors")), echo=False).setup()
+    with pytest.raises(ValueError, match=r"8-step student's sigma .* not on the pool's grid"):
+        trainer_for(cfg(distill__pool=str(other), distill__student_steps=8), echo=False).setup()
+    # a pool that misses a clip of the dataset fails at that clip's batch
+    few = dict(list(p["trajectories"].items())[:1])
+    write_trajectory_pool(tmp_path / "p3.safetensors", few, p["sigmas"], p["teacher_sha256"], {})
+    tr = trainer_for(cfg(distill__pool=str(tmp_path / "p3.safetensors")), echo=False).setup()
+    batches = iter(tr.make_dataloader(0, 6))
+    with pytest.raises(ValueError, match=r"'distill.pool': no trajectory for clip"):
+        for _ in range(6):
+            tr.compute_loss(next(batches))
