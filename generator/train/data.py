@@ -13,8 +13,11 @@ interrupted caching run resumes from the last complete shard and never reads a t
 
 Text dropout (for text guidance): a dropped sample gets zero text states *and* the ids of
 the inference unconditional branch (`prompting.unconditional_phase_ids`: all base, base-only
-windows), so the null text carries no phase pattern and training matches `ActAvatarPipeline`'s
-negative branch.
+windows), so the null text carries no phase pattern. The ids match `ActAvatarPipeline`'s
+negative branch; its text states do not by default: the pipeline encodes Wan's negative
+prompt there, as Wan samples (a negative condition steered away from, not the trained null).
+In the synthetic world, where that string means nothing, zero text is the better negative
+(docs/eval/sampling/, issue 21); on real weights that is still to be measured.
 
 Sampling: a deterministic stream of *global micro-batches* per epoch (each from one resolution
 bucket, so shapes match), seeded by (seed, epoch). Every sample carries its stream position,
