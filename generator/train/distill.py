@@ -75,6 +75,7 @@ previous outputs (exposure bias), as in progressive distillation.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +217,13 @@ def write_trajectory_pool(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"teacher_sha256": teacher_sha256, "sampler": json.dumps(sampler)}
-    save_file(tensors, str(path), metadata=meta)
+    # atomic: an interrupted write never leaves a torn pool that a later run would read
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -486,3 +486,25 @@ def test_pool_and_identity_config_errors(tmp_path, tiny_cache, teacher_dir):
     with pytest.raises(ValueError, match=r"'distill.pool': no trajectory for clip"):
         for _ in range(6):
             tr.compute_loss(next(batches))
+
+
+def test_a_failed_pool_write_keeps_the_old_pool_and_leaves_no_temp(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    from generator.train.distill import read_trajectory_pool, write_trajectory_pool
+
+    sigmas = torch.tensor([1.0, 0.5, 0.0])
+    good = {"a": torch.ones(3, 2, 2, 1, 1)}
+    path = write_trajectory_pool(tmp_path / "pool.safetensors", good, sigmas, "sha", {"s": 1})
+
+    def torn(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"torn")  # a partial file, then the crash
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", torn)
+    with pytest.raises(OSError, match="disk full"):
+        write_trajectory_pool(path, {"a": torch.zeros(3, 2, 2, 1, 1)}, sigmas, "sha", {})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.safetensors"]
+    back = read_trajectory_pool(path)
+    assert torch.equal(back["trajectories"]["a"], good["a"]) and back["teacher_sha256"] == "sha"
