@@ -48,6 +48,7 @@ class Runner:
             PREFECT_API_URL=prefect_url,
             PREFECT_HOME=str(root / "prefect-client"),
             PYTHONPATH=str(REPO),
+            PYTHONFAULTHANDLER="1",
         )
 
     def start(self, *extra: str, pause: str | None = None) -> subprocess.Popen:
@@ -77,7 +78,16 @@ class Runner:
             time.sleep(0.05)
         assert self.flag.read_text().strip() == (step if ":" in step else f"{step}:0")
         proc.send_signal(sig)
-        _out, err = proc.communicate(timeout=120)
+        try:
+            # the flow's cancellation hooks talk to the session's Prefect server, which a busy
+            # suite can slow down: a generous limit, and a stack dump when even that passes
+            _out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack
+            _out, err = proc.communicate(timeout=60)
+            pytest.fail(
+                f"{signal.Signals(sig).name} at {step}: still running after 300 s\n{err[-6000:]}"
+            )
         return proc.returncode, err
 
     def finish(self, *extra: str) -> dict:
