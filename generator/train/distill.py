@@ -452,6 +452,21 @@ class DistillTrainer(Trainer):
         guidance = Guidance(d.guidance_scale, d.audio_guidance_scale, batched=d.teacher_batched)
         return guided_velocity(self.teacher, x, ts, cond, guidance)
 
+    def student_velocity(
+        self, batch: dict[str, Any], xt: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """The student's conditional velocity (one forward, guidance folded in) at `xt` with
+        per-token `timesteps`: what the pipeline runs when it samples the student."""
+        return self.model(
+            xt,
+            timesteps,
+            batch["prompt_embeds"].float(),
+            audio_embeds=batch["audio"].float(),
+            phase_ids=batch["phase_ids"],
+            phase_windows=batch.get("phase_windows"),
+            return_dict=False,
+        )[0]
+
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         from generator.conditioning import clean_frame_mask, token_timesteps
         from generator.train.losses import noisy_inputs
@@ -488,15 +503,7 @@ class DistillTrainer(Trainer):
                         num_clean,
                     )
         with self.accelerator.autocast():
-            pred = self.model(
-                xt,
-                ts,
-                batch["prompt_embeds"].float(),
-                audio_embeds=batch["audio"].float(),
-                phase_ids=batch["phase_ids"],
-                phase_windows=batch.get("phase_windows"),
-                return_dict=False,
-            )[0]
+            pred = self.student_velocity(batch, xt, ts)
         err = (pred.float() - target.float()) ** 2
         weight = mask[:, None, :, None, None].expand_as(err)
         loss = (err * weight).sum() / weight.sum().clamp_min(1.0)

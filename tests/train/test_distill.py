@@ -136,21 +136,9 @@ def test_distill_resume_gives_the_same_later_losses_and_weights(
 ):
     from safetensors.torch import load_file
 
-    common = dict(
-        train__max_steps=4,
-        train__checkpoint_every=100,
-        train__gradient_accumulation_steps=2,
-        data__batch_size=1,
-        optim__warmup_steps=2,
-        distill__mode=mode,
-        distill__export="false",
+    full, cut, resumed = _full_and_cut_at_2(
+        tmp_path, tiny_cache, teacher_dir, distill__mode=mode, distill__export="false"
     )
-    full = _cfg(tmp_path / "full", tiny_cache, teacher_dir, **common)
-    trainer_for(full, echo=False).train()
-    cut = _cfg(tmp_path / "cut", tiny_cache, teacher_dir, **common)
-    first = trainer_for(cut, echo=False).train(stop_after=2)
-    assert first["step"] == 2 and not first["finished"]
-    resumed = trainer_for(cut, echo=False)
     summary = resumed.train()
     assert resumed.step == 4 and summary["finished"] and "pipeline" not in summary
     a, b = _losses(Path(full.output_dir)), _losses(Path(cut.output_dir))
@@ -271,22 +259,32 @@ def _write_pool(path: Path, cache: Path, teacher: Path, steps: int = 4, seed: in
     return write_trajectory_pool(path, trajs, grid, sha, sampler)
 
 
+def _full_and_cut_at_2(tmp_path, tiny_cache, teacher_dir, **extra):
+    """An uninterrupted 4-step run, and the same config stopped after step 2: (its config, the
+    cut config, a fresh trainer on the cut run that resumes it)."""
+    common = dict(
+        train__max_steps=4,
+        train__checkpoint_every=100,
+        train__gradient_accumulation_steps=2,
+        data__batch_size=1,
+        optim__warmup_steps=2,
+        **extra,
+    )
+    full = _cfg(tmp_path / "full", tiny_cache, teacher_dir, **common)
+    trainer_for(full, echo=False).train()
+    cut = _cfg(tmp_path / "cut", tiny_cache, teacher_dir, **common)
+    first = trainer_for(cut, echo=False).train(stop_after=2)
+    assert first["step"] == 2 and not first["finished"]
+    return full, cut, trainer_for(cut, echo=False)
+
+
 def _student_pred(tr, batch, xt, sigma):
     from generator.conditioning import clean_frame_mask, token_timesteps
 
     b, _, f, h, w = xt.shape
     mask = clean_frame_mask(f, 1, b)
     ts = token_timesteps(sigma * 1000.0, mask, (h // tr.patch_hw[0]) * (w // tr.patch_hw[1]))
-    pred = tr.model(
-        xt,
-        ts,
-        batch["prompt_embeds"].float(),
-        audio_embeds=batch["audio"].float(),
-        phase_ids=batch["phase_ids"],
-        phase_windows=batch.get("phase_windows"),
-        return_dict=False,
-    )[0]
-    return pred, mask
+    return tr.student_velocity(batch, xt, ts), mask
 
 
 def test_pool_student_learns_the_pools_chords(tmp_path, tiny_cache, teacher_dir):
@@ -362,23 +360,15 @@ def test_pool_identity_student_resumes_exactly(tmp_path, tiny_cache, teacher_dir
     from safetensors.torch import load_file
 
     pool = _write_pool(tmp_path / "pool.safetensors", tiny_cache, teacher_dir)
-    common = dict(
-        train__max_steps=4,
-        train__checkpoint_every=100,
-        train__gradient_accumulation_steps=2,
-        data__batch_size=1,
-        optim__warmup_steps=2,
+    full, cut, resumed = _full_and_cut_at_2(
+        tmp_path,
+        tiny_cache,
+        teacher_dir,
         distill__export="false",
         distill__pool=str(pool),
         distill__identity_weight=1.0,
         distill__identity_channels="[0, 16]",
     )
-    full = _cfg(tmp_path / "full", tiny_cache, teacher_dir, **common)
-    trainer_for(full, echo=False).train()
-    cut = _cfg(tmp_path / "cut", tiny_cache, teacher_dir, **common)
-    first = trainer_for(cut, echo=False).train(stop_after=2)
-    assert first["step"] == 2 and not first["finished"]
-    resumed = trainer_for(cut, echo=False)
     assert resumed.train()["finished"] and resumed.step == 4
     a, b = _losses(Path(full.output_dir)), _losses(Path(cut.output_dir))
     assert set(a) == {1, 2, 3, 4} and len(set(a.values())) == 4
