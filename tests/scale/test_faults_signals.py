@@ -28,6 +28,15 @@ pytestmark = pytest.mark.slow
 STEPS = ("speech", "words", "plan", "render:2", "stitch")
 
 
+def _interruptible() -> None:
+    """The child starts with SIGINT at its default, as a foreground command whose terminal
+    sends Ctrl-C: a suite started in the background (`cmd &` in a script, some CI runners)
+    ignores SIGINT, children inherit that, and Python then installs no KeyboardInterrupt
+    handler — the run would never see the Ctrl-C this test sends (seen: paused at `words`,
+    300 s after SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Runner:
     """`avatar-flow run` of one script into one home and output folder, as a process."""
 
@@ -64,6 +73,7 @@ class Runner:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_interruptible,
         )
 
     def stop_at(self, step: str, sig: int) -> tuple[int, str]:
